@@ -1,0 +1,130 @@
+"""The Dask layer: map a block kernel over row blocks and tree-reduce the results.
+
+This is the only module that builds Dask graphs. Per pass, the small per-pass inputs (candidate
+parameters) enter the graph once as one key that every block task depends on; the per-block
+results are combined in a tree of fan-in ``split_every``; nothing of size N reaches the client.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .validation import check_block_finite
+
+SPLIT_EVERY = 8
+
+
+class RowBlocks:
+    """A row-chunked Dask array (and optional row weights) that passes are run over.
+
+    Parameters
+    ----------
+    x : dask.array.Array of shape (n_samples, n_features)
+        Chunked along rows only.
+    w : dask.array.Array of shape (n_samples,) or None
+        Row weights, chunked like ``x``'s rows.
+    scheduler : str or None
+        Dask scheduler for the passes; None uses the current default (a distributed Client if
+        one is active). The local schedulers pin BLAS to one thread per worker thread.
+    """
+
+    def __init__(self, x: da.Array, w: da.Array | None = None, scheduler: str | None = None):
+        if len(x.chunks[1]) != 1:
+            x = x.rechunk({1: -1})
+        self.x = x
+        self.w = None if w is None else w.rechunk((x.chunks[0],))
+        self.scheduler = scheduler
+        self.offsets = np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(int)
+        self._xb = list(x.to_delayed().ravel())
+        self._wb = [None] * len(self._xb) if self.w is None else list(self.w.to_delayed().ravel())
+
+    def checked(self) -> da.Array:
+        """The data with a NaN/inf check in every block task, for a first pass made elsewhere."""
+        return self.x.map_blocks(_check_located, dtype=self.x.dtype, token="dgmm-check")
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self._xb)
+
+    def map_reduce(
+        self,
+        kernel: Callable[..., Any],
+        spec: Any,
+        combine: Callable[[list[Any]], Any],
+        name: str,
+        split_every: int = SPLIT_EVERY,
+    ) -> Any:
+        """Compute ``combine`` over ``kernel(block, weights, row0, spec)`` of every block.
+
+        Task keys are named ``{name}-<token>`` for the block tasks and ``dgmm-combine-<token>``
+        for the reduction, so the dashboard shows what runs.
+        """
+        token = uuid.uuid4().hex[:12]
+        spec_d = dask.delayed(spec, name=f"dgmm-params-{token}", traverse=False)
+        parts = [
+            dask.delayed(kernel, pure=True)(
+                xb, wb, int(r0), spec_d, dask_key_name=(f"{name}-{token}", i)
+            )
+            for i, (xb, wb, r0) in enumerate(zip(self._xb, self._wb, self.offsets, strict=True))
+        ]
+        level = 0
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(combine, pure=True)(
+                    parts[j : j + split_every],
+                    dask_key_name=(f"dgmm-combine-{token}", level, j // split_every),
+                )
+                for j in range(0, len(parts), split_every)
+            ]
+            level += 1
+        with self._blas_pinned():
+            (result,) = dask.compute(parts[0], scheduler=self.scheduler)
+        return result
+
+    def _blas_pinned(self):
+        local = self.scheduler in ("threads", "threading", "sync", "synchronous")
+        if self.scheduler is None:
+            local = dask.config.get("scheduler", None) in (None, "threads", "threading")
+            local = local and not _distributed_client_active()
+        return threadpool_limits(limits=1) if local else nullcontext()
+
+
+def _check_located(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_block_finite(block, row0)
+    return block
+
+
+def _distributed_client_active() -> bool:
+    try:
+        from distributed import default_client
+
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def map_rows(
+    x: da.Array, fn: Callable[..., np.ndarray], spec: Any, dtype: Any, n_cols: int | None, name: str
+) -> da.Array:
+    """Lazy ``fn(block, spec)`` per row block: 1-D output if ``n_cols`` is None, else 2-D."""
+    if len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    spec_d = dask.delayed(spec, traverse=False)
+    if n_cols is None:
+        return da.map_blocks(fn, x, spec_d, dtype=dtype, drop_axis=1, token=name)
+    return da.map_blocks(fn, x, spec_d, dtype=dtype, chunks=(x.chunks[0], (n_cols,)), token=name)
+
+
+def rows_per_chunk(n_samples: int, n_features: int, itemsize: int, target_bytes: int) -> int:
+    """Rows in a chunk of about ``target_bytes`` of data (at least one row)."""
+    return int(max(1, min(n_samples, target_bytes // max(1, n_features * itemsize))))

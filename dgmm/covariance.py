@@ -1,0 +1,356 @@
+"""Covariance types as strategies: one class each, one registry, no branching elsewhere.
+
+Every strategy works on data already shifted by a common offset ``c`` (``xs = x - c``) and on
+means shifted the same way, so that second moments never cancel against a large offset.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from scipy import linalg
+
+_LOG_2PI = np.log(2 * np.pi)
+
+DEGENERATE_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+
+
+class DegenerateCovarianceError(ValueError):
+    """A component's covariance is not positive definite.
+
+    Parameters
+    ----------
+    component : int
+        Index of the first offending component.
+    reg_covar : float or None
+        The regularisation in use, quoted in the message when known.
+    """
+
+    def __init__(self, component: int, reg_covar: float | None = None):
+        self.component = component
+        hint = f" (current reg_covar={reg_covar:g})" if reg_covar is not None else ""
+        super().__init__(
+            f"{DEGENERATE_MESSAGE} Component {component} has a covariance that is not positive "
+            f"definite; increase reg_covar{hint}."
+        )
+
+
+def _flip(a: np.ndarray) -> np.ndarray:
+    return a[..., ::-1, ::-1]
+
+
+def _chol_precision(cov: np.ndarray, component: int) -> np.ndarray:
+    """Upper-triangular ``U`` with ``U Uᵀ = cov⁻¹`` (the factor scikit-learn stores)."""
+    try:
+        cov_chol = linalg.cholesky(cov, lower=True)
+    except linalg.LinAlgError:
+        raise DegenerateCovarianceError(component) from None
+    if not np.all(np.isfinite(cov_chol)) or np.any(np.diag(cov_chol) <= 0):
+        raise DegenerateCovarianceError(component)
+    return linalg.solve_triangular(cov_chol, np.eye(cov.shape[0]), lower=True).T
+
+
+def _chol_from_precision(precision: np.ndarray) -> np.ndarray:
+    return _flip(linalg.cholesky(_flip(precision)))
+
+
+def _check_spd(matrices: np.ndarray, what: str) -> None:
+    for k, m in enumerate(matrices):
+        if not np.allclose(m, m.T) or np.any(np.linalg.eigvalsh(m) <= 0.0):
+            raise ValueError(f"'{what}' should be symmetric, positive-definite; matrix {k} is not.")
+
+
+class CovarianceType(ABC):
+    """Protocol of a covariance type: statistics, finalisation, densities, sampling."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def moment_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of the accumulated second-moment statistic."""
+
+    @abstractmethod
+    def second_moments(self, xs: np.ndarray, resp: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        """Weighted second moments of one row block (``resp`` already carries row weights)."""
+
+    @abstractmethod
+    def covariances(
+        self, nk: np.ndarray, means_s: np.ndarray, sxx: np.ndarray, reg_covar: float
+    ) -> np.ndarray:
+        """Covariances from the reduced statistics around the shifted means."""
+
+    @abstractmethod
+    def precision_cholesky(self, covariances: np.ndarray) -> np.ndarray:
+        """Cholesky factors of the precisions; raises `DegenerateCovarianceError`."""
+
+    @abstractmethod
+    def precision_cholesky_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
+        """Cholesky factors from user-given precisions (scikit-learn's convention)."""
+
+    @abstractmethod
+    def precisions(self, prec_chol: np.ndarray) -> np.ndarray:
+        """Precision matrices (or their diagonal / scalar parts) from the factors."""
+
+    @abstractmethod
+    def log_gaussian(
+        self, xs: np.ndarray, means_s: np.ndarray, prec_chol: np.ndarray
+    ) -> np.ndarray:
+        """Log density of every row under every component, shape (n_rows, n_components)."""
+
+    @abstractmethod
+    def n_cov_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free covariance parameters."""
+
+    @abstractmethod
+    def sample(
+        self, rng: np.random.RandomState, mean: np.ndarray, covariances: np.ndarray, k: int, n: int
+    ) -> np.ndarray:
+        """Draw ``n`` rows from component ``k``, with scikit-learn's calls on ``rng``."""
+
+    @abstractmethod
+    def check_precisions(
+        self, precisions: np.ndarray, n_components: int, n_features: int
+    ) -> np.ndarray:
+        """Validate ``precisions_init``: shape, symmetry, positive definiteness."""
+
+    def covariances_from_precision_cholesky(self, prec_chol: np.ndarray) -> np.ndarray:
+        """Covariances implied by precision factors (used when only precisions are given)."""
+        p = self.precisions(prec_chol)
+        return np.linalg.inv(p) if p.ndim >= 2 else 1.0 / p
+
+    @staticmethod
+    def _check_shape(a: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(
+                f"The parameter '{what}' should have the shape of {shape}, but got {a.shape}"
+            )
+        return a
+
+
+class Full(CovarianceType):
+    """Each component has its own general covariance matrix."""
+
+    name = "full"
+
+    def moment_shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def second_moments(self, xs, resp, w):
+        n, d = xs.shape
+        k = resp.shape[1]
+        # One GEMM for all components: xsᵀ @ [r_1·xs | r_2·xs | ... ].
+        rx = (resp[:, :, None] * xs[:, None, :]).reshape(n, k * d)
+        m = (xs.T @ rx).reshape(d, k, d).transpose(1, 0, 2)
+        return m.astype(np.float64)
+
+    def covariances(self, nk, means_s, sxx, reg_covar):
+        d = means_s.shape[1]
+        cov = sxx / nk[:, None, None] - means_s[:, :, None] * means_s[:, None, :]
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        cov[:, np.arange(d), np.arange(d)] += reg_covar
+        return cov
+
+    def precision_cholesky(self, covariances):
+        return np.stack([_chol_precision(c, k) for k, c in enumerate(covariances)])
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return np.stack([_chol_from_precision(p) for p in precisions])
+
+    def precisions(self, prec_chol):
+        return prec_chol @ prec_chol.transpose(0, 2, 1)
+
+    def log_gaussian(self, xs, means_s, prec_chol):
+        n, d = xs.shape
+        k = means_s.shape[0]
+        # One GEMM against all factors side by side: (n, D) @ (D, K·D).
+        p_all = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+        y = xs @ p_all
+        y -= np.einsum("kd,kde->ke", means_s, prec_chol).reshape(k * d)
+        y = y.reshape(n, k, d)
+        sq = np.einsum("nkd,nkd->nk", y, y)
+        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+        return -0.5 * (d * _LOG_2PI + sq) + log_det
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def sample(self, rng, mean, covariances, k, n):
+        return rng.multivariate_normal(mean, covariances[k], n)
+
+    def check_precisions(self, precisions, n_components, n_features):
+        p = self._check_shape(precisions, (n_components, n_features, n_features), "precisions")
+        _check_spd(p, "full precision")
+        return p
+
+
+class Tied(CovarianceType):
+    """All components share one general covariance matrix."""
+
+    name = "tied"
+
+    def moment_shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def second_moments(self, xs, resp, w):
+        # Σ_k r_ik = w_i, so the pooled scatter needs only the row weights.
+        wx = xs if w is None else xs * w[:, None].astype(xs.dtype)
+        return (xs.T @ wx).astype(np.float64)
+
+    def covariances(self, nk, means_s, sxx, reg_covar):
+        between = (nk[:, None] * means_s).T @ means_s
+        cov = (sxx - between) / nk.sum()
+        cov = 0.5 * (cov + cov.T)
+        cov[np.diag_indices_from(cov)] += reg_covar
+        return cov
+
+    def precision_cholesky(self, covariances):
+        return _chol_precision(covariances, 0)
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return _chol_from_precision(precisions)
+
+    def precisions(self, prec_chol):
+        return prec_chol @ prec_chol.T
+
+    def log_gaussian(self, xs, means_s, prec_chol):
+        d = xs.shape[1]
+        y = xs @ prec_chol
+        m = means_s @ prec_chol
+        diff = y[:, None, :] - m[None, :, :]
+        sq = np.einsum("nkd,nkd->nk", diff, diff)
+        log_det = np.log(np.diag(prec_chol)).sum()
+        return -0.5 * (d * _LOG_2PI + sq) + log_det
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def sample(self, rng, mean, covariances, k, n):
+        return rng.multivariate_normal(mean, covariances, n)
+
+    def check_precisions(self, precisions, n_components, n_features):
+        p = self._check_shape(precisions, (n_features, n_features), "precisions")
+        _check_spd(p[None], "tied precision")
+        return p
+
+
+class Diag(CovarianceType):
+    """Each component has its own diagonal covariance."""
+
+    name = "diag"
+
+    def moment_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def second_moments(self, xs, resp, w):
+        return (resp.T @ (xs * xs)).astype(np.float64)
+
+    def covariances(self, nk, means_s, sxx, reg_covar):
+        return sxx / nk[:, None] - means_s**2 + reg_covar
+
+    def precision_cholesky(self, covariances):
+        _check_positive(covariances)
+        return 1.0 / np.sqrt(covariances)
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return np.sqrt(precisions)
+
+    def precisions(self, prec_chol):
+        return prec_chol**2
+
+    def log_gaussian(self, xs, means_s, prec_chol):
+        d = xs.shape[1]
+        prec = prec_chol**2
+        sq = (
+            np.sum(means_s**2 * prec, axis=1) - 2.0 * (xs @ (means_s * prec).T) + (xs * xs) @ prec.T
+        )
+        log_det = np.log(prec_chol).sum(axis=1)
+        return -0.5 * (d * _LOG_2PI + sq) + log_det
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def sample(self, rng, mean, covariances, k, n):
+        return mean + rng.standard_normal(size=(n, mean.shape[0])) * np.sqrt(covariances[k])
+
+    def check_precisions(self, precisions, n_components, n_features):
+        p = self._check_shape(precisions, (n_components, n_features), "precisions")
+        if np.any(p <= 0.0):
+            raise ValueError("'diag precision' should be positive")
+        return p
+
+
+class Spherical(CovarianceType):
+    """Each component has its own single variance."""
+
+    name = "spherical"
+
+    def moment_shape(self, n_components, n_features):
+        return (n_components,)
+
+    def second_moments(self, xs, resp, w):
+        return (resp.T @ np.einsum("nd,nd->n", xs, xs)).astype(np.float64)
+
+    def covariances(self, nk, means_s, sxx, reg_covar):
+        d = means_s.shape[1]
+        return (sxx / nk - np.sum(means_s**2, axis=1)) / d + reg_covar
+
+    def precision_cholesky(self, covariances):
+        _check_positive(covariances)
+        return 1.0 / np.sqrt(covariances)
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return np.sqrt(precisions)
+
+    def precisions(self, prec_chol):
+        return prec_chol**2
+
+    def log_gaussian(self, xs, means_s, prec_chol):
+        d = xs.shape[1]
+        prec = prec_chol**2
+        sq = (
+            np.sum(means_s**2, axis=1) * prec
+            - 2.0 * (xs @ means_s.T) * prec
+            + np.outer(np.einsum("nd,nd->n", xs, xs), prec)
+        )
+        log_det = d * np.log(prec_chol)
+        return -0.5 * (d * _LOG_2PI + sq) + log_det
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components
+
+    def sample(self, rng, mean, covariances, k, n):
+        return mean + rng.standard_normal(size=(n, mean.shape[0])) * np.sqrt(covariances[k])
+
+    def check_precisions(self, precisions, n_components, n_features):
+        p = self._check_shape(precisions, (n_components,), "precisions")
+        if np.any(p <= 0.0):
+            raise ValueError("'spherical precision' should be positive")
+        return p
+
+
+def _check_positive(variances: np.ndarray) -> None:
+    bad = np.flatnonzero(~(np.atleast_2d(variances.T).T > 0.0).all(axis=-1))
+    if bad.size:
+        raise DegenerateCovarianceError(int(bad[0]))
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {
+    cls.name: cls() for cls in (Full, Tied, Diag, Spherical)
+}
+
+
+def get_covariance_type(name: str) -> CovarianceType:
+    """Look up a covariance strategy by its scikit-learn name."""
+    try:
+        return COVARIANCE_TYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {name!r}."
+        ) from None

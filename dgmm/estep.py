@@ -1,0 +1,267 @@
+"""Per-block kernels: responsibilities from any source, and the block's sufficient statistics.
+
+Everything here is plain numpy on one row block. A block is processed in row sub-blocks sized to
+keep the (rows × K·D) temporaries in cache; statistics are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .covariance import CovarianceType
+from .params import ShiftedParams
+from .stats import SuffStats
+from .validation import check_block_finite
+
+# Budget for the temporaries of one sub-block; a few MiB stays within L2/L3 on our machines.
+SUB_BLOCK_BYTES = 2 * 2**20
+RANDOM_PAGE_ROWS = 4096
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 data computes in float32; everything else in float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def sub_block_rows(n_features: int, n_components: int, itemsize: int) -> int:
+    """Rows per sub-block: temporaries are about (D + 3·K·D + 4·K) values per row."""
+    per_row = itemsize * (n_features + 3 * n_components * n_features + 4 * n_components)
+    return int(np.clip(SUB_BLOCK_BYTES // per_row, 64, 16384))
+
+
+def logsumexp_rows(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise log-sum-exp and normalised responsibilities, sharing one ``exp``."""
+    m = lp.max(axis=1, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    e = np.exp(lp - m)
+    s = e.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        lse = (np.log(s) + m)[:, 0]
+    e /= s
+    return lse, e
+
+
+class Responsibilities(Protocol):
+    """Where a pass gets each row's responsibilities from."""
+
+    n_components: int
+
+    def __call__(self, xs: np.ndarray, row0: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Responsibilities (n, K) of the shifted rows starting at global row ``row0``, and
+        their log-likelihoods (or None when the source is not a model)."""
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """The E-step: posterior responsibilities under the current parameters."""
+
+    params: ShiftedParams
+
+    @property
+    def n_components(self) -> int:
+        return self.params.means_s.shape[0]
+
+    def __call__(self, xs, row0):
+        lse, resp = logsumexp_rows(self.params.weighted_log_prob(xs))
+        return resp, lse
+
+
+def _one_hot(labels: np.ndarray, n_components: int, dtype: np.dtype) -> np.ndarray:
+    resp = np.zeros((labels.shape[0], n_components), dtype=dtype)
+    resp[np.arange(labels.shape[0]), labels] = 1.0
+    return resp
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Hard assignment from labels of every row (an in-memory clustering)."""
+
+    labels: np.ndarray
+    n_components: int
+
+    def __call__(self, xs, row0):
+        return _one_hot(self.labels[row0 : row0 + xs.shape[0]], self.n_components, xs.dtype), None
+
+
+@dataclass(frozen=True)
+class NearestCenter:
+    """Hard assignment of each row to its nearest centre (centres shifted like the rows)."""
+
+    centers_s: np.ndarray
+
+    @property
+    def n_components(self) -> int:
+        return self.centers_s.shape[0]
+
+    def __call__(self, xs, row0):
+        c = self.centers_s.astype(xs.dtype)
+        d = np.einsum("kd,kd->k", c, c) - 2.0 * (xs @ c.T)
+        return _one_hot(d.argmin(axis=1), self.n_components, xs.dtype), None
+
+
+@dataclass(frozen=True)
+class RowIndices:
+    """Component k is the single row ``indices[k]`` (random_from_data, k-means++)."""
+
+    indices: np.ndarray
+    n_components: int = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_components", len(self.indices))
+
+    def __call__(self, xs, row0):
+        resp = np.zeros((xs.shape[0], self.n_components), dtype=xs.dtype)
+        local = self.indices - row0
+        inside = (local >= 0) & (local < xs.shape[0])
+        resp[local[inside], np.flatnonzero(inside)] = 1.0
+        return resp, None
+
+
+@dataclass(frozen=True)
+class RandomUniform:
+    """Uniform random responsibilities, normalised per row.
+
+    Draws come in fixed pages of rows, each from its own seeded stream, so a row's draw does not
+    depend on how the data is chunked.
+    """
+
+    seed: int
+    n_components: int
+
+    def __call__(self, xs, row0):
+        n = xs.shape[0]
+        first, last = row0 // RANDOM_PAGE_ROWS, (row0 + n - 1) // RANDOM_PAGE_ROWS
+        pages = [
+            np.random.default_rng([self.seed, p]).random((RANDOM_PAGE_ROWS, self.n_components))
+            for p in range(first, last + 1)
+        ]
+        start = row0 - first * RANDOM_PAGE_ROWS
+        u = np.concatenate(pages)[start : start + n].astype(xs.dtype)
+        u /= u.sum(axis=1, keepdims=True)
+        return u, None
+
+
+@dataclass(frozen=True)
+class StatsJob:
+    """One candidate's work in a pass: a responsibility source and a covariance type."""
+
+    source: Responsibilities
+    strategy: CovarianceType
+
+
+@dataclass
+class _Accumulator:
+    n: float
+    loglik: float
+    nk: np.ndarray
+    sx: np.ndarray
+    sxx: np.ndarray
+
+    def add(self, xs, resp, w, lse, strategy: CovarianceType) -> None:
+        rw = resp if w is None else resp * w[:, None]
+        self.n += float(xs.shape[0] if w is None else w.sum(dtype=np.float64))
+        if lse is not None:
+            self.loglik += float(lse.sum(dtype=np.float64) if w is None else lse @ w)
+        self.nk += rw.sum(axis=0, dtype=np.float64)
+        self.sx += rw.T @ xs
+        self.sxx += strategy.second_moments(xs, rw, w)
+
+
+def chunk_statistics(
+    x: np.ndarray,
+    w: np.ndarray | None,
+    row0: int,
+    shift: np.ndarray,
+    jobs: list[StatsJob],
+    check_finite: bool = False,
+) -> list[SuffStats]:
+    """E-step and sufficient statistics of every job on one row block.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_rows, n_features)
+        The row block, float32 or float64.
+    w : ndarray of shape (n_rows,) or None
+        Row weights; None means weight 1.
+    row0 : int
+        Global index of the block's first row.
+    shift : ndarray of shape (n_features,)
+        Offset subtracted from every row before any moment is taken.
+    jobs : list of StatsJob
+        The candidates this pass serves.
+    check_finite : bool
+        Raise a ValueError naming the rows if the block holds NaN or inf.
+
+    Returns
+    -------
+    list of SuffStats
+        One per job, in float64.
+    """
+    if check_finite:
+        check_block_finite(x, row0)
+    dtype = compute_dtype(x.dtype)
+    n, d = x.shape
+    shift_c = shift.astype(dtype)
+    wc = None if w is None else w.astype(dtype, copy=False)
+    accs = [
+        _Accumulator(
+            0.0,
+            0.0,
+            np.zeros(j.source.n_components),
+            np.zeros((j.source.n_components, d)),
+            np.zeros(j.strategy.moment_shape(j.source.n_components, d)),
+        )
+        for j in jobs
+    ]
+    k_max = max((j.source.n_components for j in jobs), default=1)
+    step = sub_block_rows(d, k_max, dtype.itemsize)
+    for s in range(0, n, step):
+        xs = x[s : s + step].astype(dtype, copy=False) - shift_c
+        ws = None if wc is None else wc[s : s + step]
+        for job, acc in zip(jobs, accs, strict=True):
+            resp, lse = job.source(xs, row0 + s)
+            acc.add(xs, resp, ws, lse, job.strategy)
+    return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx) for a in accs]
+
+
+def block_log_resp(
+    x: np.ndarray, params: ShiftedParams, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log-likelihood and log responsibilities of one row block."""
+    dtype = compute_dtype(x.dtype)
+    n, d = x.shape
+    k = params.means_s.shape[0]
+    step = sub_block_rows(d, k, dtype.itemsize)
+    lse = np.empty(n, dtype=dtype)
+    log_resp = np.empty((n, k), dtype=dtype)
+    shift_c = shift.astype(dtype)
+    for s in range(0, n, step):
+        lp = params.weighted_log_prob(x[s : s + step].astype(dtype, copy=False) - shift_c)
+        m, _ = logsumexp_rows(lp)
+        lse[s : s + step] = m
+        log_resp[s : s + step] = lp - m[:, None]
+    return lse, log_resp
+
+
+@dataclass(frozen=True)
+class ApplySpec:
+    """What `apply_block` returns for a fitted model: ``labels``, ``proba`` or ``score``."""
+
+    params: ShiftedParams
+    shift: np.ndarray
+    output: str
+
+
+def apply_block(x: np.ndarray, spec: ApplySpec, block_info: dict | None = None) -> np.ndarray:
+    """Labels, probabilities or per-row log-likelihoods of one row block of new data."""
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_block_finite(x, row0)
+    lse, log_resp = block_log_resp(x, spec.params, spec.shift)
+    if spec.output == "labels":
+        return log_resp.argmax(axis=1)
+    if spec.output == "proba":
+        return np.exp(log_resp)
+    return lse

@@ -1,0 +1,420 @@
+"""`GaussianMixture`: the scikit-learn-style estimator over the lockstep EM driver."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._reduce import RowBlocks, map_rows
+from .covariance import get_covariance_type
+from .em import DataPasses, EMResult, run_em
+from .estep import ApplySpec, apply_block, compute_dtype
+from .init import INIT_METHODS, UserInit, initial_parameters
+from .io import InputData, load_input, load_model, save_model
+from .params import GaussianParams
+from .validation import check_n_components, check_number
+
+logger = logging.getLogger(__name__)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM as a map-reduce over row chunks of numpy, Dask or Zarr data.
+
+    Each EM iteration is one pass over the data: every row block yields the sufficient
+    statistics of every restart (counts, sums, second moments, log-likelihood), which a Dask tree
+    reduction adds up for the M-step. Memory is bounded by the chunk size, not the data size.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Covariance parametrisation, as in scikit-learn.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean per-sample log-likelihood.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the diagonal of covariances.
+    max_iter : int, default=100
+        Number of EM iterations per restart.
+    n_init : int, default=1
+        Number of restarts; the best (largest lower bound) is kept. Restarts share every pass
+        over the data.
+    init_params : {'kmeans', 'k-means||', 'k-means++', 'random', 'random_from_data'}, \
+default='kmeans'
+        How the starting responsibilities are drawn. For Dask or Zarr input, 'kmeans' and
+        'k-means||' run dask-ml's out-of-core k-means with k-means|| seeding, and 'k-means++'
+        draws its seeds with one pass over the data per component.
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        User-provided starting parameters, as in scikit-learn.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation; the same value gives the same result on every run.
+    warm_start : bool, default=False
+        Start the next ``fit`` from the current solution (one restart).
+    verbose : int, default=0
+        Print progress: 1 for start and end, 2 for every ``verbose_interval`` iterations too.
+    verbose_interval : int, default=10
+        Iterations between progress messages.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+        Shaped by ``covariance_type`` as in scikit-learn.
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+        EM iterations of the best restart.
+    lower_bound_ : float
+        Mean log-likelihood of the best restart, before its last M-step.
+    lower_bounds_ : list of float
+        The best restart's lower bound at every iteration.
+    n_features_in_ : int
+    n_passes_ : int
+        Passes over the data made by the last ``fit``.
+
+    Notes
+    -----
+    Differences from scikit-learn:
+
+    * ``fit`` accepts ``sample_weight``; every statistic is weighted.
+    * For Dask / Zarr input, ``predict``, ``predict_proba`` and ``score_samples`` return lazy
+      Dask arrays, and 'random' initial responsibilities are drawn per block of rows so they do
+      not depend on the chunking (for numpy input they are scikit-learn's draws).
+    * Parameters are always float64; float32 data is computed in float32 with float64
+      accumulation.
+    * Second moments are accumulated around an offset near the data, so data far from the
+      origin loses no precision.
+    * ``save`` / ``load`` store a model as JSON and ``.npz`` arrays, without pickle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dgmm import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> np.round(np.sort(gm.means_[:, 0]), 1)
+    array([ 1., 10.])
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ checks
+    def _check_parameters(self) -> None:
+        check_number("n_components", self.n_components, Integral, low=1)
+        get_covariance_type(self.covariance_type)
+        check_number("tol", self.tol, Real, low=0.0)
+        check_number("reg_covar", self.reg_covar, Real, low=0.0)
+        check_number("max_iter", self.max_iter, Integral, low=0)
+        check_number("n_init", self.n_init, Integral, low=1)
+        check_number("verbose", self.verbose, Integral, low=0)
+        check_number("verbose_interval", self.verbose_interval, Integral, low=1)
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"The 'init_params' parameter must be one of {list(INIT_METHODS)}; "
+                f"got {self.init_params!r}."
+            )
+
+    def _user_init(self, n_features: int) -> UserInit:
+        k = self.n_components
+        weights = means = precisions = None
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+            if weights.shape != (k,):
+                raise ValueError(
+                    f"The parameter 'weights' should have the shape of ({k},), "
+                    f"but got {weights.shape}"
+                )
+            if weights.min() < 0.0 or weights.max() > 1.0:
+                raise ValueError(
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{weights.max():.5f}, min value {weights.min():.5f}"
+                )
+            if not np.allclose(np.abs(1.0 - weights.sum()), 0.0):
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, but got "
+                    f"sum(weights) = {weights.sum():.5f}"
+                )
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+            if means.shape != (k, n_features):
+                raise ValueError(
+                    f"The parameter 'means' should have the shape of {(k, n_features)}, "
+                    f"but got {means.shape}"
+                )
+        if self.precisions_init is not None:
+            strategy = get_covariance_type(self.covariance_type)
+            precisions = strategy.check_precisions(self.precisions_init, k, n_features)
+        return UserInit(weights, means, precisions)
+
+    def _check_features(self, data: InputData) -> None:
+        n_features = data.x.shape[1]
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
+        """Estimate the parameters with EM, ``n_init`` restarts sharing every data pass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+            Training data, chunked along rows.
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights.
+
+        Returns
+        -------
+        self : GaussianMixture
+
+        Raises
+        ------
+        ValueError
+            On NaN/inf rows (naming how many and the first), wrong shape or dtype, fewer rows
+            than components, bad parameter values, or a covariance that degenerates.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then label the training data; equal to ``fit(X).predict(X)``."""
+        return self._fit(X, sample_weight).predict(X)
+
+    def _fit(self, X: Any, sample_weight: Any) -> GaussianMixture:
+        self._check_parameters()
+        data = load_input(X, sample_weight)
+        n_samples, n_features = data.x.shape
+        check_n_components(self.n_components, n_samples)
+        user = self._user_init(n_features)
+        strategy = get_covariance_type(self.covariance_type)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init and n_features != self.n_features_in_:
+            self._check_features(data)
+        passes = DataPasses(
+            RowBlocks(data.x, data.w, data.scheduler), data.shift(), checked=data.checked
+        )
+        if do_init:
+            rng = check_random_state(self.random_state)
+            starts = initial_parameters(
+                passes,
+                strategy,
+                self.n_components,
+                self.init_params,
+                self.n_init,
+                rng,
+                user,
+                self.reg_covar,
+                data.x_mem,
+                data.w_mem,
+            )
+        else:
+            starts = [self._params()]
+        self._say(1, f"Initialized {len(starts)} restart(s) with {self.init_params!r}.")
+        results = run_em(
+            passes,
+            starts,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            reg_covar=self.reg_covar,
+            lower_bound=-np.inf if do_init else self.lower_bound_,
+            callback=self._progress,
+        )
+        for r in results:
+            if r.failed:
+                raise ValueError(r.error)
+        self._set_result(_best(results))
+        self.n_features_in_ = n_features
+        self.n_passes_ = passes.n_passes
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _say(self, level: int, msg: str) -> None:
+        logger.info(msg)
+        if self.verbose >= level:
+            print(msg)
+
+    def _progress(self, it: int, results: list[EMResult], active: list[int]) -> None:
+        if it % self.verbose_interval == 0 or not active:
+            best = max(r.lower_bound for r in results)
+            self._say(
+                2 if active else 1,
+                f"Iteration {it}: {len(active)} of {len(results)} restart(s) running, "
+                f"best lower bound {best:.6f}",
+            )
+
+    def _set_result(self, r: EMResult) -> None:
+        p = r.params
+        self.weights_, self.means_ = p.weights, p.means
+        self.covariances_, self.precisions_cholesky_ = p.covariances, p.precisions_cholesky
+        self.converged_, self.n_iter_ = r.converged, r.n_iter
+        self.lower_bound_, self.lower_bounds_ = r.lower_bound, list(r.lower_bounds)
+        self._set_derived()
+
+    def _set_derived(self) -> None:
+        self.precisions_ = get_covariance_type(self.covariance_type).precisions(
+            self.precisions_cholesky_
+        )
+
+    def _params(self) -> GaussianParams:
+        return GaussianParams(
+            self.covariance_type,
+            np.asarray(self.weights_),
+            np.asarray(self.means_),
+            np.asarray(self.covariances_),
+            np.asarray(self.precisions_cholesky_),
+        )
+
+    # --------------------------------------------------------------- inference
+    def _apply(self, X: Any, output: str, dtype: Any) -> Any:
+        check_is_fitted(self)
+        data = load_input(X)
+        self._check_features(data)
+        params = self._params()
+        shift = params.weights @ params.means
+        spec = ApplySpec(params.shifted(shift, compute_dtype(data.x.dtype)), shift, output)
+        if data.lazy:
+            n_cols = self.n_components if output == "proba" else None
+            return map_rows(data.x, apply_block, spec, dtype, n_cols, f"dgmm-{output}")
+        return apply_block(data.x_mem, spec)
+
+    def predict(self, X: Any) -> Any:
+        """Component labels of the rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+
+        Returns
+        -------
+        labels : ndarray or dask.array.Array of shape (n_samples,)
+            Lazy for Dask / Zarr input.
+        """
+        return self._apply(X, "labels", np.int64)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of each component for every row, shape (n_samples, K)."""
+        return self._apply(X, "proba", np.float64)
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the model, shape (n_samples,)."""
+        return self._apply(X, "score", np.float64)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean per-row log-likelihood of ``X``."""
+        return float(np.asarray(self.score_samples(X).mean()))
+
+    def _n_parameters(self) -> int:
+        return self._params().n_parameters()
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        n = load_input(X).x.shape[0]
+        return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        n = load_input(X).x.shape[0]
+        return -2.0 * self.score(X) * n + 2 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture (scikit-learn's draws for the same seed).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            The component each row was drawn from.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples}. The sampling requires at least "
+                "one sample."
+            )
+        strategy = get_covariance_type(self.covariance_type)
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        X = np.vstack(
+            [
+                strategy.sample(rng, mean, self.covariances_, k, int(c))
+                for k, (mean, c) in enumerate(zip(self.means_, counts, strict=True))
+            ]
+        )
+        y = np.concatenate([np.full(c, k, dtype=int) for k, c in enumerate(counts)])
+        return X, y
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the fitted model to a directory as JSON + ``.npz`` (no pickle)."""
+        check_is_fitted(self)
+        save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GaussianMixture:
+        """Read a model written by `save`."""
+        return load_model(path, cls)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "precisions_cholesky_")
+
+
+def _best(results: list[EMResult]) -> EMResult:
+    """scikit-learn's choice: the first strictly largest final lower bound."""
+    best, best_lb = results[0], -np.inf
+    for r in results:
+        if r.lower_bound > best_lb or best_lb == -np.inf:
+            best, best_lb = r, r.lower_bound
+    return best

@@ -1,0 +1,196 @@
+"""Zarr input and output, and saving models without pickle (JSON + ``.npz``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+MODEL_FORMAT = "dgmm-gaussian-mixture"
+MODEL_VERSION = 1
+_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+_INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
+
+
+def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
+    """Open a Zarr array read-only, with a message that says what is wrong if it is not one.
+
+    A path may point into a group (``store.zarr/X``).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"No Zarr array at '{path}': the path does not exist.")
+    try:
+        node = zarr.open(store=str(p), mode="r")
+    except Exception as e:
+        raise ValueError(f"'{path}' is not a Zarr array ({type(e).__name__}: {e}).") from None
+    if isinstance(node, zarr.Group):
+        names = sorted(node.array_keys())
+        hint = f"; arrays in it: {names}" if names else " and holds no arrays"
+        raise ValueError(
+            f"'{path}' is a Zarr group, not an array: name the array inside it "
+            f"(e.g. '{path}/{names[0] if names else 'X'}'){hint}."
+        )
+    return node
+
+
+def zarr_to_dask(arr: zarr.Array) -> da.Array:
+    """A Dask view of a Zarr array, one Dask block per Zarr chunk row, columns in one block."""
+    x = da.from_zarr(arr)
+    if x.ndim == 2 and len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    return x
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"cannot store parameter value of type {type(value).__name__}")
+
+
+def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a fitted estimator to a directory (``model.json`` + ``arrays.npz``), atomically."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it.")
+    params = est.get_params()
+    arrays = {name: np.asarray(getattr(est, name)) for name in _ARRAYS}
+    for name in _INIT_ARRAYS:
+        if params[name] is not None:
+            arrays[name] = np.asarray(params[name])
+        params[name] = None
+    if not isinstance(params["random_state"], (int, np.integer, type(None))):
+        params["random_state"] = None  # a RandomState's state is not part of the model
+    meta = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "params": {k: _jsonable(v) for k, v in params.items()},
+        "attributes": {
+            "converged_": bool(est.converged_),
+            "n_iter_": int(est.n_iter_),
+            "lower_bound_": float(est.lower_bound_),
+            "lower_bounds_": [float(v) for v in est.lower_bounds_],
+            "n_features_in_": int(est.n_features_in_),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+    np.savez(tmp / "arrays.npz", **arrays)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def load_model(path: str | os.PathLike, cls: type) -> Any:
+    """Read a model written by `save_model`; no pickle is involved."""
+    path = Path(path)
+    meta_file = path / "model.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"No dgmm model at '{path}' (missing model.json).")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
+        raise ValueError(
+            f"'{path}' is not a dgmm model of version {MODEL_VERSION}: "
+            f"format={meta.get('format')!r}, version={meta.get('version')!r}."
+        )
+    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    params = dict(meta["params"])
+    for name in _INIT_ARRAYS:
+        params[name] = arrays.pop(name, None)
+    est = cls(**params)
+    for name, value in {**meta["attributes"], **arrays}.items():
+        setattr(est, name, value)
+    est._set_derived()
+    return est
+
+
+class InputData:
+    """Training or prediction input as row blocks, with what the estimator needs to know.
+
+    Attributes
+    ----------
+    x : dask.array.Array
+        The rows, chunked along rows only.
+    x_mem, w_mem : ndarray or None
+        The in-memory arrays when the input was numpy (None for Dask / Zarr input).
+    w : dask.array.Array or None
+        Row weights chunked like ``x``.
+    scheduler : str or None
+        ``"threads"`` for in-memory input, else None (the current default scheduler).
+    lazy : bool
+        Whether results of per-row methods should be returned as Dask arrays.
+    """
+
+    def __init__(self, x, x_mem, w, w_mem, scheduler, lazy):
+        self.x, self.x_mem, self.w, self.w_mem = x, x_mem, w, w_mem
+        self.scheduler, self.lazy = scheduler, lazy
+
+    @property
+    def checked(self) -> bool:
+        return self.x_mem is not None
+
+    def shift(self, n_rows: int = 1024) -> np.ndarray:
+        """A row-like offset near the data (mean of the first rows) to centre moments on."""
+        head = self.x_mem[:n_rows] if self.x_mem is not None else self.x[:n_rows].compute()
+        with np.errstate(all="ignore"):
+            finite = np.where(np.isfinite(head), head, np.nan).astype(np.float64)
+            shift = (
+                np.nanmean(finite, axis=0) if np.isfinite(finite).any() else np.zeros(head.shape[1])
+            )
+        shift = np.nan_to_num(shift)
+        return shift.astype(self.x.dtype).astype(np.float64)
+
+
+def in_memory_chunk_rows(n_samples: int, n_features: int, itemsize: int) -> int:
+    """Row chunks for in-memory input: ~16 MiB each, and work for both cores on large arrays."""
+    by_bytes = (16 * 2**20) // max(1, n_features * itemsize)
+    by_cores = -(-n_samples // (2 * (os.cpu_count() or 1)))
+    return int(max(4096, min(by_bytes, by_cores)))
+
+
+def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
+    """Check and wrap numpy / Dask / Zarr input (or a path to a Zarr array)."""
+    from .validation import as_numpy_2d, check_dtype_and_shape, check_sample_weight
+
+    if isinstance(X, (str, os.PathLike)):
+        X = open_zarr_array(X)
+    if isinstance(X, zarr.Array):
+        check_dtype_and_shape(X.dtype, X.shape, name)
+        X = zarr_to_dask(X)
+    if isinstance(X, da.Array):
+        dtype = check_dtype_and_shape(X.dtype, X.shape, name)
+        if any(np.isnan(c) for c in X.chunks[0]):
+            raise ValueError(
+                f"Input {name} has unknown chunk sizes; call X.compute_chunk_sizes() first."
+            )
+        x = X.astype(dtype) if X.dtype != dtype else X
+        if len(x.chunks[1]) != 1:
+            x = x.rechunk({1: -1})
+        w = None
+        if sample_weight is not None:
+            w = da.asarray(sample_weight).astype(np.float64)
+            if w.shape != (x.shape[0],):
+                raise ValueError(
+                    f"sample_weight.shape == {w.shape}, expected ({x.shape[0]},) "
+                    f"(one weight per row of {name})."
+                )
+            w = w.rechunk((x.chunks[0],))
+        return InputData(x, None, w, None, None, lazy=True)
+    x_mem = as_numpy_2d(X, name)
+    w_mem = None if sample_weight is None else check_sample_weight(sample_weight, x_mem.shape[0])
+    rows = in_memory_chunk_rows(*x_mem.shape, x_mem.dtype.itemsize)
+    x = da.from_array(x_mem, chunks=(rows, x_mem.shape[1]), name=False)
+    w = None if w_mem is None else da.from_array(w_mem, chunks=(rows,), name=False)
+    return InputData(x, x_mem, w, w_mem, "threads", lazy=False)

@@ -1,0 +1,49 @@
+"""The M-step: reduced sufficient statistics to new mixture parameters (pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .covariance import CovarianceType, DegenerateCovarianceError
+from .params import GaussianParams
+from .stats import SuffStats
+
+
+def m_step(
+    stats: SuffStats,
+    strategy: CovarianceType,
+    reg_covar: float,
+    shift: np.ndarray,
+    eps: float,
+    weights_denominator: float | None = None,
+) -> GaussianParams:
+    """New parameters from the statistics of one pass, with scikit-learn's conventions.
+
+    Parameters
+    ----------
+    stats : SuffStats
+        Statistics reduced over all rows, around ``shift``.
+    strategy : CovarianceType
+    reg_covar : float
+        Added to the diagonal of every covariance.
+    shift : ndarray of shape (n_features,)
+        The offset the statistics were taken around.
+    eps : float
+        Machine epsilon of the data's dtype; ``10·eps`` is added to each count.
+    weights_denominator : float, optional
+        Divide counts by this instead of their sum (the initialisation divides by n_samples).
+
+    Raises
+    ------
+    DegenerateCovarianceError
+        If a covariance is not positive definite; the message names the component.
+    """
+    nk = stats.nk + 10.0 * eps
+    means_s = stats.sx / nk[:, None]
+    covariances = strategy.covariances(nk, means_s, stats.sxx, reg_covar)
+    try:
+        prec_chol = strategy.precision_cholesky(covariances)
+    except DegenerateCovarianceError as e:
+        raise DegenerateCovarianceError(e.component, reg_covar) from None
+    denominator = nk.sum() if weights_denominator is None else weights_denominator
+    return GaussianParams(strategy.name, nk / denominator, means_s + shift, covariances, prec_chol)

@@ -1,0 +1,64 @@
+"""Parameters of one Gaussian mixture and their shifted, compute-dtype view for the kernels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .covariance import CovarianceType, get_covariance_type
+
+
+@dataclass(frozen=True)
+class GaussianParams:
+    """Weights, means and covariance of a mixture, with the precision Cholesky factors."""
+
+    covariance_type: str
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+
+    @property
+    def strategy(self) -> CovarianceType:
+        return get_covariance_type(self.covariance_type)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    def n_parameters(self) -> int:
+        """Free parameters: covariance + means + (weights − 1)."""
+        k, d = self.means.shape
+        return self.strategy.n_cov_parameters(k, d) + k * d + k - 1
+
+    def shifted(self, shift: np.ndarray, dtype: np.dtype) -> ShiftedParams:
+        """The view the E-step kernels use: means relative to ``shift``, cast to ``dtype``."""
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.weights)
+        return ShiftedParams(
+            self.strategy,
+            log_w.astype(dtype),
+            (self.means - shift).astype(dtype),
+            self.precisions_cholesky.astype(dtype),
+        )
+
+
+@dataclass(frozen=True)
+class ShiftedParams:
+    """Kernel-side parameters: log weights, shifted means and factors in the compute dtype."""
+
+    strategy: CovarianceType
+    log_weights: np.ndarray
+    means_s: np.ndarray
+    precisions_cholesky: np.ndarray
+
+    def weighted_log_prob(self, xs: np.ndarray) -> np.ndarray:
+        """``log π_k + log N(x | θ_k)`` for every row of the shifted block."""
+        lp = self.strategy.log_gaussian(xs, self.means_s, self.precisions_cholesky)
+        lp += self.log_weights
+        return lp

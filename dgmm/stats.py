@@ -1,0 +1,60 @@
+"""Sufficient statistics of a Gaussian mixture: a small additive value (a monoid under ``+``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SuffStats:
+    """Statistics of a set of rows under one candidate model, all in float64.
+
+    Attributes
+    ----------
+    n : float
+        Total row weight (the number of rows when unweighted).
+    loglik : float
+        Weighted sum of the per-row log-likelihoods (0 for hard-assignment passes).
+    nk : ndarray of shape (n_components,)
+        Weighted responsibility counts.
+    sx : ndarray of shape (n_components, n_features)
+        Weighted sums of the shifted rows ``x - shift``.
+    sxx : ndarray
+        Weighted second moments of the shifted rows, shaped by the covariance type.
+    """
+
+    n: float
+    loglik: float
+    nk: np.ndarray
+    sx: np.ndarray
+    sxx: np.ndarray
+
+    def __add__(self, other: SuffStats) -> SuffStats:
+        return SuffStats(
+            self.n + other.n,
+            self.loglik + other.loglik,
+            self.nk + other.nk,
+            self.sx + other.sx,
+            self.sxx + other.sxx,
+        )
+
+    @classmethod
+    def zero(cls, n_components: int, n_features: int, moment_shape: tuple[int, ...]) -> SuffStats:
+        """The identity of ``+``."""
+        return cls(
+            0.0,
+            0.0,
+            np.zeros(n_components),
+            np.zeros((n_components, n_features)),
+            np.zeros(moment_shape),
+        )
+
+
+def sum_stats(parts: list[list[SuffStats]]) -> list[SuffStats]:
+    """Add per-candidate statistics of several row blocks, candidate by candidate."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = [a + b for a, b in zip(out, p, strict=True)]
+    return out

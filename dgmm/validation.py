@@ -1,0 +1,128 @@
+"""Input checks with messages that name the problem and the remedy (pure numpy, no Dask)."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+
+def check_block_finite(x: np.ndarray, row0: int = 0) -> None:
+    """Raise a ValueError naming the rows if a block of rows holds NaN or infinity.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_rows, n_features)
+    row0 : int
+        Global index of the block's first row, so the message names global rows.
+    """
+    if x.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(x).all(axis=1)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    kind = (
+        "NaN"
+        if np.isnan(x[bad]).any()
+        else f"infinity or a value too large for dtype({str(x.dtype)!r})"
+    )
+    span = f"rows {row0} to {row0 + x.shape[0] - 1}"
+    raise ValueError(
+        f"Input X contains {kind}: {bad.size} row(s) with NaN or infinite values among {span}, "
+        f"the first at row {row0 + int(bad[0])}. Remove or impute those rows before fitting."
+    )
+
+
+def check_dtype_and_shape(dtype: np.dtype, shape: tuple, name: str = "X") -> np.dtype:
+    """Check what can be checked without reading data; return the dtype to compute in.
+
+    float32 and float64 are kept; integers and booleans become float64.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}.")
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"Input {name} has a non-numeric dtype ({dtype}); expected an array of numbers."
+        )
+    if len(shape) != 2:
+        raise ValueError(
+            f"Expected 2D array, got {len(shape)}D array instead (shape={tuple(shape)}). "
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if shape[0] < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required."
+        )
+    if shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+            "required."
+        )
+    return dtype if dtype.kind == "f" and dtype.itemsize >= 4 else np.dtype(np.float64)
+
+
+def as_numpy_2d(X: Any, name: str = "X") -> np.ndarray:
+    """Convert array-likes (lists, object arrays of numbers) to a checked float ndarray."""
+    arr = np.asarray(X)
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"Input {name} has dtype object with values that are not numbers: {e}"
+            ) from None
+    dtype = check_dtype_and_shape(arr.dtype, arr.shape, name)
+    arr = np.asarray(arr, dtype=dtype)
+    check_block_finite(arr, 0)
+    return arr
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """Check in-memory sample weights: 1-D, finite, non-negative, not all zero."""
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight.shape == {w.shape}, expected ({n_samples},) (one weight per row of X)."
+        )
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative.")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight sums to zero; at least one row needs a positive weight.")
+    return w
+
+
+def check_n_components(n_components: int, n_samples: int) -> None:
+    """scikit-learn's rule: no more components than rows."""
+    if n_samples < n_components:
+        raise ValueError(
+            "Expected n_samples >= n_components but got "
+            f"n_components = {n_components}, n_samples = {n_samples}"
+        )
+
+
+def check_number(
+    name: str,
+    value: Any,
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    """Raise a ValueError naming the parameter when a number is of the wrong type or range."""
+    ok_type = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is Real:
+        ok_type = ok_type and np.isfinite(value)
+    if not ok_type:
+        what = "an integer" if kind is Integral else "a finite real number"
+        raise ValueError(f"The '{name}' parameter must be {what}; got {value!r}.")
+    if low is not None and (value <= low if low_open else value < low):
+        rel = ">" if low_open else ">="
+        raise ValueError(f"The '{name}' parameter must be {rel} {low}; got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"The '{name}' parameter must be <= {high}; got {value!r}.")
