@@ -57,7 +57,7 @@ def _chol_precision(cov: np.ndarray, component: int) -> np.ndarray:
 
 
 def _chol_from_precision(precision: np.ndarray) -> np.ndarray:
-    return _flip(linalg.cholesky(_flip(precision)))
+    return _flip(linalg.cholesky(_flip(precision), lower=True))
 
 
 def _check_spd(matrices: np.ndarray, what: str) -> None:
@@ -121,8 +121,7 @@ class CovarianceType(ABC):
 
     def covariances_from_precision_cholesky(self, prec_chol: np.ndarray) -> np.ndarray:
         """Covariances implied by precision factors (used when only precisions are given)."""
-        p = self.precisions(prec_chol)
-        return np.linalg.inv(p) if p.ndim >= 2 else 1.0 / p
+        return np.linalg.inv(self.precisions(prec_chol))
 
     @staticmethod
     def _check_shape(a: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -264,6 +263,9 @@ class Diag(CovarianceType):
     def precisions(self, prec_chol):
         return prec_chol**2
 
+    def covariances_from_precision_cholesky(self, prec_chol):
+        return 1.0 / prec_chol**2
+
     def log_gaussian(self, xs, means_s, prec_chol):
         d = xs.shape[1]
         prec = prec_chol**2
@@ -286,8 +288,8 @@ class Diag(CovarianceType):
         return p
 
 
-class Spherical(CovarianceType):
-    """Each component has its own single variance."""
+class Spherical(Diag):
+    """Each component has its own single variance (a diagonal with equal entries)."""
 
     name = "spherical"
 
@@ -300,16 +302,6 @@ class Spherical(CovarianceType):
     def covariances(self, nk, means_s, sxx, reg_covar):
         d = means_s.shape[1]
         return (sxx / nk - np.sum(means_s**2, axis=1)) / d + reg_covar
-
-    def precision_cholesky(self, covariances):
-        _check_positive(covariances)
-        return 1.0 / np.sqrt(covariances)
-
-    def precision_cholesky_from_precisions(self, precisions):
-        return np.sqrt(precisions)
-
-    def precisions(self, prec_chol):
-        return prec_chol**2
 
     def log_gaussian(self, xs, means_s, prec_chol):
         d = xs.shape[1]
@@ -324,9 +316,6 @@ class Spherical(CovarianceType):
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components
-
-    def sample(self, rng, mean, covariances, k, n):
-        return mean + rng.standard_normal(size=(n, mean.shape[0])) * np.sqrt(covariances[k])
 
     def check_precisions(self, precisions, n_components, n_features):
         p = self._check_shape(precisions, (n_components,), "precisions")

@@ -6,7 +6,7 @@ keep the (rows × K·D) temporaries in cache; statistics are accumulated in floa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -107,10 +107,7 @@ class RowIndices:
     """Component k is the single row ``indices[k]`` (random_from_data, k-means++)."""
 
     indices: np.ndarray
-    n_components: int = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "n_components", len(self.indices))
+    n_components: int
 
     def __call__(self, xs, row0):
         resp = np.zeros((xs.shape[0], self.n_components), dtype=xs.dtype)

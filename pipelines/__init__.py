@@ -1,0 +1,1 @@
+"""dgmm pipelines: runs driven by configuration, on top of the `dgmm` library."""

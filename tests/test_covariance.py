@@ -1,0 +1,85 @@
+"""Covariance strategies: densities, parameter counts, precision factors."""
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from dgmm.covariance import COVARIANCE_TYPES, DegenerateCovarianceError, get_covariance_type
+from dgmm.params import GaussianParams
+
+from .conftest import COV_TYPES
+
+
+def _random_covariances(cov_type, k, d, rng):
+    a = rng.normal(size=(k, d, d))
+    full = a @ a.transpose(0, 2, 1) + d * np.eye(d)
+    return {
+        "full": full,
+        "tied": full[0],
+        "diag": rng.uniform(0.5, 2.0, size=(k, d)),
+        "spherical": rng.uniform(0.5, 2.0, size=k),
+    }[cov_type]
+
+
+def _dense(cov_type, covs, k, d):
+    return {
+        "full": lambda: covs,
+        "tied": lambda: np.stack([covs] * k),
+        "diag": lambda: np.stack([np.diag(c) for c in covs]),
+        "spherical": lambda: np.stack([c * np.eye(d) for c in covs]),
+    }[cov_type]()
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_log_gaussian_matches_scipy(cov_type, rng):
+    k, d = 3, 4
+    strat = get_covariance_type(cov_type)
+    covs = _random_covariances(cov_type, k, d, rng)
+    means = rng.normal(size=(k, d))
+    X = rng.normal(size=(50, d)) * 2
+    shift = rng.normal(size=d)
+    lp = strat.log_gaussian(X - shift, means - shift, strat.precision_cholesky(covs))
+    dense = _dense(cov_type, covs, k, d)
+    expected = np.column_stack(
+        [multivariate_normal(means[j], dense[j]).logpdf(X) for j in range(k)]
+    )
+    np.testing.assert_allclose(lp, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("cov_type", "expected"), [("spherical", 13), ("diag", 21), ("tied", 26), ("full", 41)]
+)
+def test_n_parameters(cov_type, expected, rng):
+    k, d = 2, 5
+    strat = get_covariance_type(cov_type)
+    covs = _random_covariances(cov_type, k, d, rng)
+    p = GaussianParams(cov_type, np.full(k, 0.5), np.zeros((k, d)), covs,
+                       strat.precision_cholesky(covs))
+    assert p.n_parameters() == expected
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_precision_roundtrip(cov_type, rng):
+    strat = get_covariance_type(cov_type)
+    covs = _random_covariances(cov_type, 3, 4, rng)
+    pc = strat.precision_cholesky(covs)
+    pc2 = strat.precision_cholesky_from_precisions(strat.precisions(pc))
+    np.testing.assert_allclose(strat.precisions(pc2), strat.precisions(pc), rtol=1e-10)
+    np.testing.assert_allclose(strat.covariances_from_precision_cholesky(pc), covs, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag", "spherical"])
+def test_degenerate_names_component(cov_type, rng):
+    strat = get_covariance_type(cov_type)
+    covs = _random_covariances(cov_type, 3, 4, rng)
+    covs[1] = 0.0 if cov_type != "full" else np.zeros((4, 4))
+    with pytest.raises(DegenerateCovarianceError, match="Component 1 ") as info:
+        strat.precision_cholesky(covs)
+    assert info.value.component == 1
+    assert "reg_covar" in str(info.value)
+
+
+def test_unknown_covariance_type():
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        get_covariance_type("banana")
+    assert set(COVARIANCE_TYPES) == set(COV_TYPES)
