@@ -76,7 +76,7 @@ class CovarianceType(ABC):
         """Shape of the accumulated second-moment statistic."""
 
     @abstractmethod
-    def second_moments(self, xs: np.ndarray, resp: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    def second_moments(self, xs: np.ndarray, resp: np.ndarray) -> np.ndarray:
         """Weighted second moments of one row block (``resp`` already carries row weights)."""
 
     @abstractmethod
@@ -141,7 +141,7 @@ class Full(CovarianceType):
     def moment_shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
 
-    def second_moments(self, xs, resp, w):
+    def second_moments(self, xs, resp):
         n, d = xs.shape
         k = resp.shape[1]
         # One GEMM for all components: xsᵀ @ [r_1·xs | r_2·xs | ... ].
@@ -197,10 +197,10 @@ class Tied(CovarianceType):
     def moment_shape(self, n_components, n_features):
         return (n_features, n_features)
 
-    def second_moments(self, xs, resp, w):
-        # Σ_k r_ik = w_i, so the pooled scatter needs only the row weights.
-        wx = xs if w is None else xs * w[:, None].astype(xs.dtype)
-        return (xs.T @ wx).astype(np.float64)
+    def second_moments(self, xs, resp):
+        # The pooled scatter needs only each row's total responsibility (its weight in an
+        # E-step; 0 for rows a hard initialisation leaves out).
+        return (xs.T @ (xs * resp.sum(axis=1)[:, None])).astype(np.float64)
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         between = (nk[:, None] * means_s).T @ means_s
@@ -247,7 +247,7 @@ class Diag(CovarianceType):
     def moment_shape(self, n_components, n_features):
         return (n_components, n_features)
 
-    def second_moments(self, xs, resp, w):
+    def second_moments(self, xs, resp):
         return (resp.T @ (xs * xs)).astype(np.float64)
 
     def covariances(self, nk, means_s, sxx, reg_covar):
@@ -296,7 +296,7 @@ class Spherical(Diag):
     def moment_shape(self, n_components, n_features):
         return (n_components,)
 
-    def second_moments(self, xs, resp, w):
+    def second_moments(self, xs, resp):
         return (resp.T @ np.einsum("nd,nd->n", xs, xs)).astype(np.float64)
 
     def covariances(self, nk, means_s, sxx, reg_covar):

@@ -164,7 +164,7 @@ class _Accumulator:
             self.loglik += float(lse.sum(dtype=np.float64) if w is None else lse @ w)
         self.nk += rw.sum(axis=0, dtype=np.float64)
         self.sx += rw.T @ xs
-        self.sxx += strategy.second_moments(xs, rw, w)
+        self.sxx += strategy.second_moments(xs, rw)
 
 
 def chunk_statistics(
