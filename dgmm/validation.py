@@ -67,12 +67,17 @@ def check_dtype_and_shape(dtype: np.dtype, shape: tuple, name: str = "X") -> np.
 
 def as_numpy_2d(X: Any, name: str = "X") -> np.ndarray:
     """Convert array-likes (lists, object arrays of numbers) to a checked float ndarray."""
+    if hasattr(X, "tocsr") or hasattr(X, "todense"):
+        raise TypeError(
+            f"Sparse data was passed for {name}, but dense data is required. Use '.toarray()' "
+            "to convert to a dense numpy array."
+        )
     arr = np.asarray(X)
     if arr.dtype.kind == "O":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as e:
-            raise ValueError(
+            raise type(e)(
                 f"Input {name} has dtype object with values that are not numbers: {e}"
             ) from None
     dtype = check_dtype_and_shape(arr.dtype, arr.shape, name)
