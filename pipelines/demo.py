@@ -29,9 +29,12 @@ def make_data(path: Path, n: int = 200_000, seed: int = 0) -> zarr.Array:
 
 def main() -> None:
     data = make_data(DATA)
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         print(f"Dask dashboard: {client.dashboard_link}")
         print(f"data: {DATA} shape={data.shape} chunks={data.chunks}")
         print(f"{'K':>3} {'BIC':>14} {'iters':>6} {'seconds':>8}")

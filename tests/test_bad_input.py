@@ -23,17 +23,23 @@ def _with(X, rows, value):
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda X: _with(X, [17, 40, 41], np.nan),
-         r"Input X contains NaN: 3 row\(s\) .* the first at row 17"),
-        (lambda X: _with(X, [5], np.inf),
-         r"Input X contains infinity .* 1 row\(s\) .* the first at row 5"),
+        (
+            lambda X: _with(X, [17, 40, 41], np.nan),
+            r"Input X contains NaN: 3 row\(s\) .* the first at row 17",
+        ),
+        (
+            lambda X: _with(X, [5], np.inf),
+            r"Input X contains infinity .* 1 row\(s\) .* the first at row 5",
+        ),
         (lambda X: X[:, 0], "Expected 2D array, got 1D array"),
         (lambda X: X[None], "Expected 2D array, got 3D array"),
         (lambda X: X.astype(str), "non-numeric dtype"),
         (lambda X: X[:0], r"Found array with 0 sample\(s\)"),
         (lambda X: X[:, :0], r"Found array with 0 feature\(s\)"),
-        (lambda X: X[:3], "Expected n_samples >= n_components but got n_components = 4, "
-                          "n_samples = 3"),
+        (
+            lambda X: X[:3],
+            "Expected n_samples >= n_components but got n_components = 4, n_samples = 3",
+        ),
         (lambda X: X.astype(complex), "Complex data not supported"),
     ],
 )
@@ -58,7 +64,7 @@ def test_nan_in_zarr_input(X, tmp_path):
 
 
 def test_missing_path_and_group(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No Zarr array at .*does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"No Zarr array at .*does not exist"):
         GaussianMixture(2).fit(str(tmp_path / "nope.zarr"))
     import zarr
 
@@ -82,10 +88,14 @@ def test_missing_path_and_group(tmp_path):
         ({"weights_init": [0.5, 0.6]}, "should be normalized"),
         ({"weights_init": [0.5, 0.5, 0.0]}, r"'weights' should have the shape of \(2,\)"),
         ({"means_init": np.zeros((2, 5))}, r"'means' should have the shape of \(2, 3\)"),
-        ({"precisions_init": -np.ones((2, 3)), "covariance_type": "diag"},
-         "'diag precision' should be positive"),
-        ({"precisions_init": np.stack([np.eye(3), -np.eye(3)])},
-         "'full precision' should be symmetric, positive-definite"),
+        (
+            {"precisions_init": -np.ones((2, 3)), "covariance_type": "diag"},
+            "'diag precision' should be positive",
+        ),
+        (
+            {"precisions_init": np.stack([np.eye(3), -np.eye(3)])},
+            "'full precision' should be symmetric, positive-definite",
+        ),
     ],
 )
 def test_bad_parameters(X, params, match):
@@ -103,8 +113,11 @@ def test_bad_sample_weight(X):
 def test_degenerate_covariance_names_component_and_remedy(rng):
     a = rng.normal(size=(60, 1))
     X = np.hstack([a, 2 * a, -a])  # rank one: every covariance is singular
-    with pytest.raises(ValueError, match=r"Component \d has a covariance .* increase reg_covar "
-                                         r"\(current reg_covar=0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Component \d has a covariance .* increase reg_covar "
+        r"\(current reg_covar=0\)",
+    ):
         GaussianMixture(2, reg_covar=0, random_state=0).fit(X)
     # the remedy works
     assert GaussianMixture(2, reg_covar=1e-3, random_state=0).fit(X).converged_

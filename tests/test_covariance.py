@@ -53,8 +53,9 @@ def test_n_parameters(cov_type, expected, rng):
     k, d = 2, 5
     strat = get_covariance_type(cov_type)
     covs = _random_covariances(cov_type, k, d, rng)
-    p = GaussianParams(cov_type, np.full(k, 0.5), np.zeros((k, d)), covs,
-                       strat.precision_cholesky(covs))
+    p = GaussianParams(
+        cov_type, np.full(k, 0.5), np.zeros((k, d)), covs, strat.precision_cholesky(covs)
+    )
     assert p.n_parameters() == expected
 
 

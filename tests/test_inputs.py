@@ -99,8 +99,9 @@ def test_integer_weights_equal_repeated_rows(cov_type, blobs):
     weighted = GaussianMixture(4, **kw).fit(X, sample_weight=counts)
     repeated = GaussianMixture(4, **kw).fit(np.repeat(X, counts, axis=0))
     _close(weighted, repeated, 1e-8)
-    lazy = GaussianMixture(4, **kw).fit(da.from_array(X, chunks=(UNEVEN_17, 3)),
-                                        sample_weight=counts)
+    lazy = GaussianMixture(4, **kw).fit(
+        da.from_array(X, chunks=(UNEVEN_17, 3)), sample_weight=counts
+    )
     _close(weighted, lazy, 1e-10)
 
 
@@ -109,8 +110,9 @@ def test_first_pass_counts(blobs):
     X, _ = blobs
     gm = _fit(da.from_array(X, chunks=(300, 3)), "full", X)
     assert gm.n_passes_ == gm.n_iter_
-    gm = GaussianMixture(4, init_params="random_from_data", n_init=5, random_state=0, tol=0,
-                         max_iter=5)
+    gm = GaussianMixture(
+        4, init_params="random_from_data", n_init=5, random_state=0, tol=0, max_iter=5
+    )
     with pytest.warns(ConvergenceWarning):
         gm.fit(X)
     assert gm.n_passes_ == 1 + 5  # five restarts share the init pass and every EM pass

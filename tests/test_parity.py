@@ -37,8 +37,13 @@ def _assert_same_fit(sk, ours, rtol=RTOL):
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_explicit_init_parity(cov_type, blobs):
     X, _ = blobs
-    kw = dict(n_components=4, covariance_type=cov_type, tol=1e-6, max_iter=300,
-              **explicit_init(X, 4, cov_type))
+    kw = dict(
+        n_components=4,
+        covariance_type=cov_type,
+        tol=1e-6,
+        max_iter=300,
+        **explicit_init(X, 4, cov_type),
+    )
     sk, ours = _fit_both(X, **kw)
     assert sk.n_iter_ > 2  # a real EM run, not a one-step fit
     _assert_same_fit(sk, ours)
@@ -60,16 +65,22 @@ def test_seeded_init_parity(cov_type, init, blobs):
             "origin) of rows with no responsibility; dgmm pools only the chosen rows"
         )
     X, _ = blobs
-    sk, ours = _fit_both(X, n_components=3, covariance_type=cov_type, init_params=init,
-                         n_init=2, random_state=7, max_iter=20)
+    sk, ours = _fit_both(
+        X,
+        n_components=3,
+        covariance_type=cov_type,
+        init_params=init,
+        n_init=2,
+        random_state=7,
+        max_iter=20,
+    )
     _assert_same_fit(sk, ours)
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_max_iter_zero_returns_init(cov_type, blobs):
     X, _ = blobs
-    sk, ours = _fit_both(X, n_components=3, covariance_type=cov_type, max_iter=0,
-                         random_state=0)
+    sk, ours = _fit_both(X, n_components=3, covariance_type=cov_type, max_iter=0, random_state=0)
     assert ours.n_iter_ == 0 and ours.lower_bound_ == -np.inf and not ours.converged_
     np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-12)
     np.testing.assert_allclose(ours.weights_, sk.weights_, rtol=1e-12)
@@ -78,8 +89,7 @@ def test_max_iter_zero_returns_init(cov_type, blobs):
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_warm_start_parity(cov_type, blobs):
     X, _ = blobs
-    kw = dict(n_components=4, covariance_type=cov_type, max_iter=2, warm_start=True,
-              random_state=3)
+    kw = dict(n_components=4, covariance_type=cov_type, max_iter=2, warm_start=True, random_state=3)
     sk, ours = _fit_both(X, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -101,8 +111,9 @@ def test_sample_parity(cov_type, blobs):
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_likelihood_is_monotone(cov_type, blobs):
     X, _ = blobs
-    gm = GaussianMixture(5, covariance_type=cov_type, init_params="random", random_state=0,
-                         tol=0, max_iter=30)
+    gm = GaussianMixture(
+        5, covariance_type=cov_type, init_params="random", random_state=0, tol=0, max_iter=30
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(X)
@@ -115,9 +126,9 @@ def test_shifted_data_same_covariances(cov_type, blobs):
     kw = explicit_init(X, 4, cov_type)
     a = GaussianMixture(4, covariance_type=cov_type, tol=1e-6, max_iter=1000, **kw).fit(X)
     kw_shift = dict(kw, means_init=kw["means_init"] + 1e6)
-    b = GaussianMixture(
-        4, covariance_type=cov_type, tol=1e-6, max_iter=1000, **kw_shift
-    ).fit(X + 1e6)
+    b = GaussianMixture(4, covariance_type=cov_type, tol=1e-6, max_iter=1000, **kw_shift).fit(
+        X + 1e6
+    )
     assert a.n_iter_ == b.n_iter_
     np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(b.means_ - 1e6, a.means_, atol=1e-6)
@@ -138,8 +149,13 @@ def test_fit_predict_equals_fit_then_predict(cov_type, blobs):
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_float32_close_to_float64(cov_type, blobs):
     X, _ = blobs
-    kw = dict(n_components=4, covariance_type=cov_type, tol=1e-6, max_iter=1000,
-              **explicit_init(X, 4, cov_type))
+    kw = dict(
+        n_components=4,
+        covariance_type=cov_type,
+        tol=1e-6,
+        max_iter=1000,
+        **explicit_init(X, 4, cov_type),
+    )
     a = GaussianMixture(**kw).fit(X)
     b = GaussianMixture(**kw).fit(X.astype(np.float32))
     assert b.means_.dtype == np.float64

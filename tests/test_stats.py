@@ -19,8 +19,9 @@ def _params(cov_type, X, k=3):
         "diag": np.tile(X.var(axis=0), (k, 1)),
         "spherical": np.full(k, X.var()),
     }[cov_type]
-    return GaussianParams(cov_type, np.full(k, 1 / k), X[:k].copy(), covs,
-                          strat.precision_cholesky(covs))
+    return GaussianParams(
+        cov_type, np.full(k, 1 / k), X[:k].copy(), covs, strat.precision_cholesky(covs)
+    )
 
 
 def _stats(X, w, row0, p, shift):

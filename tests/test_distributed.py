@@ -1,0 +1,40 @@
+"""A fit on a real LocalCluster (2 worker processes) equals the in-process fit."""
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from dgmm import GaussianMixture
+
+from .conftest import COV_TYPES, explicit_init, write_zarr
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_local_cluster_equals_in_process(cov_type, blobs, tmp_path, local_cluster):
+    X, _ = blobs
+    init = explicit_init(X, 4, cov_type)
+    kw = dict(covariance_type=cov_type, tol=1e-6, max_iter=50, **init)
+    ref = GaussianMixture(4, **kw).fit(X)
+    z = write_zarr(tmp_path / "x.zarr", X, chunks=(256, 3))
+    on_cluster = GaussianMixture(4, **kw).fit(str(tmp_path / "x.zarr"))
+    assert on_cluster.n_iter_ == ref.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(
+            getattr(on_cluster, name), getattr(ref, name), rtol=1e-10, atol=1e-12
+        )
+    labels = on_cluster.predict(z)
+    np.testing.assert_array_equal(labels.compute(), ref.predict(X))
+
+
+def test_cluster_tasks_are_named_and_seeded_inits_reproduce(blobs, local_cluster):
+    X, _ = blobs
+    x = da.from_array(X, chunks=(300, 3))
+    a = GaussianMixture(4, init_params="k-means||", random_state=1, max_iter=5).fit(x)
+    b = GaussianMixture(4, init_params="k-means||", random_state=1, max_iter=5).fit(x)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    names = local_cluster.run_on_scheduler(
+        lambda dask_scheduler: sorted(dask_scheduler.task_prefixes)
+    )
+    assert {"dgmm-estep", "dgmm-init", "dgmm-combine"} <= set(names)
