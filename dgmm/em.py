@@ -64,10 +64,11 @@ class DataPasses:
 
 
 @dataclass
-class EMResult:
-    """Outcome of one candidate's EM run (scikit-learn's per-init bookkeeping)."""
+class EMState:
+    """One candidate's EM state (scikit-learn's per-init bookkeeping), updated in place."""
 
     params: GaussianParams
+    reg_covar: float
     lower_bound: float = -np.inf
     lower_bounds: list[float] = field(default_factory=list)
     n_iter: int = 0
@@ -79,56 +80,57 @@ class EMResult:
         return self.error is not None
 
 
-IterationCallback = Callable[[int, list[EMResult], list[int]], None]
+IterationCallback = Callable[[list[EMState], list[int]], None]
 
 
 def run_em(
     passes: DataPasses,
-    starts: list[GaussianParams],
+    states: list[EMState],
     *,
     tol: float,
     max_iter: int,
-    reg_covar: float,
-    lower_bound: float = -np.inf,
     callback: IterationCallback | None = None,
-) -> list[EMResult]:
-    """Run EM for every starting point in lockstep and return one result per start.
+) -> list[EMState]:
+    """Advance every candidate with EM in lockstep until each converges, fails or hits max_iter.
 
     Each iteration's ``lower_bound`` is the mean (weighted) log-likelihood of the parameters
     before that iteration's M-step; a candidate converges when it changes by less than ``tol``.
-    A candidate whose covariance degenerates stops with ``error`` set; the others go on.
+    A candidate whose covariance degenerates stops with ``error`` set; the others go on. States
+    that already ran (a resumed checkpoint) continue where they stopped.
     """
-    results = [EMResult(p, lower_bound) for p in starts]
-    active = list(range(len(starts)))
-    for it in range(1, max_iter + 1):
-        if not active:
-            break
+    active = [
+        i for i, s in enumerate(states) if not (s.converged or s.failed) and s.n_iter < max_iter
+    ]
+    while active:
         jobs = [
             StatsJob(
-                Posterior(results[i].params.shifted(passes.shift, passes.dtype)),
-                results[i].params.strategy,
+                Posterior(states[i].params.shifted(passes.shift, passes.dtype)),
+                states[i].params.strategy,
             )
             for i in active
         ]
         stats = passes.statistics(jobs)
         still = []
         for i, st in zip(active, stats, strict=True):
-            r = results[i]
-            lb = st.loglik / st.n
-            try:
-                r.params = m_step(st, r.params.strategy, reg_covar, passes.shift, passes.eps)
-            except DegenerateCovarianceError as e:
-                r.error = str(e)
-                logger.info("candidate %d failed at iteration %d: %s", i, it, e)
-                continue
-            change = lb - r.lower_bound
-            r.lower_bound, r.n_iter = lb, it
-            r.lower_bounds.append(lb)
-            if abs(change) < tol:
-                r.converged = True
-            else:
+            if _em_step(states[i], st, passes, tol) and states[i].n_iter < max_iter:
                 still.append(i)
         active = still
         if callback is not None:
-            callback(it, results, active)
-    return results
+            callback(states, active)
+    return states
+
+
+def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
+    """M-step and convergence test of one candidate; whether it keeps running."""
+    lb = st.loglik / st.n
+    try:
+        s.params = m_step(st, s.params.strategy, s.reg_covar, passes.shift, passes.eps)
+    except DegenerateCovarianceError as e:
+        s.error = str(e)
+        logger.info("candidate failed at iteration %d: %s", s.n_iter + 1, e)
+        return False
+    change = lb - s.lower_bound
+    s.lower_bound, s.n_iter = lb, s.n_iter + 1
+    s.lower_bounds.append(lb)
+    s.converged = bool(abs(change) < tol)
+    return not s.converged

@@ -16,9 +16,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._reduce import RowBlocks, map_rows
 from .covariance import get_covariance_type
-from .em import DataPasses, EMResult, run_em
+from .em import DataPasses, EMState, run_em
 from .estep import ApplySpec, apply_block, compute_dtype
-from .init import INIT_METHODS, UserInit, initial_parameters
+from .init import INIT_METHODS, InitRequest, UserInit, initial_parameters
 from .io import InputData, load_input, load_model, save_model
 from .params import GaussianParams
 from .validation import check_n_components, check_number
@@ -241,30 +241,24 @@ default='kmeans'
             RowBlocks(data.x, data.w, data.scheduler), data.shift(), checked=data.checked
         )
         if do_init:
-            rng = check_random_state(self.random_state)
+            # With every start given, all restarts would be identical: run one.
+            request = InitRequest(
+                strategy, self.n_components, self.init_params, user, self.reg_covar
+            )
+            n_starts = 1 if user.complete else self.n_init
             starts = initial_parameters(
                 passes,
-                strategy,
-                self.n_components,
-                self.init_params,
-                self.n_init,
-                rng,
-                user,
-                self.reg_covar,
+                [request] * n_starts,
+                check_random_state(self.random_state),
                 data.x_mem,
                 data.w_mem,
             )
+            states = [EMState(p, self.reg_covar) for p in starts]
         else:
-            starts = [self._params()]
-        self._say(1, f"Initialized {len(starts)} restart(s) with {self.init_params!r}.")
+            states = [EMState(self._params(), self.reg_covar, self.lower_bound_)]
+        self._say(1, f"Initialized {len(states)} restart(s) with {self.init_params!r}.")
         results = run_em(
-            passes,
-            starts,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            reg_covar=self.reg_covar,
-            lower_bound=-np.inf if do_init else self.lower_bound_,
-            callback=self._progress,
+            passes, states, tol=self.tol, max_iter=self.max_iter, callback=self._progress
         )
         for r in results:
             if r.failed:
@@ -286,7 +280,8 @@ default='kmeans'
         if self.verbose >= level:
             print(msg)
 
-    def _progress(self, it: int, results: list[EMResult], active: list[int]) -> None:
+    def _progress(self, results: list[EMState], active: list[int]) -> None:
+        it = max(r.n_iter for r in results)
         if it % self.verbose_interval == 0 or not active:
             best = max(r.lower_bound for r in results)
             self._say(
@@ -295,7 +290,7 @@ default='kmeans'
                 f"best lower bound {best:.6f}",
             )
 
-    def _set_result(self, r: EMResult) -> None:
+    def _set_result(self, r: EMState) -> None:
         p = r.params
         self.weights_, self.means_ = p.weights, p.means
         self.covariances_, self.precisions_cholesky_ = p.covariances, p.precisions_cholesky
@@ -411,7 +406,7 @@ default='kmeans'
         return hasattr(self, "precisions_cholesky_")
 
 
-def _best(results: list[EMResult]) -> EMResult:
+def _best(results: list[EMState]) -> EMState:
     """scikit-learn's choice: the first strictly largest final lower bound."""
     best, best_lb = results[0], -np.inf
     for r in results:

@@ -25,7 +25,7 @@ from .estep import (
     RowIndices,
     StatsJob,
 )
-from .kmeans import kmeans_parallel_centers, kmeans_plusplus_indices
+from .kmeans import kmeans_parallel_centers, kmeans_plusplus_many
 from .mstep import m_step
 from .params import GaussianParams
 
@@ -61,6 +61,25 @@ class UserInit:
         return self.weights is not None and self.means is not None and self.precisions is not None
 
 
+@dataclass(frozen=True)
+class InitRequest:
+    """One candidate to initialise: its covariance type, size, method and user-given parts."""
+
+    strategy: CovarianceType
+    n_components: int
+    method: str
+    user: UserInit = UserInit()
+    reg_covar: float = 1e-6
+
+
+@dataclass(frozen=True)
+class _PlusPlus:
+    """Placeholder for an out-of-core k-means++ seeding, resolved for all requests at once."""
+
+    seed: int
+    n_components: int
+
+
 def _seed(rng: np.random.RandomState) -> int:
     return int(rng.randint(np.iinfo(np.int32).max))
 
@@ -72,7 +91,7 @@ def make_source(
     rng: np.random.RandomState,
     x_mem: np.ndarray | None,
     w_mem: np.ndarray | None,
-) -> Responsibilities:
+) -> Responsibilities | _PlusPlus:
     """The responsibility source of one restart; consumes ``rng`` as scikit-learn does."""
     k = n_components
     n = passes.blocks.x.shape[0]
@@ -90,13 +109,12 @@ def make_source(
             return DenseResp(resp / resp.sum(axis=1)[:, None])
     if method in ("kmeans", "k-means||"):
         x = passes.first_read_array()
-        with dask.config.set(
-            scheduler=passes.blocks.scheduler or dask.config.get("scheduler", None)
-        ):
+        scheduler = passes.blocks.scheduler or dask.config.get("scheduler", None)
+        with dask.config.set(scheduler=scheduler):
             centers = kmeans_parallel_centers(x, k, _seed(rng))
         return NearestCenter(centers - passes.shift)
     if method == "k-means++":
-        return RowIndices(kmeans_plusplus_indices(passes, k, _seed(rng)), k)
+        return _PlusPlus(_seed(rng), k)
     if method == "random":
         return RandomUniform(_seed(rng), k)
     raise ValueError(f"init_params must be one of {INIT_METHODS}, got {method!r}.")
@@ -104,35 +122,49 @@ def make_source(
 
 def initial_parameters(
     passes: DataPasses,
-    strategy: CovarianceType,
-    n_components: int,
-    method: str,
-    n_init: int,
+    requests: list[InitRequest],
     rng: np.random.RandomState,
-    user: UserInit,
-    reg_covar: float,
     x_mem: np.ndarray | None = None,
     w_mem: np.ndarray | None = None,
 ) -> list[GaussianParams]:
-    """Starting parameters of ``n_init`` restarts, sharing one pass over the data.
+    """Starting parameters of every request, sharing the passes over the data.
 
     As in scikit-learn, weights start as counts / n_samples, covariances are estimated around the
     responsibilities' own means, and any of ``weights_init``, ``means_init``, ``precisions_init``
-    replaces its estimate. With all three given no data is read and one start suffices (every
-    restart would be identical).
+    replaces its estimate; a request with all three given reads no data. Sources are drawn from
+    ``rng`` in request order; out-of-core k-means++ seedings share their D² passes.
     """
-    if user.complete:
-        return [_apply_user(None, strategy, user)]
-    sources = [make_source(method, passes, n_components, rng, x_mem, w_mem) for _ in range(n_init)]
-    stats = passes.statistics([StatsJob(s, strategy) for s in sources], name="dgmm-init")
-    return [
-        _apply_user(
-            m_step(st, strategy, reg_covar, passes.shift, passes.eps, weights_denominator=st.n),
-            strategy,
-            user,
-        )
-        for st in stats
+    sources: list[Responsibilities | _PlusPlus | None] = [
+        None
+        if r.user.complete
+        else make_source(r.method, passes, r.n_components, rng, x_mem, w_mem)
+        for r in requests
     ]
+    pending = [i for i, s in enumerate(sources) if isinstance(s, _PlusPlus)]
+    if pending:
+        seeds = kmeans_plusplus_many(
+            passes, [(sources[i].seed, sources[i].n_components) for i in pending]
+        )
+        for i, idx in zip(pending, seeds, strict=True):
+            sources[i] = RowIndices(idx, len(idx))
+    todo = [i for i, s in enumerate(sources) if s is not None]
+    stats = (
+        passes.statistics([StatsJob(sources[i], requests[i].strategy) for i in todo], "dgmm-init")
+        if todo
+        else []
+    )
+    estimates: dict[int, GaussianParams] = {
+        i: m_step(
+            st,
+            requests[i].strategy,
+            requests[i].reg_covar,
+            passes.shift,
+            passes.eps,
+            weights_denominator=st.n,
+        )
+        for i, st in zip(todo, stats, strict=True)
+    }
+    return [_apply_user(estimates.get(i), r.strategy, r.user) for i, r in enumerate(requests)]
 
 
 def _apply_user(
