@@ -253,6 +253,9 @@ default='kmeans'
                 data.x_mem,
                 data.w_mem,
             )
+            for p in starts:
+                if isinstance(p, Exception):
+                    raise p
             states = [EMState(p, self.reg_covar) for p in starts]
         else:
             states = [EMState(self._params(), self.reg_covar, self.lower_bound_)]

@@ -15,7 +15,7 @@ import dask
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from .covariance import CovarianceType
+from .covariance import CovarianceType, DegenerateCovarianceError
 from .em import DataPasses
 from .estep import (
     Labels,
@@ -126,13 +126,14 @@ def initial_parameters(
     rng: np.random.RandomState,
     x_mem: np.ndarray | None = None,
     w_mem: np.ndarray | None = None,
-) -> list[GaussianParams]:
+) -> list[GaussianParams | DegenerateCovarianceError]:
     """Starting parameters of every request, sharing the passes over the data.
 
     As in scikit-learn, weights start as counts / n_samples, covariances are estimated around the
     responsibilities' own means, and any of ``weights_init``, ``means_init``, ``precisions_init``
     replaces its estimate; a request with all three given reads no data. Sources are drawn from
-    ``rng`` in request order; out-of-core k-means++ seedings share their D² passes.
+    ``rng`` in request order; out-of-core k-means++ seedings share their D² passes. A request
+    whose starting covariance degenerates gets the error in its place.
     """
     sources: list[Responsibilities | _PlusPlus | None] = [
         None
@@ -153,18 +154,24 @@ def initial_parameters(
         if todo
         else []
     )
-    estimates: dict[int, GaussianParams] = {
-        i: m_step(
-            st,
-            requests[i].strategy,
-            requests[i].reg_covar,
-            passes.shift,
-            passes.eps,
-            weights_denominator=st.n,
-        )
-        for i, st in zip(todo, stats, strict=True)
-    }
-    return [_apply_user(estimates.get(i), r.strategy, r.user) for i, r in enumerate(requests)]
+    out: list[GaussianParams | DegenerateCovarianceError] = []
+    estimates = dict(zip(todo, stats, strict=True))
+    for i, r in enumerate(requests):
+        try:
+            est = estimates.get(i)
+            if est is not None:
+                est = m_step(
+                    est,
+                    r.strategy,
+                    r.reg_covar,
+                    passes.shift,
+                    passes.eps,
+                    weights_denominator=est.n,
+                )
+            out.append(_apply_user(est, r.strategy, r.user))
+        except DegenerateCovarianceError as e:
+            out.append(e)
+    return out
 
 
 def _apply_user(
