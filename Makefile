@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipelines.demo
+	$(VENV)/bin/dgmm run configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -409,6 +409,15 @@ default='kmeans'
         return hasattr(self, "precisions_cholesky_")
 
 
+def from_em_state(state: EMState, **params: Any) -> GaussianMixture:
+    """A fitted estimator holding the parameters of an EM state (for runs made elsewhere)."""
+    p = state.params
+    gm = GaussianMixture(n_components=p.n_components, covariance_type=p.covariance_type, **params)
+    gm._set_result(state)
+    gm.n_features_in_ = p.n_features
+    return gm
+
+
 def _best(results: list[EMState]) -> EMState:
     """scikit-learn's choice: the first strictly largest final lower bound."""
     best, best_lb = results[0], -np.inf

@@ -84,6 +84,7 @@ def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Pa
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)
     (tmp / "model.json").write_text(json.dumps(meta, indent=2))
     np.savez(tmp / "arrays.npz", **arrays)
     if path.exists():

@@ -9,6 +9,12 @@ import numpy as np
 from .covariance import CovarianceType, get_covariance_type
 
 
+def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters of a mixture: covariance + means + (weights − 1)."""
+    k, d = n_components, n_features
+    return get_covariance_type(covariance_type).n_cov_parameters(k, d) + k * d + k - 1
+
+
 @dataclass(frozen=True)
 class GaussianParams:
     """Weights, means and covariance of a mixture, with the precision Cholesky factors."""
@@ -33,8 +39,7 @@ class GaussianParams:
 
     def n_parameters(self) -> int:
         """Free parameters: covariance + means + (weights − 1)."""
-        k, d = self.means.shape
-        return self.strategy.n_cov_parameters(k, d) + k * d + k - 1
+        return n_parameters(self.covariance_type, *self.means.shape)
 
     def shifted(self, shift: np.ndarray, dtype: np.dtype) -> ShiftedParams:
         """The view the E-step kernels use: means relative to ``shift``, cast to ``dtype``."""

@@ -1,0 +1,148 @@
+"""Synthetic Gaussian-mixture data written to Zarr chunk by chunk, and opening a run's data."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from dgmm.io import open_zarr_array, zarr_to_dask
+from dgmm.validation import check_dtype_and_shape
+
+from .schema import ConfigError, DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+def mixture_truth(n_features: int, n_components: int, seed: int, separation: float):
+    """The seeded mixture that `make_data` samples from: weights, means, covariance factors."""
+    rng = np.random.default_rng([seed, 0xD6])
+    weights = rng.uniform(0.5, 1.5, n_components)
+    weights /= weights.sum()
+    means = rng.normal(scale=separation, size=(n_components, n_features))
+    a = 0.5 * rng.normal(size=(n_components, n_features, n_features)) / np.sqrt(n_features)
+    chol = a + np.eye(n_features)  # x = mean + z @ chol  =>  cov = cholᵀ chol
+    return weights, means, chol
+
+
+def _block(block_id, n_rows, seed, weights, means, chol, dtype):
+    rng = np.random.default_rng([seed, block_id])
+    labels = rng.choice(len(weights), size=n_rows, p=weights)
+    z = rng.standard_normal((n_rows, means.shape[1]))
+    x = means[labels] + np.einsum("nd,nde->ne", z, chol[labels])
+    return x.astype(dtype), labels.astype(np.int32)
+
+
+def make_data(
+    path: str | Path,
+    n_samples: int,
+    n_features: int,
+    n_components: int,
+    seed: int = 0,
+    chunk_rows: int = 100_000,
+    dtype: str = "float64",
+    separation: float = 6.0,
+    compress: bool = False,
+    overwrite: bool = False,
+) -> zarr.Group:
+    """Write a Zarr group with ``X`` (rows × features) and the true ``labels``, chunk by chunk.
+
+    Each chunk is drawn from its own seeded stream, in bounded memory (a few chunks at a time),
+    so datasets larger than RAM can be made; the same arguments give the same bytes.
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"'{path}' exists; pass --overwrite to replace it")
+        shutil.rmtree(path)
+    weights, means, chol = mixture_truth(n_features, n_components, seed, separation)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(str(tmp), mode="w")
+    codec = {} if compress else {"compressors": None}
+    x_arr = group.create_array(
+        "X",
+        shape=(n_samples, n_features),
+        chunks=(chunk_rows, n_features),
+        dtype=dtype,
+        dimension_names=["sample", "feature"],
+        **codec,
+    )
+    y_arr = group.create_array(
+        "labels",
+        shape=(n_samples,),
+        chunks=(chunk_rows,),
+        dtype="int32",
+        fill_value=-1,
+        dimension_names=["sample"],
+    )
+    blocks = [
+        dask.delayed(_block, nout=2)(
+            i, min(chunk_rows, n_samples - s), seed, weights, means, chol, dtype
+        )
+        for i, s in enumerate(range(0, n_samples, chunk_rows))
+    ]
+    xs = [
+        da.from_delayed(b[0], (min(chunk_rows, n_samples - s), n_features), dtype=dtype)
+        for b, s in zip(blocks, range(0, n_samples, chunk_rows), strict=True)
+    ]
+    ys = [
+        da.from_delayed(b[1], (min(chunk_rows, n_samples - s),), dtype=np.int32)
+        for b, s in zip(blocks, range(0, n_samples, chunk_rows), strict=True)
+    ]
+    da.store([da.concatenate(xs), da.concatenate(ys)], [x_arr, y_arr], lock=False)
+    group.attrs.update(
+        {
+            "generator": "dgmm make-data",
+            "seed": seed,
+            "weights": weights.tolist(),
+            "means": means.tolist(),
+            "covariances": np.einsum("kji,kjl->kil", chol, chol).tolist(),
+            "complete": True,
+        }
+    )
+    tmp.rename(path)
+    logger.info("wrote %s: X %s %s in chunks of %d rows", path, x_arr.shape, dtype, chunk_rows)
+    return zarr.open_group(str(path), mode="r")
+
+
+def data_path(cfg: DataConfig) -> Path:
+    return Path(cfg.path) / cfg.array if cfg.array else Path(cfg.path)
+
+
+def open_data(cfg: DataConfig) -> da.Array:
+    """The configured rows as a Dask array (checked for shape and dtype, not yet read)."""
+    p = data_path(cfg)
+    if not p.exists():
+        where = "array" if cfg.array else "path"
+        raise ConfigError(f"data {where} '{p}' does not exist")
+    try:
+        arr = open_zarr_array(p)
+        check_dtype_and_shape(arr.dtype, arr.shape, "data")
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"data: {e}") from None
+    x = zarr_to_dask(arr)
+    if cfg.chunk_rows:
+        x = x.rechunk({0: cfg.chunk_rows})
+    return x
+
+
+def ensure_data(cfg: DataConfig) -> None:
+    """Generate the configured synthetic data if it is asked for and missing."""
+    if cfg.generate is not None and not Path(cfg.path).exists():
+        g = cfg.generate
+        make_data(
+            cfg.path,
+            g.n_samples,
+            g.n_features,
+            g.n_components,
+            g.seed,
+            g.chunk_rows,
+            g.dtype,
+            g.separation,
+        )

@@ -1,0 +1,150 @@
+"""All-or-nothing outputs: build in a staging folder, verify, mark complete, then move into place.
+
+A run's working folder ``<output>.work`` holds the checkpoint, the log and the staging output; the
+final folder only ever appears complete (a Zarr group whose attrs say ``complete: true``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from dgmm._reduce import map_rows
+from dgmm.estep import ApplySpec, apply_block, compute_dtype
+from dgmm.params import GaussianParams
+
+from .schema import ConfigError
+
+
+class RunDirs:
+    """The final output folder and the working folder beside it."""
+
+    def __init__(self, output_path: str | Path):
+        self.final = Path(output_path)
+        self.work = self.final.with_name(self.final.name + ".work")
+        self.staging = self.work / "staging"
+        self.checkpoint = self.work / "checkpoint.npz"
+        self.log = self.work / "run.log"
+
+
+def check_output_free(path: str | Path, overwrite: bool) -> None:
+    """Refuse an existing output unless overwriting is asked for (nothing is touched)."""
+    if Path(path).exists() and not overwrite:
+        raise ConfigError(
+            f"output '{path}' already exists; set output.overwrite: true (or --set "
+            "output.overwrite=true) to replace it, or choose another output.path"
+        )
+
+
+def write_assignments(
+    group_path: Path, x: da.Array, params: GaussianParams, probabilities: bool
+) -> np.ndarray:
+    """Write ``labels`` (and ``probabilities``, ``uncertainty``) aligned to the rows' chunks.
+
+    Returns the cluster sizes, counted while verifying that every label was written.
+    """
+    n, k = x.shape[0], params.n_components
+    rows = x.chunks[0][0]
+    if any(c != rows for c in x.chunks[0][:-1]) or x.chunks[0][-1] > rows:
+        x = x.rechunk({0: rows})
+    shift = params.weights @ params.means
+    spec = ApplySpec(params.shifted(shift, compute_dtype(x.dtype)), shift, "proba")
+    group = zarr.open_group(str(group_path), mode="a")
+    labels = group.create_array(
+        "labels",
+        shape=(n,),
+        chunks=(rows,),
+        dtype="int32",
+        fill_value=-1,
+        dimension_names=["sample"],
+        overwrite=True,
+    )
+    if probabilities:
+        proba = map_rows(x, apply_block, spec, np.float64, k, "dgmm-proba")
+        prob_arr = group.create_array(
+            "probabilities",
+            shape=(n, k),
+            chunks=(rows, k),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=["sample", "component"],
+            overwrite=True,
+        )
+        unc_arr = group.create_array(
+            "uncertainty",
+            shape=(n,),
+            chunks=(rows,),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=["sample"],
+            overwrite=True,
+        )
+        sources = [
+            proba.argmax(axis=1).astype(np.int32),
+            proba.astype(np.float32),
+            (1.0 - proba.max(axis=1)).astype(np.float32),
+        ]
+        da.store(sources, [labels, prob_arr, unc_arr], lock=False)
+    else:
+        spec = ApplySpec(spec.params, shift, "labels")
+        lab = map_rows(x, apply_block, spec, np.int64, None, "dgmm-labels")
+        da.store(lab.astype(np.int32), labels, lock=False)
+    return verify_labels(group_path / "labels", k)
+
+
+def verify_labels(path: Path, n_components: int) -> np.ndarray:
+    """Read the labels back: every row must hold a label in range (−1 marks a missing chunk)."""
+    lab = da.from_zarr(zarr.open_array(str(path), mode="r"))
+    lo, hi = da.compute(lab.min(), lab.max())
+    if lo < 0 or hi >= n_components:
+        raise RuntimeError(
+            f"labels at '{path}' are incomplete or corrupt (min {lo}, max {hi}); not marking the "
+            "output complete"
+        )
+    return da.bincount(lab, minlength=n_components).compute()
+
+
+def mark_complete(group_path: Path, attrs: dict[str, Any]) -> None:
+    group = zarr.open_group(str(group_path), mode="a")
+    group.attrs.update({**attrs, "complete": True})
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a complete staging output into place, replacing an old one only now."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    staging.rename(final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether a folder is a dgmm output marked complete."""
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
+    except Exception:
+        return False

@@ -1,0 +1,228 @@
+"""A whole configured run: checks, cluster, lockstep sweep, selection, outputs and report."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import yaml
+from distributed import performance_report
+
+from dgmm.estimator import from_em_state
+from dgmm.io import InputData, save_model
+
+from .cluster import connect
+from .data import data_path, ensure_data, open_data
+from .outputs import (
+    RunDirs,
+    check_output_free,
+    mark_complete,
+    publish,
+    write_assignments,
+    write_json,
+)
+from .report import package_versions, plot_criteria, plot_scatter, sample_rows, summary, table
+from .schema import ConfigError, RunConfig
+from .sweep import Candidate, CellResult, SweepRun, select
+
+logger = logging.getLogger("pipelines")
+
+
+def preflight(cfg: RunConfig, generate: bool = True):
+    """Every check that needs no cluster: output free, data there and usable, K ≤ rows."""
+    check_output_free(cfg.output.path, cfg.output.overwrite)
+    if generate:
+        ensure_data(cfg.data)
+    elif cfg.data.generate is not None and not Path(cfg.data.path).exists():
+        return None  # validate: the run would generate it
+    x = open_data(cfg.data)
+    k_max = max(cfg.model.n_components)
+    if k_max > x.shape[0]:
+        raise ConfigError(
+            f"model.n_components: K = {k_max} exceeds the {x.shape[0]} rows of the data; "
+            "use K <= the number of rows"
+        )
+    return x
+
+
+@contextlib.contextmanager
+def _file_log(path: Path):
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+class _Progress:
+    """Progress for people: passes, iteration, candidates running, best criterion so far."""
+
+    def __init__(self, n_rows: int, criterion: str, enabled: bool, total: int):
+        self.n, self.criterion, self.bar = n_rows, criterion, None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="pass", desc="EM", file=sys.stderr, disable=None)
+
+    def __call__(self, live: list[Candidate], active: list[int]) -> None:
+        running = [c.state for c in live if not (c.state.failed or c.state.converged)]
+        best = min(
+            (
+                -2 * self.n * c.state.lower_bound
+                + (2 if self.criterion == "aic" else np.log(self.n)) * c.state.params.n_parameters()
+                for c in live
+                if c.state.n_iter and not c.state.failed
+            ),
+            default=np.inf,
+        )
+        it = max((c.state.n_iter for c in live), default=0)
+        msg = (
+            f"iteration {it}, {len(active)} candidate(s) running, best {self.criterion} {best:.1f}"
+        )
+        logger.info(msg)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(
+                f"it={it} running={len(running)} best_{self.criterion}={best:.1f}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(cfg: RunConfig, config_text: str) -> Path:
+    """Execute a validated run; returns the published output folder."""
+    x = preflight(cfg)
+    dirs = RunDirs(cfg.output.path)
+    dirs.work.mkdir(parents=True, exist_ok=True)
+    config_hash = cfg.result_hash()
+    with _file_log(dirs.log):
+        logger.info("run of config hash %s", config_hash)
+        with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
+            link = (
+                client.dashboard_link
+                if cfg.cluster.type != "local" or cfg.cluster.dashboard_address
+                else None
+            )
+            print(f"Dask dashboard: {link or 'disabled'}", flush=True)
+            logger.info("dashboard %s", link)
+            report_ctx = (
+                performance_report(filename=str(dirs.work / "dask-report.html"))
+                if cfg.output.performance_report
+                else contextlib.nullcontext()
+            )
+            with report_ctx:
+                cells, best, sizes, n_passes = _sweep_and_write(cfg, x, dirs, config_hash)
+        _finish(cfg, dirs, cells, best, sizes, n_passes, config_hash, config_text, x)
+    publish(dirs.staging, dirs.final)
+    shutil.rmtree(dirs.work, ignore_errors=True)
+    print(summary(cells, best, cfg.selection.criterion, sizes))
+    print(f"\nOutputs in {dirs.final}")
+    return dirs.final
+
+
+def _sweep_and_write(cfg: RunConfig, x, dirs: RunDirs, config_hash: str):
+    data = InputData(x, None, None, None, None, lazy=True)
+    n_cand = len(cfg.model.n_components) * len(cfg.model.covariance_types) * cfg.model.n_init
+    print(
+        f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
+        f"({len(x.chunks[0])} chunks), config hash {config_hash}",
+        flush=True,
+    )
+    progress = _Progress(
+        x.shape[0], cfg.selection.criterion, cfg.output.progress, cfg.model.max_iter
+    )
+    t0 = time.perf_counter()
+    sweep = SweepRun(
+        cfg.model, data, dirs.checkpoint, config_hash, cfg.selection.criterion, progress
+    )
+    try:
+        cells = sweep.run()
+    finally:
+        progress.close()
+    best = select(cells, cfg.selection.criterion)
+    logger.info(
+        "sweep done in %.1f s, %d passes; selected %s K=%d",
+        time.perf_counter() - t0,
+        sweep.passes.n_passes,
+        best.covariance_type,
+        best.n_components,
+    )
+    shutil.rmtree(dirs.staging, ignore_errors=True)
+    dirs.staging.mkdir(parents=True)
+    sizes = write_assignments(dirs.staging, x, best.state.params, cfg.output.probabilities)
+    return cells, best, sizes, sweep.passes.n_passes
+
+
+def _finish(
+    cfg,
+    dirs,
+    cells: list[CellResult],
+    best: CellResult,
+    sizes,
+    n_passes: int,
+    config_hash: str,
+    config_text: str,
+    x,
+) -> None:
+    st = dirs.staging
+    m = cfg.model
+    gm = from_em_state(
+        best.state,
+        tol=m.tol,
+        reg_covar=best.reg_covar,
+        max_iter=m.max_iter,
+        init_params=m.init,
+        random_state=m.random_state,
+    )
+    save_model(gm, st / "model")
+    (st / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (st / "config.original.yaml").write_text(config_text)
+    report = {
+        "config_hash": config_hash,
+        "criterion": cfg.selection.criterion,
+        "selected": best.row(),
+        "cluster_sizes": [int(s) for s in sizes],
+        "candidates": [c.row() for c in cells],
+        "n_passes": n_passes,
+        "data": {
+            "path": str(data_path(cfg.data)),
+            "shape": list(x.shape),
+            "chunks": [int(x.chunks[0][0]), int(x.shape[1])],
+            "dtype": str(x.dtype),
+        },
+        "versions": package_versions(),
+    }
+    write_json(st / "report.json", report)
+    plot_criteria(cells, best, cfg.selection.criterion, st / "criteria.png")
+    rows, idx = sample_rows(x)
+    plot_scatter(
+        rows,
+        gm.predict(rows),
+        st / "clusters.png",
+        f"{best.covariance_type}, K={best.n_components} ({len(idx)} sampled rows)",
+    )
+    (st / "table.txt").write_text(
+        table(cells, cfg.selection.criterion)
+        + "\n\n"
+        + summary(cells, best, cfg.selection.criterion, sizes)
+        + "\n"
+    )
+    for name in ("dask-report.html", "run.log"):
+        if (dirs.work / name).exists():
+            shutil.copy(dirs.work / name, st / name)
+    mark_complete(st, {"config_hash": config_hash, "report": report})
