@@ -169,6 +169,13 @@ class RunConfig(Strict):
     cluster: ClusterConfig = LocalClusterConfig()
     dask: dict[str, Any] = {}
 
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _local_by_default(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "type" not in v:
+            return {"type": "local", **v}
+        return v
+
     def result_hash(self) -> str:
         """Hash of what determines the result (not the cluster, overwrite or display options)."""
         keep = self.model_dump(mode="json")

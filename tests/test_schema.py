@@ -1,0 +1,62 @@
+"""Run configuration: strict keys, safe YAML, overrides, and the result hash."""
+
+import pytest
+
+from pipelines.schema import ConfigError, load_config
+
+BASE = """
+data: {path: d.zarr}
+model: {n_components: [1, 2]}
+output: {path: out}
+"""
+
+
+def _write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (BASE + "modle: {}\n", r"unknown key 'modle'; did you mean 'model'\?"),
+        (BASE.replace("{n_components: [1, 2]}", "{n_components: [1], covariance_typs: [full]}"),
+         r"model: unknown key 'covariance_typs'; did you mean 'covariance_types'\?"),
+        (BASE.replace("[1, 2]", "[]"), "model.n_components: the list of K is empty"),
+        (BASE.replace("[1, 2]", "[0, 2]"), "every K must be >= 1"),
+        (BASE.replace("[1, 2]", "[1, 2], tol: -1"), "model.tol: Input should be greater than"),
+        (BASE.replace("[1, 2]", "[1, 2], n_init: two"), "model.n_init: Input should be a valid"),
+        (BASE + "data: {path: other.zarr}\n", "duplicate key 'data' at line 5"),
+        ("data: !!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
+        ("data: [unclosed\n", "is not valid YAML"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        (BASE.replace("output: {path: out}", ""), "output: required key is missing"),
+        (BASE + "cluster: {type: kubernetes}\n", "cluster"),
+    ],
+)
+def test_bad_configs(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(_write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_range_and_overrides(tmp_path):
+    p = _write(tmp_path, BASE.replace("[1, 2]", "{start: 2, stop: 6, step: 2}"))
+    cfg = load_config(p)
+    assert cfg.model.n_components == [2, 4, 6]
+    assert cfg.model.covariance_types == ["full"] and cfg.selection.criterion == "bic"
+    assert cfg.cluster.type == "local" and cfg.cluster.host == "127.0.0.1"
+    assert cfg.cluster.dashboard_address.startswith("127.0.0.1:")
+    cfg2 = load_config(p, ["model.n_init=3", "selection.criterion=aic"])
+    assert cfg2.model.n_init == 3 and cfg2.selection.criterion == "aic"
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(p, ["model.n_init"])
+
+
+def test_hash_tracks_the_result_not_the_cluster(tmp_path):
+    p = _write(tmp_path, BASE)
+    h = load_config(p).result_hash()
+    assert load_config(p, ["cluster.n_workers=7", "output.overwrite=true"]).result_hash() == h
+    assert load_config(p, ["model.tol=0.01"]).result_hash() != h
+    assert load_config(p, ["data.path=x.zarr"]).result_hash() != h
