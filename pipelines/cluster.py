@@ -17,14 +17,17 @@ logger = logging.getLogger(__name__)
 def connect(config) -> Iterator[Client]:
     """A Client for the configured cluster, closed (and the cluster stopped) on exit."""
     if isinstance(config, LocalClusterConfig):
+        # Worker threads in this process talk over inproc:// (no port at all); processes use TCP
+        # on the configured host, 127.0.0.1 by default.
+        network = {"host": config.host} if config.processes else {}
         with (
             LocalCluster(
                 n_workers=config.n_workers,
                 threads_per_worker=config.threads_per_worker,
                 memory_limit=config.memory_limit,
                 processes=config.processes,
-                host=config.host,
                 dashboard_address=config.dashboard_address,
+                **network,
             ) as cluster,
             Client(cluster) as client,
         ):

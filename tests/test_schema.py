@@ -21,8 +21,10 @@ def _write(tmp_path, text, name="c.yaml"):
     ("text", "match"),
     [
         (BASE + "modle: {}\n", r"unknown key 'modle'; did you mean 'model'\?"),
-        (BASE.replace("{n_components: [1, 2]}", "{n_components: [1], covariance_typs: [full]}"),
-         r"model: unknown key 'covariance_typs'; did you mean 'covariance_types'\?"),
+        (
+            BASE.replace("{n_components: [1, 2]}", "{n_components: [1], covariance_typs: [full]}"),
+            r"model: unknown key 'covariance_typs'; did you mean 'covariance_types'\?",
+        ),
         (BASE.replace("[1, 2]", "[]"), "model.n_components: the list of K is empty"),
         (BASE.replace("[1, 2]", "[0, 2]"), "every K must be >= 1"),
         (BASE.replace("[1, 2]", "[1, 2], tol: -1"), "model.tol: Input should be greater than"),

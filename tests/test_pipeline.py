@@ -1,0 +1,297 @@
+"""The pipeline end to end through the real command line, and its lockstep sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import yaml
+import zarr
+from dask.callbacks import Callback
+from sklearn.metrics import adjusted_rand_score
+
+import dgmm
+from dgmm.io import InputData, open_zarr_array, zarr_to_dask
+from pipelines.data import make_data
+from pipelines.schema import ModelConfig
+from pipelines.sweep import SweepRun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dgmm_cli(*args, check=True, **kw):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dgmm", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_config(tmp_path, data_path, out_path, name="run.yaml", **sections):
+    cfg = {
+        "data": {"path": str(data_path), "array": "X"},
+        "model": {
+            "n_components": [1, 2, 3, 4],
+            "covariance_types": ["full", "diag"],
+            "n_init": 2,
+            "random_state": 0,
+        },
+        "output": {"path": str(out_path), "probabilities": True},
+        "cluster": {
+            "type": "local",
+            "n_workers": 1,
+            "threads_per_worker": 2,
+            "processes": False,
+            "dashboard_address": None,
+        },
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "d.zarr"
+    make_data(path, 6000, 3, 3, seed=2, chunk_rows=1000)
+    return path
+
+
+def test_end_to_end_outputs(tmp_path, small_data):
+    out = tmp_path / "out"
+    cfg = write_config(
+        tmp_path,
+        small_data,
+        out,
+        cluster={"processes": True, "n_workers": 2, "threads_per_worker": 1},
+    )
+    proc = dgmm_cli("run", cfg)
+    assert "Dask dashboard:" in proc.stdout and "Best BIC values" in proc.stdout
+    assert "BIC diff" in proc.stdout and "cluster sizes:" in proc.stdout
+    assert not (tmp_path / "out.work").exists()
+
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["complete"] is True
+    labels = group["labels"]
+    assert labels.dtype == np.int32 and labels.fill_value == -1
+    assert labels.chunks == (1000,) and labels.metadata.dimension_names == ("sample",)
+    probs, unc = group["probabilities"], group["uncertainty"]
+    assert probs.dtype == np.float32 and probs.shape == (6000, 3)
+    assert probs.metadata.dimension_names == ("sample", "component")
+    p = probs[:]
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels[:], p.argmax(axis=1))
+    np.testing.assert_allclose(unc[:], 1 - p.max(axis=1), atol=1e-6)
+
+    report = json.loads((out / "report.json").read_text())
+    assert report == group.attrs["report"]
+    assert len(report["candidates"]) == 8  # 4 K x 2 covariance types
+    for row in report["candidates"]:
+        assert {
+            "n_components",
+            "covariance_type",
+            "log_likelihood",
+            "bic",
+            "aic",
+            "n_iter",
+            "converged",
+            "seconds",
+        } <= set(row)
+    sel = report["selected"]
+    assert (sel["covariance_type"], sel["n_components"]) == ("full", 3)
+    assert sel["bic"] == min(r["bic"] for r in report["candidates"])
+    assert sum(report["cluster_sizes"]) == 6000
+    assert report["versions"]["dgmm"] == dgmm.__version__
+    assert report["config_hash"] == group.attrs["config_hash"]
+
+    model = dgmm.load(out / "model")
+    x = zarr.open_group(str(small_data), mode="r")["X"][:]
+    np.testing.assert_array_equal(model.predict(x), labels[:])
+    truth = zarr.open_group(str(small_data), mode="r")["labels"][:]
+    assert adjusted_rand_score(truth, labels[:]) > 0.95
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["n_init"] == 2
+    for png in ("criteria.png", "clusters.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "dask-report.html").stat().st_size > 1000
+    assert "resuming" not in (out / "run.log").read_text()
+
+    # predict: apply the saved model to the data, written all-or-nothing too
+    pred = tmp_path / "pred.zarr"
+    dgmm_cli("predict", out / "model", f"{small_data}/X", pred)
+    np.testing.assert_array_equal(zarr.open_group(str(pred))["labels"][:], labels[:])
+
+
+def test_seed_example_through_pipeline(tmp_path, seed_example):
+    X, y = seed_example
+    g = zarr.open_group(str(tmp_path / "seed.zarr"), mode="w")
+    g.create_array("X", shape=X.shape, chunks=(300, 2), dtype="f8")[:] = X
+    cfg = write_config(
+        tmp_path,
+        tmp_path / "seed.zarr",
+        tmp_path / "out",
+        model={
+            "n_components": {"start": 1, "stop": 10},
+            "n_init": 4,
+            "covariance_types": ["full", "spherical"],
+        },
+        output={"probabilities": False, "performance_report": False},
+    )
+    dgmm_cli("run", cfg)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["selected"]["covariance_type"], report["selected"]["n_components"]) == (
+        "full",
+        4,
+    )
+    labels = zarr.open_group(str(tmp_path / "out"))["labels"][:]
+    assert adjusted_rand_score(y, labels) >= 0.95
+
+
+def _checkpoint_passes(path: Path) -> int:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return json.loads(str(npz["header"]))["n_passes"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return 0
+
+
+def test_killed_run_resumes_to_identical_labels(tmp_path):
+    data = tmp_path / "d.zarr"
+    make_data(data, 200_000, 4, 5, seed=3, chunk_rows=20_000, separation=2.0)
+    model = {
+        "n_components": [3, 5, 7],
+        "covariance_types": ["full"],
+        "n_init": 1,
+        "tol": 0,
+        "max_iter": 25,
+        "init": "random_from_data",
+    }
+    ref = write_config(tmp_path, data, tmp_path / "ref", "ref.yaml", model=model)
+    dgmm_cli("run", ref)
+
+    cfg = write_config(tmp_path, data, tmp_path / "out", model=model)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgmm", "run", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt = tmp_path / "out.work" / "checkpoint.npz"
+    deadline = time.time() + 300
+    while _checkpoint_passes(ckpt) < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _checkpoint_passes(ckpt)
+    assert 6 <= killed_at < 27
+    assert not (tmp_path / "out").exists()  # nothing looks complete
+
+    dgmm_cli("run", cfg)
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert "resuming from checkpoint" in log
+    a = zarr.open_group(str(tmp_path / "ref"))["labels"][:]
+    b = zarr.open_group(str(tmp_path / "out"))["labels"][:]
+    np.testing.assert_array_equal(a, b)
+    pa = zarr.open_group(str(tmp_path / "ref"))["probabilities"][:]
+    pb = zarr.open_group(str(tmp_path / "out"))["probabilities"][:]
+    assert pa.tobytes() == pb.tobytes()
+    ra = json.loads((tmp_path / "ref" / "report.json").read_text())
+    rb = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert ra["n_passes"] == rb["n_passes"]
+    assert [r["log_likelihood"] for r in ra["candidates"]] == [
+        r["log_likelihood"] for r in rb["candidates"]
+    ]
+
+
+def test_changed_config_starts_afresh(tmp_path, small_data):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path, small_data, out)
+    work = tmp_path / "out.work"
+    work.mkdir()
+    # a checkpoint left by a run of another config
+    from pipelines.sweep import Candidate, save_checkpoint
+
+    save_checkpoint(work / "checkpoint.npz", "0123456789abcdef", [Candidate("full", 1, 0)], 3)
+    dgmm_cli("run", cfg)
+    log = (out / "run.log").read_text()
+    assert "config changed since the checkpoint" in log and "starting afresh" in log
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"model": {"n_componets": [2]}}, "unknown key 'n_componets'; did you mean 'n_components'"),
+        ({"model": {"n_components": []}}, "the list of K is empty"),
+        ({"model": {"n_components": [2, 7000]}}, "K = 7000 exceeds the 6000 rows"),
+        ({"data": {"path": "/nonexistent/x.zarr"}}, "data array '/nonexistent/x.zarr/X' does not"),
+        ({}, "already exists; set output.overwrite: true"),
+    ],
+)
+def test_bad_configs_fail_fast_and_touch_nothing(tmp_path, small_data, change, match):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    # with overwrite on, only the output-exists case is allowed to reach the output check
+    overwrite = {"output": {"overwrite": bool(change)}}
+    cfg = write_config(tmp_path, small_data, out, **{**overwrite, **change})
+    t = time.perf_counter()
+    proc = dgmm_cli("run", cfg, check=False)
+    assert proc.returncode == 2
+    assert match in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - t < 20
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / "out.work").exists()
+
+
+def test_validate_command(tmp_path, small_data):
+    cfg = write_config(tmp_path, small_data, tmp_path / "out")
+    proc = dgmm_cli("validate", cfg)
+    assert "config OK: 16 candidate(s)" in proc.stdout and "(6000, 3)" in proc.stdout
+
+
+class _CountReads(Callback):
+    """Counts executed tasks that read a chunk of the Zarr array (real reads, real store)."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name, self.reads = name, 0
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if isinstance(key, tuple) and key[0] == self.name:
+            self.reads += 1
+
+
+def _sweep_reads(data_path, ks, tmp_path, tag):
+    x = zarr_to_dask(open_zarr_array(f"{data_path}/X"))
+    model = ModelConfig(
+        n_components=ks, covariance_types=["full"], tol=0, max_iter=5, init="random_from_data"
+    )
+    data = InputData(x, None, None, None, "threads", lazy=True)
+    with _CountReads(x.name) as counter, dask.config.set(scheduler="threads"):
+        cells = SweepRun(model, data, tmp_path / f"{tag}.npz", tag).run()
+    return counter.reads, len(x.chunks[0]), cells
+
+
+def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data):
+    single, n_chunks, _ = _sweep_reads(small_data, [10], tmp_path, "single")
+    sweep, _, cells = _sweep_reads(small_data, list(range(1, 11)), tmp_path, "sweep")
+    assert len(cells) == 10 and all(c.error is None for c in cells)
+    # init pass + 5 EM passes + scoring pass, each chunk read once per pass
+    assert single == n_chunks * 7
+    assert sweep == single  # ten values of K cost the reads of one
