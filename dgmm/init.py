@@ -70,6 +70,7 @@ class InitRequest:
     method: str
     user: UserInit = UserInit()
     reg_covar: float = 1e-6
+    seed: int | None = None  # own random stream instead of the shared one
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,14 @@ def initial_parameters(
     sources: list[Responsibilities | _PlusPlus | None] = [
         None
         if r.user.complete
-        else make_source(r.method, passes, r.n_components, rng, x_mem, w_mem)
+        else make_source(
+            r.method,
+            passes,
+            r.n_components,
+            rng if r.seed is None else np.random.RandomState(r.seed),
+            x_mem,
+            w_mem,
+        )
         for r in requests
     ]
     pending = [i for i, s in enumerate(sources) if isinstance(s, _PlusPlus)]

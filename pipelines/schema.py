@@ -63,7 +63,7 @@ class DataConfig(Strict):
 
 
 class RetryConfig(Strict):
-    """Retry failed candidates with reg_covar multiplied by ``factor`` up to ``max_reg_covar``."""
+    """Retry failed candidates with reg_covar × ``factor`` (1e-6 after 0) up to the cap."""
 
     factor: float = Field(default=10.0, gt=1)
     max_reg_covar: float = Field(default=1e-2, gt=0)

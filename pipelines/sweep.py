@@ -7,6 +7,7 @@ killed run resumes where it stopped and ends with bitwise the same result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,9 @@ from .schema import ModelConfig
 
 logger = logging.getLogger(__name__)
 
+# A failed candidate fitted without regularisation is retried first with scikit-learn's default.
+RETRY_FIRST_REG = 1e-6
+
 
 @dataclass
 class Candidate:
@@ -37,6 +41,7 @@ class Candidate:
     covariance_type: str
     n_components: int
     restart: int
+    reg_covar: float = 0.0
     start: GaussianParams | None = None
     state: EMState | None = None
     init_error: str | None = None
@@ -72,11 +77,17 @@ class CellResult:
 
 def build_candidates(model: ModelConfig) -> list[Candidate]:
     return [
-        Candidate(cov, k, r)
+        Candidate(cov, k, r, model.reg_covar)
         for cov in model.covariance_types
         for k in model.n_components
         for r in range(model.n_init)
     ]
+
+
+def candidate_seed(random_state: int, c: Candidate) -> int:
+    """A candidate's own init seed: independent of which other candidates are in the sweep."""
+    key = f"{random_state}/{c.covariance_type}/{c.n_components}/{c.restart}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -91,6 +102,7 @@ def save_checkpoint(path: Path, config_hash: str, cands: list[Candidate], n_pass
         meta.append(
             {
                 "retries": c.retries,
+                "reg_covar": c.reg_covar,
                 "seconds": c.seconds,
                 "init_error": c.init_error,
                 "state": None
@@ -110,6 +122,7 @@ def save_checkpoint(path: Path, config_hash: str, cands: list[Candidate], n_pass
                 for a in _ARRAYS:
                     arrays[f"{tag}{i}_{a}"] = getattr(p, a)
     header = {"config_hash": config_hash, "n_passes": n_passes, "candidates": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, header=np.array(json.dumps(header)), **arrays)
@@ -127,6 +140,7 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> tuple[str, int]:
         return header["config_hash"], 0
     for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
         c.retries, c.seconds, c.init_error = m["retries"], m["seconds"], m["init_error"]
+        c.reg_covar = m["reg_covar"]
 
         def params(tag: str, c: Candidate = c, i: int = i) -> GaussianParams | None:
             if f"{tag}{i}_weights" not in arrays:
@@ -191,25 +205,28 @@ class SweepRun:
         self.passes.n_passes = n_passes
         return True
 
-    def _initialise(self) -> None:
+    def _initialise(self, cands: list[Candidate] | None = None) -> None:
+        """Starting parameters of the candidates (all by default), in one shared pass."""
         m = self.model
+        cands = self.candidates if cands is None else cands
         requests = [
             InitRequest(
                 get_covariance_type(c.covariance_type),
                 c.n_components,
                 m.init,
-                reg_covar=m.reg_covar,
+                reg_covar=c.reg_covar,
+                seed=candidate_seed(m.random_state, c),
             )
-            for c in self.candidates
+            for c in cands
         ]
         rng = np.random.RandomState(m.random_state)
         starts = initial_parameters(self.passes, requests, rng, self.data.x_mem, self.data.w_mem)
-        for c, p in zip(self.candidates, starts, strict=True):
+        for c, p in zip(cands, starts, strict=True):
             if isinstance(p, Exception):
                 c.init_error = f"initialisation failed: {p}"
             else:
-                c.start = p
-                c.state = EMState(p, m.reg_covar)
+                c.start, c.init_error = p, None
+                c.state = EMState(p, c.reg_covar)
         self._checkpoint()
 
     def _em(self) -> None:
@@ -242,9 +259,9 @@ class SweepRun:
             return False
         again = []
         for c in self.candidates:
-            if c.state is None or not c.state.failed:
+            if c.error is None:
                 continue
-            reg = max(c.state.reg_covar, self.model.reg_covar) * r.factor
+            reg = c.reg_covar * r.factor if c.reg_covar > 0 else RETRY_FIRST_REG
             if reg > r.max_reg_covar:
                 continue
             logger.info(
@@ -253,12 +270,17 @@ class SweepRun:
                 c.n_components,
                 c.restart,
                 reg,
-                c.state.error,
+                c.error,
             )
-            c.retries += 1
-            c.state = EMState(c.start, reg)
+            c.retries, c.reg_covar = c.retries + 1, reg
             again.append(c)
-        if again:
+        reinit = [c for c in again if c.start is None]
+        for c in again:
+            if c.start is not None:
+                c.state = EMState(c.start, c.reg_covar)
+        if reinit:
+            self._initialise(reinit)  # same seeds, larger reg_covar
+        elif again:
             self._checkpoint()
         return bool(again)
 
