@@ -62,3 +62,12 @@ def test_hash_tracks_the_result_not_the_cluster(tmp_path):
     assert load_config(p, ["cluster.n_workers=7", "output.overwrite=true"]).result_hash() == h
     assert load_config(p, ["model.tol=0.01"]).result_hash() != h
     assert load_config(p, ["data.path=x.zarr"]).result_hash() != h
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "scheduler.yaml", "slurm.yaml", "pbs.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.model.n_components
+    assert cfg.cluster.type in ("local", "address", "slurm", "pbs")
