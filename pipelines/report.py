@@ -37,6 +37,8 @@ def summary(cells: list[CellResult], best: CellResult, criterion: str, sizes, to
         f"{crit + ' diff':<10}"
         + "".join(f"{getattr(c, criterion) - getattr(best, criterion):>{width}.2f}" for c in head)
     )
+    lines.append(f"{'loglik':<10}" + "".join(f"{c.log_likelihood:>{width}.2f}" for c in head))
+    lines.append(f"{'params':<10}" + "".join(f"{c.n_parameters:>{width}d}" for c in head))
     failed = [c for c in cells if c.error is not None]
     if failed:
         lines.append(
