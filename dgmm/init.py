@@ -45,7 +45,7 @@ class DenseResp:
         return self.resp.shape[1]
 
     def __call__(self, xs, row0):
-        return self.resp[row0 : row0 + xs.shape[0]].astype(xs.dtype), None
+        return self.resp[row0 : row0 + xs.shape[0]].T.astype(xs.dtype), None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class ShiftedParams:
     precisions_cholesky: np.ndarray
 
     def weighted_log_prob(self, xs: np.ndarray) -> np.ndarray:
-        """``log π_k + log N(x | θ_k)`` for every row of the shifted block."""
+        """``log π_k + log N(x | θ_k)`` for every row of the shifted block, shape (K, n)."""
         lp = self.strategy.log_gaussian(xs, self.means_s, self.precisions_cholesky)
-        lp += self.log_weights
+        lp += self.log_weights[:, None]
         return lp
