@@ -142,7 +142,7 @@ def run(cases, m: int, repeats: int, quick: bool) -> dict:
             init = explicit_init(X64, k, cov)
             row = {"n": n, "d": d, "k": k, "covariance_type": cov}
             sk_t, _ = per_iteration(
-                lambda it, init=init, cov=cov: SkGM(
+                lambda it, init=init, cov=cov, k=k: SkGM(
                     k, covariance_type=cov, tol=0, max_iter=it, **init
                 ),
                 X64,
@@ -152,7 +152,7 @@ def run(cases, m: int, repeats: int, quick: bool) -> dict:
             for dtype in ("float64", "float32"):
                 X = X64.astype(dtype)
                 t, model = per_iteration(
-                    lambda it, init=init, cov=cov: GaussianMixture(
+                    lambda it, init=init, cov=cov, k=k: GaussianMixture(
                         k, covariance_type=cov, tol=0, max_iter=it, **init
                     ),
                     X,
