@@ -108,6 +108,10 @@ class CovarianceType(ABC):
         """Number of free covariance parameters."""
 
     @abstractmethod
+    def row_temporaries(self, n_components: int, n_features: int) -> int:
+        """Values per row that `log_gaussian` and `second_moments` hold at once."""
+
+    @abstractmethod
     def sample(
         self, rng: np.random.RandomState, mean: np.ndarray, covariances: np.ndarray, k: int, n: int
     ) -> np.ndarray:
@@ -180,6 +184,9 @@ class Full(CovarianceType):
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
 
+    def row_temporaries(self, n_components, n_features):
+        return n_components * n_features + n_features  # stacked projections; a scaled copy
+
     def sample(self, rng, mean, covariances, k, n):
         return rng.multivariate_normal(mean, covariances[k], n)
 
@@ -231,6 +238,9 @@ class Tied(CovarianceType):
     def n_cov_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
 
+    def row_temporaries(self, n_components, n_features):
+        return n_components * n_features + 2 * n_features  # differences to every mean
+
     def sample(self, rng, mean, covariances, k, n):
         return rng.multivariate_normal(mean, covariances, n)
 
@@ -279,6 +289,9 @@ class Diag(CovarianceType):
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features
+
+    def row_temporaries(self, n_components, n_features):
+        return 2 * n_components + n_features  # squared rows; two (K, n) products
 
     def sample(self, rng, mean, covariances, k, n):
         return mean + rng.standard_normal(size=(n, mean.shape[0])) * np.sqrt(covariances[k])

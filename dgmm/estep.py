@@ -17,7 +17,7 @@ from .stats import SuffStats
 from .validation import check_block_finite
 
 # Budget for the temporaries of one sub-block: measured best at about 2k rows for K=8, D=16.
-SUB_BLOCK_BYTES = 6 * 2**20
+SUB_BLOCK_BYTES = 3 * 2**20
 RANDOM_PAGE_ROWS = 4096
 
 
@@ -26,10 +26,17 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
 
 
-def sub_block_rows(n_features: int, n_components: int, itemsize: int) -> int:
-    """Rows per sub-block: temporaries are about (D + 3·K·D + 4·K) values per row."""
-    per_row = itemsize * (n_features + 3 * n_components * n_features + 4 * n_components)
-    return int(np.clip(SUB_BLOCK_BYTES // per_row, 256, 8192))
+def sub_block_rows(row_values: int, itemsize: int) -> int:
+    """Rows per sub-block so that ``row_values`` temporaries per row fit the budget.
+
+    Per row a job holds its shifted row (D), responsibilities and log-probabilities (~4·K) and
+    its covariance type's own temporaries (`CovarianceType.row_temporaries`).
+    """
+    return int(np.clip(SUB_BLOCK_BYTES // (itemsize * row_values), 256, 16384))
+
+
+def _row_values(strategy: CovarianceType, n_components: int, n_features: int) -> int:
+    return n_features + 4 * n_components + strategy.row_temporaries(n_components, n_features)
 
 
 def logsumexp_rows(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +222,10 @@ def chunk_statistics(
         )
         for j in jobs
     ]
-    k_max = max((j.source.n_components for j in jobs), default=1)
-    step = sub_block_rows(d, k_max, dtype.itemsize)
+    step = sub_block_rows(
+        max((_row_values(j.strategy, j.source.n_components, d) for j in jobs), default=d),
+        dtype.itemsize,
+    )
     for s in range(0, n, step):
         xs = x[s : s + step].astype(dtype, copy=False) - shift_c
         ws = None if wc is None else wc[s : s + step]
@@ -233,7 +242,7 @@ def block_log_resp(
     dtype = compute_dtype(x.dtype)
     n, d = x.shape
     k = params.means_s.shape[0]
-    step = sub_block_rows(d, k, dtype.itemsize)
+    step = sub_block_rows(_row_values(params.strategy, k, d), dtype.itemsize)
     lse = np.empty(n, dtype=dtype)
     log_resp = np.empty((k, n), dtype=dtype)
     shift_c = shift.astype(dtype)

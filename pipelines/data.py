@@ -34,7 +34,10 @@ def _block(block_id, n_rows, seed, weights, means, chol, dtype):
     rng = np.random.default_rng([seed, block_id])
     labels = rng.choice(len(weights), size=n_rows, p=weights)
     z = rng.standard_normal((n_rows, means.shape[1]))
-    x = means[labels] + np.einsum("nd,nde->ne", z, chol[labels])
+    x = np.empty_like(z)
+    for k in range(len(weights)):  # one matrix product per component
+        rows = labels == k
+        x[rows] = z[rows] @ chol[k] + means[k]
     return x.astype(dtype), labels.astype(np.int32)
 
 

@@ -1,0 +1,171 @@
+"""Out-of-core fit: data many times the workers' memory, fitted chunk by chunk at bounded memory.
+
+Makes (once) a float32 Zarr dataset with ``dgmm make-data``'s generator, starts a LocalCluster of
+two single-threaded workers with a memory limit, times one plain read pass of the array and an
+EM fit per covariance type, and samples the resident memory of the whole process tree.
+
+Usage: python benchmarks/out_of_core.py --path /big/disk/ooc.zarr [--n-samples 125000000]
+       [--n-features 32] [--k 8] [--memory-limit 2GiB] [--iterations 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import psutil
+import zarr
+from distributed import Client, LocalCluster
+
+from dgmm import GaussianMixture
+from pipelines.data import make_data
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and all its children."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--path", default="ooc-data/ooc.zarr")
+    ap.add_argument("--n-samples", type=int, default=125_000_000)
+    ap.add_argument("--n-features", type=int, default=32)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--chunk-rows", type=int, default=250_000)
+    ap.add_argument("--memory-limit", default="2GiB")
+    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--types", default="diag,full")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    path = Path(args.path)
+    t = time.perf_counter()
+    if not path.exists():
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                memory_limit=args.memory_limit,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ),
+            Client(),
+        ):
+            make_data(
+                path,
+                args.n_samples,
+                args.n_features,
+                args.k,
+                seed=0,
+                chunk_rows=args.chunk_rows,
+                dtype="float32",
+            )
+        print(f"made {path} in {time.perf_counter() - t:.0f} s")
+    arr = zarr.open_group(str(path), mode="r")["X"]
+    nbytes = arr.nbytes
+    out = {
+        "path": str(path),
+        "shape": list(arr.shape),
+        "dtype": str(arr.dtype),
+        "chunks": list(arr.chunks),
+        "bytes": nbytes,
+        "memory_limit": args.memory_limit,
+        "fits": [],
+    }
+    print(f"data {arr.shape} {arr.dtype}: {nbytes / 2**30:.1f} GiB in chunks of {arr.chunks}")
+
+    with (
+        PeakRSS() as rss,
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit=args.memory_limit,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        x = da.from_zarr(arr)
+        t = time.perf_counter()
+        x.sum(dtype=np.float64).compute()
+        read = time.perf_counter() - t
+        out["read_pass_seconds"] = read
+        print(f"plain read pass: {read:.1f} s ({nbytes / read / 1e9:.2f} GB/s)")
+        for cov in args.types.split(","):
+            gm = GaussianMixture(
+                args.k,
+                covariance_type=cov,
+                init_params="random_from_data",
+                tol=0,
+                max_iter=args.iterations,
+                random_state=0,
+            )
+            t = time.perf_counter()
+            gm.fit(x)
+            total = time.perf_counter() - t
+            per_pass = total / gm.n_passes_
+            rec = {
+                "covariance_type": cov,
+                "passes": gm.n_passes_,
+                "seconds": total,
+                "seconds_per_pass": per_pass,
+                "ratio_to_read": per_pass / read,
+                "lower_bound": gm.lower_bound_,
+            }
+            out["fits"].append(rec)
+            print(
+                f"{cov}: {gm.n_passes_} passes in {total:.1f} s, {per_pass:.1f} s per pass "
+                f"= {per_pass / read:.2f}x the plain read"
+            )
+        logs = client.get_worker_logs()
+        words = ("pause", "Memory use is high", "restart", "killed", "Worker exceeded")
+        out["worker_memory_events"] = sorted(
+            {
+                line
+                for lines in logs.values()
+                for _, line in lines
+                if any(w.lower() in line.lower() for w in words)
+            }
+        )
+        restarted = [
+            w for w, info in client.scheduler_info()["workers"].items() if info.get("nanny") is None
+        ]
+        out["workers_without_nanny"] = restarted
+    out["peak_rss_process_tree_bytes"] = rss.peak
+    print(f"peak RSS of the process tree: {rss.peak / 2**30:.2f} GiB")
+    print(f"worker memory events: {out['worker_memory_events'] or 'none'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
