@@ -166,14 +166,17 @@ class _Accumulator:
     sx: np.ndarray
     sxx: np.ndarray
 
-    def add(self, xs, resp, w, lse, strategy: CovarianceType) -> None:
-        rw = resp if w is None else resp * w
-        self.n += float(xs.shape[0] if w is None else w.sum(dtype=np.float64))
+    def add(self, x64, resp, w, lse, strategy: CovarianceType) -> None:
+        """Add a sub-block: ``x64`` the shifted rows in float64, ``resp`` (K, n) any float."""
+        rw = resp.astype(np.float64, copy=False)
+        if w is not None:
+            rw = rw * w
+        self.n += float(x64.shape[0] if w is None else w.sum())
         if lse is not None:
             self.loglik += float(lse.sum(dtype=np.float64) if w is None else lse @ w)
-        self.nk += rw.sum(axis=1, dtype=np.float64)
-        self.sx += rw @ xs
-        self.sxx += strategy.second_moments(xs, rw)
+        self.nk += rw.sum(axis=1)
+        self.sx += rw @ x64
+        self.sxx += strategy.second_moments(x64, rw)
 
 
 def chunk_statistics(
@@ -211,7 +214,7 @@ def chunk_statistics(
     dtype = compute_dtype(x.dtype)
     n, d = x.shape
     shift_c = shift.astype(dtype)
-    wc = None if w is None else w.astype(dtype, copy=False)
+    w64 = None if w is None else w.astype(np.float64, copy=False)
     accs = [
         _Accumulator(
             0.0,
@@ -228,10 +231,13 @@ def chunk_statistics(
     )
     for s in range(0, n, step):
         xs = x[s : s + step].astype(dtype, copy=False) - shift_c
-        ws = None if wc is None else wc[s : s + step]
+        # Moments are taken from float64 values: float32 products of rows far from the shift
+        # would leave errors larger than a tight component's variance.
+        x64 = xs.astype(np.float64, copy=False)
+        ws = None if w64 is None else w64[s : s + step]
         for job, acc in zip(jobs, accs, strict=True):
             resp, lse = job.source(xs, row0 + s)
-            acc.add(xs, resp, ws, lse, job.strategy)
+            acc.add(x64, resp, ws, lse, job.strategy)
     return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx) for a in accs]
 
 

@@ -15,8 +15,12 @@ from .conftest import COV_TYPES
 def _peak_extra(n_rows: int, cov: str, k: int = 8, d: int = 16) -> int:
     x = np.random.default_rng(0).normal(size=(n_rows, d))
     strat = get_covariance_type(cov)
-    covs = {"full": np.stack([np.eye(d)] * k), "tied": np.eye(d), "diag": np.ones((k, d)),
-            "spherical": np.ones(k)}[cov]
+    covs = {
+        "full": np.stack([np.eye(d)] * k),
+        "tied": np.eye(d),
+        "diag": np.ones((k, d)),
+        "spherical": np.ones(k),
+    }[cov]
     p = GaussianParams(cov, np.full(k, 1 / k), x[:k].copy(), covs, strat.precision_cholesky(covs))
     shift = np.zeros(d)
     job = StatsJob(Posterior(p.shifted(shift, x.dtype)), strat)

@@ -176,3 +176,29 @@ def test_same_seed_same_result(blobs):
     np.testing.assert_array_equal(a.means_, b.means_)
     np.testing.assert_array_equal(a.covariances_, b.covariances_)
     assert a.lower_bound_ == b.lower_bound_
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_float32_single_row_starts_do_not_degenerate(cov_type):
+    """Components started from one row have (near) zero scatter: float32 products of rows far
+    from the shift would swamp reg_covar; the moments must be taken in float64."""
+    import tempfile
+
+    from pipelines.data import make_data
+
+    with tempfile.TemporaryDirectory() as d:
+        g = make_data(f"{d}/x.zarr", 20_000, 32, 8, seed=0, chunk_rows=5000, dtype="float32")
+        X = g["X"][:]
+    kw = dict(
+        n_components=8,
+        covariance_type=cov_type,
+        init_params="random_from_data",
+        random_state=0,
+        max_iter=3,
+        tol=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(**kw).fit(X)  # raised "Component 0 ... not positive definite"
+    assert gm.n_iter_ == 3 and np.isfinite(gm.lower_bound_)
+    assert np.all(np.isfinite(gm.covariances_))
