@@ -54,6 +54,16 @@ class PeakRSS:
         self._thread.join()
 
 
+def _cluster(memory_limit: str) -> LocalCluster:
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        memory_limit=memory_limit,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", default="ooc-data/ooc.zarr")
@@ -70,16 +80,7 @@ def main() -> None:
     path = Path(args.path)
     t = time.perf_counter()
     if not path.exists():
-        with (
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                memory_limit=args.memory_limit,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ),
-            Client(),
-        ):
+        with _cluster(args.memory_limit) as cluster, Client(cluster):
             make_data(
                 path,
                 args.n_samples,
@@ -105,13 +106,7 @@ def main() -> None:
 
     with (
         PeakRSS() as rss,
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            memory_limit=args.memory_limit,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
+        _cluster(args.memory_limit) as cluster,
         Client(cluster) as client,
     ):
         x = da.from_zarr(arr)
