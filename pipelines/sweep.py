@@ -297,7 +297,8 @@ class SweepRun:
     def _score(self) -> list[CellResult]:
         """Pick each cell's best restart (scikit-learn's rule) and score it in one shared pass."""
         best: dict[tuple[str, int], Candidate | None] = {}
-        for key, group in self._cells().items():
+        cells = self._cells()
+        for key, group in cells.items():
             ok = [c for c in group if c.error is None]
             best[key] = max(ok, key=lambda c: c.state.lower_bound) if ok else None
         scored = [c for c in best.values() if c is not None]
@@ -315,7 +316,7 @@ class SweepRun:
         for (cov, k), c in best.items():
             p_count = n_parameters(cov, k, self.data.x.shape[1])
             if c is None:
-                group = self._cells()[(cov, k)]
+                group = cells[(cov, k)]
                 out.append(
                     CellResult(
                         k,
