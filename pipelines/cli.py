@@ -8,20 +8,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from .run import RunFailed, preflight, run
 from .schema import ConfigError, load_config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import run
-
     cfg = load_config(args.config, args.set)
     run(cfg, Path(args.config).read_text())
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .run import preflight
-
     cfg = load_config(args.config, args.set)
     x = preflight(cfg, generate=False)
     m = cfg.model
@@ -134,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as e:
         print(f"dgmm: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"dgmm: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dgmm: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -67,6 +67,22 @@ def _file_log(path: Path):
         handler.close()
 
 
+class RunFailed(RuntimeError):
+    """A run stopped by an error in the data or the computation; the log has the details."""
+
+
+@contextlib.contextmanager
+def _logged_failure(log: Path):
+    """Keep the traceback in the run's log and raise a one-line error naming the log."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as e:
+        logger.exception("run failed")
+        raise RunFailed(f"{type(e).__name__}: {e} (details in {log}; rerun to resume)") from e
+
+
 class _Progress:
     """Progress for people: passes, iteration, candidates running, best criterion so far."""
 
@@ -110,7 +126,7 @@ def run(cfg: RunConfig, config_text: str) -> Path:
     dirs = RunDirs(cfg.output.path)
     dirs.work.mkdir(parents=True, exist_ok=True)
     config_hash = cfg.result_hash()
-    with _file_log(dirs.log):
+    with _file_log(dirs.log), _logged_failure(dirs.log):
         logger.info("run of config hash %s", config_hash)
         with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
             link = (

@@ -295,3 +295,19 @@ def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data):
     # init pass + 5 EM passes + scoring pass, each chunk read once per pass
     assert single == n_chunks * 7
     assert sweep == single  # ten values of K cost the reads of one
+
+
+def test_bad_values_in_data_fail_with_one_line_and_keep_a_log(tmp_path):
+    data = tmp_path / "d.zarr"
+    make_data(data, 3000, 3, 2, seed=0, chunk_rows=1000)
+    g = zarr.open_group(str(data), mode="a")
+    g["X"][1234, 2] = np.nan
+    cfg = write_config(tmp_path, data, tmp_path / "out")
+    proc = dgmm_cli("run", cfg, check=False)
+    assert proc.returncode == 1
+    # our message is one line (Dask's workers may log the failed task before it)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dgmm: error: ValueError: Input X contains NaN: 1 row(s)")
+    assert "first at row 1234" in last
+    assert not (tmp_path / "out").exists()
+    assert "Traceback" in (tmp_path / "out.work" / "run.log").read_text()
