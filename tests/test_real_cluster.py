@@ -125,3 +125,39 @@ def test_unreachable_scheduler_fails_fast(tmp_path):
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 3 s" in proc.stderr
     assert time.perf_counter() - t < 60
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fit_survives_a_killed_worker(real_cluster, tmp_path):
+    """SIGKILL one worker while chunks are being processed: the fit completes, identically."""
+    import os
+    import signal
+    import threading
+
+    import numpy as np
+    from distributed import Client
+
+    from dgmm import GaussianMixture
+
+    data = tmp_path / "d.zarr"
+    make_data(data, 200_000, 4, 4, seed=1, chunk_rows=10_000)
+    path = f"{data}/X"
+    kw = dict(n_components=4, init_params="random_from_data", random_state=0, tol=0, max_iter=15)
+    with Client(real_cluster) as client:
+        ref = GaussianMixture(**kw).fit(path)
+        pids = list(client.run(os.getpid).values())
+        victim = pids[0]
+        timer = threading.Timer(1.5, os.kill, (victim, signal.SIGKILL))
+        timer.start()
+        t = time.perf_counter()
+        disturbed = GaussianMixture(**kw).fit(path)
+        took = time.perf_counter() - t
+        timer.join()
+        assert took > 1.5  # the worker was killed while the fit ran
+        client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+        assert victim not in client.run(os.getpid).values()
+    assert disturbed.n_iter_ == ref.n_iter_ == 15
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(
+            getattr(disturbed, name), getattr(ref, name), rtol=1e-10, atol=1e-12
+        )
