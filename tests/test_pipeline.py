@@ -311,3 +311,17 @@ def test_bad_values_in_data_fail_with_one_line_and_keep_a_log(tmp_path):
     assert "first at row 1234" in last
     assert not (tmp_path / "out").exists()
     assert "Traceback" in (tmp_path / "out.work" / "run.log").read_text()
+
+
+def test_deleted_data_chunk_is_named_not_read_as_zeros(tmp_path):
+    data = tmp_path / "d.zarr"
+    make_data(data, 3000, 3, 2, seed=0, chunk_rows=1000)
+    chunk = data / "X" / "c" / "1" / "0"
+    assert chunk.is_file()
+    chunk.unlink()  # rows 1000..1999 are gone
+    cfg = write_config(tmp_path, data, tmp_path / "out")
+    proc = dgmm_cli("run", cfg, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Input X contains NaN: 1000 row(s)" in last and "first at row 1000" in last
+    assert not (tmp_path / "out").exists()
