@@ -50,10 +50,6 @@ class RowBlocks:
         """The data with a NaN/inf check in every block task, for a first pass made elsewhere."""
         return self.x.map_blocks(_check_located, dtype=self.x.dtype, token="dgmm-check")
 
-    @property
-    def n_blocks(self) -> int:
-        return len(self._xb)
-
     def map_reduce(
         self,
         kernel: Callable[..., Any],
@@ -123,8 +119,3 @@ def map_rows(
     if n_cols is None:
         return da.map_blocks(fn, x, spec_d, dtype=dtype, drop_axis=1, token=name)
     return da.map_blocks(fn, x, spec_d, dtype=dtype, chunks=(x.chunks[0], (n_cols,)), token=name)
-
-
-def rows_per_chunk(n_samples: int, n_features: int, itemsize: int, target_bytes: int) -> int:
-    """Rows in a chunk of about ``target_bytes`` of data (at least one row)."""
-    return int(max(1, min(n_samples, target_bytes // max(1, n_features * itemsize))))

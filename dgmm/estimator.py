@@ -357,15 +357,19 @@ default='kmeans'
     def _n_parameters(self) -> int:
         return self._params().n_parameters()
 
+    def _loglik_and_rows(self, X: Any) -> tuple[float, int]:
+        ll = self.score_samples(X)  # one read and one check of X
+        return float(np.asarray(ll.sum())), ll.shape[0]
+
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
-        n = load_input(X).x.shape[0]
-        return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
+        ll, n = self._loglik_and_rows(X)
+        return -2.0 * ll + self._n_parameters() * np.log(n)
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        n = load_input(X).x.shape[0]
-        return -2.0 * self.score(X) * n + 2 * self._n_parameters()
+        ll, _ = self._loglik_and_rows(X)
+        return -2.0 * ll + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (scikit-learn's draws for the same seed).

@@ -140,11 +140,3 @@ def publish(staging: Path, final: Path) -> None:
     staging.rename(final)
     if old is not None:
         shutil.rmtree(old)
-
-
-def is_complete(path: str | Path) -> bool:
-    """Whether a folder is a dgmm output marked complete."""
-    try:
-        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
-    except Exception:
-        return False

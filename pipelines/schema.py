@@ -15,9 +15,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_METHODS = ("kmeans", "k-means||", "k-means++", "random", "random_from_data")
-
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line."""
