@@ -43,7 +43,10 @@ def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
 
 def zarr_to_dask(arr: zarr.Array) -> da.Array:
     """A Dask view of a Zarr array, one Dask block per Zarr chunk row, columns in one block."""
-    x = da.from_zarr(arr)
+    # Inline the Zarr array into each read task: with a separate "original" key, Dask's graph
+    # optimisation gives the same chunk key different definitions in different passes, which
+    # the distributed scheduler warns about (dask/dask#9888).
+    x = da.from_zarr(arr, inline_array=True)
     if x.ndim == 2 and len(x.chunks[1]) != 1:
         x = x.rechunk({1: -1})
     return x

@@ -38,3 +38,27 @@ def test_cluster_tasks_are_named_and_seeded_inits_reproduce(blobs, local_cluster
         lambda dask_scheduler: sorted(dask_scheduler.task_prefixes)
     )
     assert {"dgmm-estep", "dgmm-init", "dgmm-combine"} <= set(names)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random_from_data", "k-means||"])
+def test_zarr_input_keys_are_consistent_across_passes(blobs, tmp_path, local_cluster, init):
+    """Every pass reads a Zarr chunk through one task definition, so the scheduler never sees a
+    key reused with a different graph (its "Detected different `run_spec`" warning)."""
+    import logging
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    logger = logging.getLogger("distributed.scheduler")  # the LocalCluster's, in this process
+    logger.addHandler(handler)
+    try:
+        path = tmp_path / "x.zarr"
+        write_zarr(path, blobs[0], chunks=(300, 3))
+        GaussianMixture(3, init_params=init, random_state=0, max_iter=3).fit(str(path))
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if "run_spec" in m]
