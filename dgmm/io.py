@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
@@ -27,10 +28,19 @@ def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"No Zarr array at '{path}': the path does not exist.")
+    if p.is_file():
+        raise ValueError(f"'{path}' is a file, not a Zarr array (a Zarr store is a folder).")
+    if not any((p / meta).exists() for meta in ("zarr.json", ".zarray", ".zgroup")):
+        raise ValueError(
+            f"'{path}' is not a Zarr array: the folder holds no Zarr metadata (zarr.json, "
+            ".zarray or .zgroup)."
+        )
     try:
         node = zarr.open(store=str(p), mode="r")
     except Exception as e:
-        raise ValueError(f"'{path}' is not a Zarr array ({type(e).__name__}: {e}).") from None
+        raise ValueError(
+            f"'{path}' is not a readable Zarr array ({type(e).__name__}: {e})."
+        ) from None
     if isinstance(node, zarr.Group):
         names = sorted(node.array_keys())
         hint = f"; arrays in it: {names}" if names else " and holds no arrays"
@@ -41,15 +51,87 @@ def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
     return node
 
 
+class ZarrChunkError(OSError):
+    """A chunk of a Zarr array could not be read or decoded."""
+
+
+class _ChunkReader:
+    """Row blocks of a Zarr array for Dask; a chunk that fails to read is named in the error."""
+
+    def __init__(self, arr: zarr.Array):
+        self.arr = arr
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __dask_tokenize__(self) -> tuple:
+        return (str(self.arr.store_path), self.shape, self.arr.chunks, str(self.dtype))
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        try:
+            return self.arr[key]
+        except Exception as e:
+            rows = key[0] if isinstance(key, tuple) else key
+            raise ZarrChunkError(
+                f"cannot read rows {rows.start} to {rows.stop - 1} of the Zarr array "
+                f"'{_where(self.arr)}': chunk {_chunk_names(self.arr, rows.start)} is corrupt or "
+                f"unreadable ({type(e).__name__}: {e})"
+            ) from e
+
+
+def _where(arr: zarr.Array) -> str:
+    root = getattr(arr.store, "root", None)
+    return str(Path(root) / arr.path) if root is not None else str(arr.store_path)
+
+
+def _grid(arr: zarr.Array) -> tuple[int, ...]:
+    """The stored-object grid: shards when the array is sharded, else chunks."""
+    block = arr.shards or arr.chunks
+    return tuple(-(-n // c) for n, c in zip(arr.shape, block, strict=True))
+
+
+def _chunk_names(arr: zarr.Array, row: int) -> str:
+    block = arr.shards or arr.chunks
+    i = row // block[0]
+    keys = [arr.metadata.encode_chunk_key((i, *rest)) for rest in np.ndindex(*_grid(arr)[1:])]
+    return keys[0] if len(keys) == 1 else f"{keys[0]} (or another of {len(keys)} in that row)"
+
+
+def missing_chunks(arr: zarr.Array) -> list[tuple[str, int, int]]:
+    """Stored chunks (or shards) of a local Zarr array that are absent: ``(key, row0, row1)``.
+
+    Zarr reads an absent chunk as the fill value, so a deleted chunk file would pass silently as
+    data; callers that need every row to be real data check this first. Only local stores are
+    listed (others return no names).
+    """
+    if arr.nchunks_initialized == arr.nchunks or getattr(arr.store, "root", None) is None:
+        return []
+    base = Path(arr.store.root) / arr.path
+    rows = (arr.shards or arr.chunks)[0]
+    out = []
+    for coords in np.ndindex(*_grid(arr)):
+        key = arr.metadata.encode_chunk_key(coords)
+        if not (base / key).exists():
+            r0 = coords[0] * rows
+            out.append((key, r0, min(r0 + rows, arr.shape[0]) - 1))
+    return out
+
+
 def zarr_to_dask(arr: zarr.Array) -> da.Array:
-    """A Dask view of a Zarr array, one Dask block per Zarr chunk row, columns in one block."""
-    # Inline the Zarr array into each read task: with a separate "original" key, Dask's graph
-    # optimisation gives the same chunk key different definitions in different passes, which
-    # the distributed scheduler warns about (dask/dask#9888).
-    x = da.from_zarr(arr, inline_array=True)
-    if x.ndim == 2 and len(x.chunks[1]) != 1:
-        x = x.rechunk({1: -1})
-    return x
+    """A Dask view of a Zarr array, one Dask block per Zarr chunk row, columns in one block.
+
+    The array is inlined into each read task (no separate "original" key): otherwise Dask's graph
+    optimisation gives one chunk key different definitions in different passes, which the
+    distributed scheduler warns about (dask/dask#9888).
+    """
+    chunks = (arr.chunks[0], *arr.shape[1:]) if arr.ndim == 2 else arr.chunks
+    return da.from_array(
+        _ChunkReader(arr),
+        chunks=chunks,
+        name="from-zarr-" + dask.base.tokenize(_ChunkReader(arr)),
+        inline_array=True,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
+    )
 
 
 def _jsonable(value: Any) -> Any:

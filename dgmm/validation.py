@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+
+
+def _nonfinite_message(
+    name: str, has_nan: bool, dtype: np.dtype, n_bad: int, span: str, first: int
+) -> str:
+    kind = "NaN" if has_nan else f"infinity or a value too large for dtype({str(dtype)!r})"
+    return (
+        f"Input {name} contains {kind}: {n_bad} row(s) with NaN or infinite values among {span}, "
+        f"the first at row {first}. Remove or impute those rows before fitting."
+    )
 
 
 def check_block_finite(x: np.ndarray, row0: int = 0) -> None:
@@ -23,16 +34,88 @@ def check_block_finite(x: np.ndarray, row0: int = 0) -> None:
     if finite.all():
         return
     bad = np.flatnonzero(~finite)
-    kind = (
-        "NaN"
-        if np.isnan(x[bad]).any()
-        else f"infinity or a value too large for dtype({str(x.dtype)!r})"
-    )
     span = f"rows {row0} to {row0 + x.shape[0] - 1}"
     raise ValueError(
-        f"Input X contains {kind}: {bad.size} row(s) with NaN or infinite values among {span}, "
-        f"the first at row {row0 + int(bad[0])}. Remove or impute those rows before fitting."
+        _nonfinite_message(
+            "X", bool(np.isnan(x[bad]).any()), x.dtype, bad.size, span, row0 + int(bad[0])
+        )
     )
+
+
+@dataclass
+class ColumnProfile:
+    """Per-column range and non-finite rows of some rows; profiles of blocks add up.
+
+    Attributes
+    ----------
+    n : int
+        Rows profiled.
+    n_bad : int
+        Rows holding NaN or infinity; ``first_bad`` is the first of them (-1 if none) and
+        ``has_nan`` whether any is NaN (else they are all infinite).
+    lo, hi : ndarray of shape (n_features,)
+        Column minimum and maximum over the finite rows.
+    """
+
+    n: int
+    n_bad: int
+    first_bad: int
+    has_nan: bool
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def __add__(self, other: ColumnProfile) -> ColumnProfile:
+        firsts = [f for f in (self.first_bad, other.first_bad) if f >= 0]
+        return ColumnProfile(
+            self.n + other.n,
+            self.n_bad + other.n_bad,
+            min(firsts, default=-1),
+            self.has_nan or other.has_nan,
+            np.fmin(self.lo, other.lo),
+            np.fmax(self.hi, other.hi),
+        )
+
+
+def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
+    """The `ColumnProfile` of one block of rows whose first row has global index ``row0``."""
+    finite = np.isfinite(x).all(axis=1)
+    bad = np.flatnonzero(~finite)
+    good = x[finite] if bad.size else x
+    nan = np.full(x.shape[1], np.nan)
+    return ColumnProfile(
+        x.shape[0],
+        int(bad.size),
+        row0 + int(bad[0]) if bad.size else -1,
+        bool(bad.size and np.isnan(x[bad]).any()),
+        good.min(axis=0).astype(np.float64) if len(good) else nan,
+        good.max(axis=0).astype(np.float64) if len(good) else nan,
+    )
+
+
+def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
+    """Raise a ValueError for data no mixture can be fitted to.
+
+    Non-finite rows are counted and the first one named; data whose rows are all identical, or
+    with a constant column (which carries no information and makes every covariance singular),
+    is refused with the columns named.
+    """
+    if p.n_bad:
+        span = f"rows 0 to {p.n - 1}"
+        raise ValueError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
+    const = np.flatnonzero(p.lo == p.hi)
+    if const.size == p.lo.size and p.n > 1:
+        raise ValueError(
+            f"Input {name}: all {p.n} rows are identical (every column is constant); there is "
+            "nothing to cluster."
+        )
+    if const.size:
+        shown = ", ".join(f"{int(j)} (always {p.lo[j]:g})" for j in const[:5])
+        more = f" and {const.size - 5} more" if const.size > 5 else ""
+        raise ValueError(
+            f"Input {name} has {const.size} constant column(s): {shown}{more} (0-based). A "
+            "constant column carries no information and makes every covariance singular; drop "
+            "it from the data."
+        )
 
 
 def check_dtype_and_shape(dtype: np.dtype, shape: tuple, name: str = "X") -> np.dtype:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import shutil
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from dgmm.io import open_zarr_array, zarr_to_dask
-from dgmm.validation import check_dtype_and_shape
+from dgmm._reduce import RowBlocks
+from dgmm.io import missing_chunks, open_zarr_array, zarr_to_dask
+from dgmm.validation import ColumnProfile, block_profile, check_dtype_and_shape, check_profile
 
 from .schema import ConfigError, DataConfig
 
@@ -121,8 +124,16 @@ def data_path(cfg: DataConfig) -> Path:
     return Path(cfg.path) / cfg.array if cfg.array else Path(cfg.path)
 
 
+class DataError(ValueError):
+    """The data's values make a fit impossible (found by reading it)."""
+
+
 def open_data(cfg: DataConfig) -> da.Array:
-    """The configured rows as a Dask array (checked for shape and dtype, not yet read)."""
+    """The configured rows as a Dask array, checked without reading its values.
+
+    Checked: the path, dtype and shape, that chunks span whole rows, and that no chunk is missing
+    from the store (Zarr would read a deleted chunk as its fill value).
+    """
     p = data_path(cfg)
     if not p.exists():
         where = "array" if cfg.array else "path"
@@ -132,10 +143,43 @@ def open_data(cfg: DataConfig) -> da.Array:
         check_dtype_and_shape(arr.dtype, arr.shape, "data")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from None
+    if arr.chunks[1] != arr.shape[1]:
+        raise ConfigError(
+            f"data: the chunks of '{p}' {arr.chunks} split its {arr.shape[1]} columns; every pass "
+            f"reads whole rows, so store it with chunks spanning all columns, e.g. "
+            f"({arr.chunks[0]}, {arr.shape[1]})"
+        )
+    missing = missing_chunks(arr)
+    if missing:
+        shown = ", ".join(f"{key} (rows {r0} to {r1})" for key, r0, r1 in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ConfigError(
+            f"data: {len(missing)} chunk(s) of '{p}' are missing from the store: {shown}{more}; "
+            "restore them or rewrite the array (Zarr would read them as the fill value "
+            f"{arr.fill_value})"
+        )
     x = zarr_to_dask(arr)
     if cfg.chunk_rows:
         x = x.rechunk({0: cfg.chunk_rows})
     return x
+
+
+def profile_data(x: da.Array, name: str = "data") -> ColumnProfile:
+    """One pass over the rows: column ranges and NaN/inf rows; raises `DataError` if unusable."""
+    profile = RowBlocks(x).map_reduce(_profile_block, None, _sum_profiles, "dgmm-profile")
+    try:
+        check_profile(profile, x.dtype, name)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    return profile
+
+
+def _profile_block(xb, wb, row0: int, spec) -> ColumnProfile:
+    return block_profile(xb, row0)
+
+
+def _sum_profiles(parts: list[ColumnProfile]) -> ColumnProfile:
+    return functools.reduce(operator.add, parts)
 
 
 def ensure_data(cfg: DataConfig) -> None:

@@ -18,7 +18,7 @@ from dgmm.estimator import from_em_state
 from dgmm.io import InputData, save_model
 
 from .cluster import connect
-from .data import data_path, ensure_data, open_data
+from .data import DataError, data_path, ensure_data, open_data, profile_data
 from .outputs import (
     RunDirs,
     check_output_free,
@@ -78,6 +78,9 @@ def _logged_failure(log: Path):
         yield
     except ConfigError:
         raise
+    except DataError as e:
+        logger.exception("run failed")
+        raise RunFailed(f"{e} (details in {log})") from e
     except Exception as e:
         logger.exception("run failed")
         raise RunFailed(f"{type(e).__name__}: {e} (details in {log}; rerun to resume)") from e
@@ -163,8 +166,17 @@ def _sweep_and_write(cfg: RunConfig, x, dirs: RunDirs, config_hash: str):
         x.shape[0], cfg.selection.criterion, cfg.output.progress, cfg.model.max_iter
     )
     t0 = time.perf_counter()
+    # One pass before any fit: NaN/inf rows and constant columns are refused up front.
+    profile = profile_data(x, f"data '{data_path(cfg.data)}'")
+    logger.info("data checked: column min %s, max %s", profile.lo.tolist(), profile.hi.tolist())
     sweep = SweepRun(
-        cfg.model, data, dirs.checkpoint, config_hash, cfg.selection.criterion, progress
+        cfg.model,
+        data,
+        dirs.checkpoint,
+        config_hash,
+        cfg.selection.criterion,
+        progress,
+        checked=True,
     )
     try:
         cells = sweep.run()

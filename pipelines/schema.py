@@ -216,6 +216,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError) and "tag:yaml.org,2002:python/" in what:
+            tag = what.rsplit("'", 2)[-2].replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(
+                f"'{path}' uses the Python tag '{tag}'{at}; the config is read with a safe "
+                "loader that builds no Python objects: use plain values, lists and mappings"
+            ) from None
         raise ConfigError(f"'{path}' is not valid YAML{at}: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"'{path}' must hold a mapping of sections, got {type(data).__name__}")
@@ -247,6 +253,8 @@ def _format(e: ValidationError) -> str:
         msg = "required key is missing"
     elif err["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif not isinstance(err.get("input"), (dict, list)) and "got" not in msg:
+        msg += f" (got {err['input']!r})"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 

@@ -169,11 +169,14 @@ class SweepRun:
     progress: ProgressFn | None = None
     candidates: list[Candidate] = field(default_factory=list)
     passes: DataPasses | None = None
+    checked: bool = False  # the data was already checked for NaN/inf (no check in pass one)
 
     def run(self) -> list[CellResult]:
         self.candidates = build_candidates(self.model)
         self.passes = DataPasses(
-            RowBlocks(self.data.x, self.data.w, self.data.scheduler), self.data.shift()
+            RowBlocks(self.data.x, self.data.w, self.data.scheduler),
+            self.data.shift(),
+            checked=self.checked,
         )
         self._t0 = time.perf_counter()
         resumed = self._resume()

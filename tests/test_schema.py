@@ -30,7 +30,7 @@ def _write(tmp_path, text, name="c.yaml"):
         (BASE.replace("[1, 2]", "[1, 2], tol: -1"), "model.tol: Input should be greater than"),
         (BASE.replace("[1, 2]", "[1, 2], n_init: two"), "model.n_init: Input should be a valid"),
         (BASE + "data: {path: other.zarr}\n", "duplicate key 'data' at line 5"),
-        ("data: !!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
+        ("data: !!python/object/apply:os.system ['true']\n", "uses the Python tag"),
         ("data: [unclosed\n", "is not valid YAML"),
         ("- just\n- a list\n", "must hold a mapping"),
         (BASE.replace("output: {path: out}", ""), "output: required key is missing"),

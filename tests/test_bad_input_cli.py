@@ -1,0 +1,319 @@
+"""Bad input through `dgmm run`, one table: the exact message, a non-zero exit, outputs untouched.
+
+Every case starts from a real, complete output of an earlier run at the configured output path
+(and ``overwrite: true``, except where the case is the refusal to overwrite): a failed run must
+leave every byte of it as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from .test_pipeline import dgmm_cli
+
+ROWS, COLS, CHUNK = 600, 4, 200
+
+
+def _good() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centres = np.repeat([[0, 0, 0, 0], [8, 8, 0, 0], [0, 8, 8, 8]], ROWS // 3, axis=0)
+    return centres + rng.normal(size=(ROWS, COLS))
+
+
+def _store(path: Path, x: np.ndarray, chunks=None, **kw) -> Path:
+    kw.setdefault("dtype", x.dtype)
+    arr = zarr.create_array(str(path), shape=x.shape, chunks=chunks or (CHUNK, *x.shape[1:]), **kw)
+    arr[...] = x
+    return path
+
+
+def _with(row: int, col: int, value: float) -> np.ndarray:
+    x = _good()
+    x[row, col] = value
+    return x
+
+
+def _data(make: Callable[[Path], Path]) -> Callable[[Path, dict], None]:
+    """A case whose data store is made by ``make(path)``; the config points at it."""
+
+    def setup(tmp: Path, cfg: dict) -> None:
+        cfg["data"] = {"path": str(make(tmp / "bad.zarr"))}
+
+    return setup
+
+
+def _const_column(p: Path) -> Path:
+    x = _good()
+    x[:, 2] = 5.0
+    return _store(p, x)
+
+
+def _delete_chunk(p: Path) -> Path:
+    _store(p, _good())
+    (p / "c" / "1" / "0").unlink()
+    return p
+
+
+def _corrupt_chunk(p: Path) -> Path:
+    _store(p, _good())
+    (p / "c" / "1" / "0").write_bytes(b"\x00not a zstd frame" * 8)
+    return p
+
+
+def _not_zarr(p: Path) -> Path:
+    p.mkdir()
+    (p / "rows.csv").write_text("1,2\n3,4\n")
+    return p
+
+
+def _model(**model) -> Callable[[Path, dict], None]:
+    def setup(tmp: Path, cfg: dict) -> None:
+        cfg["model"].update(model)
+
+    return setup
+
+
+def _raw_yaml(text: str) -> Callable[[Path, dict], None]:
+    def setup(tmp: Path, cfg: dict) -> None:
+        cfg["__raw__"] = text.replace("TMP", str(tmp))
+
+    return setup
+
+
+def _no_overwrite(tmp: Path, cfg: dict) -> None:
+    cfg["output"]["overwrite"] = False
+
+
+@dataclass
+class Case:
+    id: str
+    setup: Callable[[Path, dict], None]
+    exit: int
+    message: str  # the whole last line of stderr; {data}, {out}, {config} are filled in
+
+
+BAD = "{data}"
+LOG = "(details in {out}.work/run.log)"
+RESHAPE = (
+    "Reshape your data either using array.reshape(-1, 1) if your data has a single feature or "
+    "array.reshape(1, -1) if it contains a single sample."
+)
+CASES = [
+    # -- data
+    Case(
+        "nan",
+        _data(lambda p: _store(p, _with(123, 1, np.nan))),
+        1,
+        f"Input data '{BAD}' contains NaN: 1 row(s) with NaN or infinite values among rows 0 to "
+        f"599, the first at row 123. Remove or impute those rows before fitting. {LOG}",
+    ),
+    Case(
+        "inf",
+        _data(lambda p: _store(p, _with(5, 0, -np.inf))),
+        1,
+        f"Input data '{BAD}' contains infinity or a value too large for dtype('float64'): 1 "
+        "row(s) with NaN or infinite values among rows 0 to 599, the first at row 5. Remove or "
+        f"impute those rows before fitting. {LOG}",
+    ),
+    Case(
+        "1-D",
+        _data(lambda p: _store(p, _good()[:, 0])),
+        2,
+        f"data: Expected 2D array, got 1D array instead (shape=(600,)). {RESHAPE}",
+    ),
+    Case(
+        "3-D",
+        _data(lambda p: _store(p, _good().reshape(ROWS, 2, 2))),
+        2,
+        f"data: Expected 2D array, got 3D array instead (shape=(600, 2, 2)). {RESHAPE}",
+    ),
+    Case(
+        "string dtype",
+        _data(lambda p: _store(p, _good().astype(str), dtype=str)),
+        2,
+        "data: Input data has a non-numeric dtype (StringDType()); expected an array of numbers.",
+    ),
+    Case(
+        "empty",
+        _data(lambda p: _store(p, _good()[:0])),
+        2,
+        "data: Found array with 0 sample(s) (shape=(0, 4)) while a minimum of 1 is required.",
+    ),
+    Case(
+        "fewer rows than K",
+        _data(lambda p: _store(p, _good()[:2])),
+        2,
+        "model.n_components: K = 3 exceeds the 2 rows of the data; use K <= the number of rows",
+    ),
+    Case(
+        "all rows identical",
+        _data(lambda p: _store(p, np.tile(_good()[:1], (ROWS, 1)))),
+        1,
+        f"Input data '{BAD}': all 600 rows are identical (every column is constant); there is "
+        f"nothing to cluster. {LOG}",
+    ),
+    Case(
+        "constant column",
+        _data(_const_column),
+        1,
+        f"Input data '{BAD}' has 1 constant column(s): 2 (always 5) (0-based). A constant column "
+        f"carries no information and makes every covariance singular; drop it from the data. "
+        f"{LOG}",
+    ),
+    Case(
+        "missing path",
+        _data(lambda p: p.with_name("nowhere.zarr")),
+        2,
+        "data path '{data}' does not exist",
+    ),
+    Case(
+        "not a Zarr array",
+        _data(_not_zarr),
+        2,
+        "data: '{data}' is not a Zarr array: the folder holds no Zarr metadata (zarr.json, .zarray "
+        "or .zgroup).",
+    ),
+    Case(
+        "chunks split columns",
+        _data(lambda p: _store(p, _good(), chunks=(CHUNK, 2))),
+        2,
+        "data: the chunks of '{data}' (200, 2) split its 4 columns; every pass reads whole rows, "
+        "so store it with chunks spanning all columns, e.g. (200, 4)",
+    ),
+    Case(
+        "deleted chunk",
+        _data(_delete_chunk),
+        2,
+        "data: 1 chunk(s) of '{data}' are missing from the store: c/1/0 (rows 200 to 399); "
+        "restore them or rewrite the array (Zarr would read them as the fill value 0.0)",
+    ),
+    Case(
+        "corrupt chunk",
+        _data(_corrupt_chunk),
+        1,
+        "ZarrChunkError: cannot read rows 200 to 399 of the Zarr array '{data}': chunk c/1/0 is "
+        "corrupt or unreadable (RuntimeError: Zstd decompression error: invalid input data) "
+        "(details in {out}.work/run.log; rerun to resume)",
+    ),
+    # -- config
+    Case(
+        "unknown key",
+        _model(n_componets=[2]),
+        2,
+        "invalid config '{config}': model: unknown key 'n_componets'; did you mean 'n_components'?",
+    ),
+    Case(
+        "wrong type",
+        _model(max_iter="ten"),
+        2,
+        "invalid config '{config}': model.max_iter: Input should be a valid integer, unable to "
+        "parse string as an integer (got 'ten')",
+    ),
+    Case(
+        "K <= 0",
+        _model(n_components=[0, 2]),
+        2,
+        "invalid config '{config}': model.n_components: every K must be >= 1, got 0",
+    ),
+    Case(
+        "tol < 0",
+        _model(tol=-1e-3),
+        2,
+        "invalid config '{config}': model.tol: Input should be greater than or equal to 0 "
+        "(got -0.001)",
+    ),
+    Case(
+        "output exists",
+        _no_overwrite,
+        2,
+        "output '{out}' already exists; set output.overwrite: true (or --set "
+        "output.overwrite=true) to replace it, or choose another output.path",
+    ),
+    Case(
+        "invalid YAML",
+        _raw_yaml("model: {n_components: [2, 3]\noutput: x\n"),
+        2,
+        "'{config}' is not valid YAML at line 2: expected ',' or '}', but got '<scalar>'",
+    ),
+    Case(
+        "python tag",
+        _raw_yaml("model: !!python/object/apply:os.system ['touch TMP/pwned']\n"),
+        2,
+        "'{config}' uses the Python tag '!!python/object/apply:os.system' at line 1; the config "
+        "is read with a safe loader that builds no Python objects: use plain values, lists and "
+        "mappings",
+    ),
+]
+
+
+def _tree(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def previous_output(tmp_path_factory):
+    """A complete output of a good run, copied into each case's output path."""
+    d = tmp_path_factory.mktemp("good")
+    cfg = _config(d, _store(d / "good.zarr", _good()), d / "out")
+    (d / "run.yaml").write_text(yaml.safe_dump(cfg))
+    dgmm_cli("run", d / "run.yaml")
+    assert zarr.open_group(str(d / "out")).attrs["complete"] is True
+    return d / "out"
+
+
+def _config(tmp: Path, data: Path, out: Path) -> dict:
+    return {
+        "data": {"path": str(data)},
+        "model": {"n_components": [1, 3], "max_iter": 20},
+        "output": {"path": str(out), "overwrite": True, "performance_report": False},
+        "cluster": {
+            "type": "local",
+            "n_workers": 1,
+            "threads_per_worker": 2,
+            "processes": False,
+            "dashboard_address": None,
+        },
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, previous_output):
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    before = _tree(out)
+    cfg = _config(tmp_path, _store(tmp_path / "good.zarr", _good()), out)
+    case.setup(tmp_path, cfg)
+    config = tmp_path / "run.yaml"
+    config.write_text(cfg.pop("__raw__", None) or yaml.safe_dump(cfg))
+
+    proc = dgmm_cli("run", config, check=False)
+
+    data = Path(cfg["data"]["path"])
+    expected = "dgmm: error: " + (
+        case.message.replace("{data}", str(data))
+        .replace("{out}", str(out))
+        .replace("{config}", str(config))
+    )
+    assert proc.returncode == case.exit, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == expected
+    if case.exit == 2:  # refused before any cluster starts or any data is read: one line only
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out.work").exists()
+    else:  # found while reading the data: the traceback is kept in the run's log
+        assert "Traceback" in (tmp_path / "out.work" / "run.log").read_text()
+    assert _tree(out) == before  # the earlier output: every file, every byte
+    assert not (tmp_path / "pwned").exists()
+    assert not list(tmp_path.glob("out.work/staging"))
