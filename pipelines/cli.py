@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import shutil
 import sys
@@ -117,26 +118,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _for_terminal(record: logging.LogRecord) -> bool:
+    """What the terminal shows of the log: problems, without tracebacks (those go to run.log).
+
+    asyncio's reports of futures left behind by Dask's own shutdown are not actionable and would
+    follow (and hide) the one-line error, so they are dropped here.
+    """
+    return record.name != "asyncio" and not (record.name == "pipelines" and record.exc_info)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING)  # the run's log file gets INFO; the terminal only problems
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(_for_terminal)
     logging.getLogger().addHandler(console)
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"dgmm: error: {e}", file=sys.stderr)
-        return 2
-    except FileExistsError as e:
-        print(f"dgmm: error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, FileExistsError) as e:
+        message, status = str(e), 2
     except RunFailed as e:
-        print(f"dgmm: error: {e}", file=sys.stderr)
-        return 1
+        message, status = str(e), 1
     except KeyboardInterrupt:
-        print("dgmm: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        message, status = "interrupted; rerun the same command to resume", 130
+    gc.collect()  # objects of a failed computation are released (and report) before the message
+    print(f"dgmm: {'error: ' if status != 130 else ''}{message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from .schema import AddressClusterConfig, ConfigError, JobqueueClusterConfig, LocalClusterConfig
 
@@ -33,8 +34,16 @@ def connect(config) -> Iterator[Client]:
         ):
             yield client
     elif isinstance(config, AddressClusterConfig):
+        security = None
+        if config.tls is not None:
+            security = Security(
+                tls_ca_file=config.tls.ca_file,
+                tls_client_cert=config.tls.cert,
+                tls_client_key=config.tls.key,
+                require_encryption=True,
+            )
         try:
-            client = Client(config.address, timeout=config.timeout)
+            client = Client(config.address, timeout=config.timeout, security=security)
         except (OSError, TimeoutError) as e:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {config.address} within "

@@ -134,12 +134,44 @@ class LocalClusterConfig(Strict):
     dashboard_address: str | None = "127.0.0.1:8787"
 
 
+class TLSConfig(Strict):
+    """Certificates for a ``tls://`` scheduler: they become a `distributed.Security`."""
+
+    ca_file: str
+    cert: str
+    key: str | None = None  # None: the key is in the ``cert`` file
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSConfig:
+        for name in ("ca_file", "cert", "key"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"{name} '{value}' does not exist")
+        return self
+
+
 class AddressClusterConfig(Strict):
-    """An existing scheduler."""
+    """An existing scheduler (``tcp://`` or, with ``tls`` certificates, ``tls://``)."""
 
     type: Literal["address"]
     address: str
     timeout: float = Field(default=30.0, gt=0)
+    tls: TLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _tls_matches_address(self) -> AddressClusterConfig:
+        is_tls = self.address.startswith("tls://")
+        if is_tls and self.tls is None:
+            raise ValueError(
+                f"address '{self.address}' is tls:// but no certificates are given: set "
+                "cluster.tls.ca_file, cluster.tls.cert (and cluster.tls.key)"
+            )
+        if self.tls is not None and not is_tls:
+            raise ValueError(
+                f"cluster.tls is set but address '{self.address}' is not tls://; use "
+                "tls://host:port so the certificates are used"
+            )
+        return self
 
 
 class JobqueueClusterConfig(Strict):

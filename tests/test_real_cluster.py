@@ -5,6 +5,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,61 +18,41 @@ from pipelines.data import make_data
 from .test_pipeline import ROOT, dgmm_cli
 
 
-@pytest.fixture(scope="module")
-def real_cluster(tmp_path_factory):
-    """A scheduler and two workers (with nannies) as separate processes on 127.0.0.1."""
+@contextmanager
+def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker`s (with nannies) on 127.0.0.1; yields the address."""
     from distributed import Client
 
-    d = tmp_path_factory.mktemp("cluster")
     sched_file = d / "scheduler.json"
+    tls_args = ["--protocol", "tls", *tls] if tls else []
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "dask",
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(sched_file),
+                *(sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"),
+                *("--no-dashboard", "--scheduler-file", str(sched_file), *tls_args),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
     ]
-    deadline = time.time() + 60
-    while not sched_file.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    for i in range(2):
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dask",
-                    "worker",
-                    "--scheduler-file",
-                    str(sched_file),
-                    "--host",
-                    "127.0.0.1",
-                    "--nthreads",
-                    "1",
-                    "--memory-limit",
-                    "1GiB",
-                    "--no-dashboard",
-                    "--name",
-                    f"w{i}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
     try:
-        with Client(scheduler_file=str(sched_file), timeout=30) as client:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "dask", "worker"),
+                        *("--scheduler-file", str(sched_file), "--host", "127.0.0.1"),
+                        *("--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard"),
+                        *("--name", f"w{i}", *(tls or [])),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        with Client(scheduler_file=str(sched_file), timeout=30, security=security) as client:
             client.wait_for_workers(2, timeout=60)
             yield client.scheduler.address
     finally:
@@ -80,6 +63,13 @@ def real_cluster(tmp_path_factory):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory):
+    """A scheduler and two workers (with nannies) as separate processes on 127.0.0.1."""
+    with _processes(tmp_path_factory.mktemp("cluster")) as address:
+        yield address
 
 
 def test_job_command_against_real_scheduler(real_cluster, tmp_path):
@@ -161,3 +151,148 @@ def test_fit_survives_a_killed_worker(real_cluster, tmp_path):
         np.testing.assert_allclose(
             getattr(disturbed, name), getattr(ref, name), rtol=1e-10, atol=1e-12
         )
+
+
+def _certificates(d: Path) -> dict[str, Path]:
+    """A throwaway CA and a certificate it signs for 127.0.0.1 (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def cert(subject, pub, ca: bool):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name("dgmm test CA"))
+            .public_key(pub)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            import ipaddress
+
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return b.sign(ca_key, hashes.SHA256())
+
+    pem = serialization.Encoding.PEM
+    files = {"ca_file": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
+    files["ca_file"].write_bytes(cert("dgmm test CA", ca_key.public_key(), True).public_bytes(pem))
+    files["cert"].write_bytes(cert("127.0.0.1", key.public_key(), False).public_bytes(pem))
+    files["key"].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+def test_run_against_a_tls_scheduler(tmp_path):
+    """cluster.tls certificate paths become a distributed.Security; the run completes over TLS."""
+    from distributed import Client
+    from distributed.security import Security
+
+    certs = _certificates(tmp_path)
+    tls = ["--tls-ca-file", str(certs["ca_file"]), "--tls-cert", str(certs["cert"])]
+    tls += ["--tls-key", str(certs["key"])]
+    security = Security(
+        tls_ca_file=str(certs["ca_file"]),
+        tls_client_cert=str(certs["cert"]),
+        tls_client_key=str(certs["key"]),
+        require_encryption=True,
+    )
+    data = tmp_path / "d.zarr"
+    make_data(data, 3000, 2, 2, seed=3, chunk_rows=500)
+    with _processes(tmp_path, tls, security) as address:
+        assert address.startswith("tls://127.0.0.1:")
+        cluster = {"type": "address", "address": address, "timeout": 20}
+        cfg = {
+            "data": {"path": str(data), "array": "X"},
+            "model": {"n_components": [1, 2, 3]},
+            "output": {"path": str(tmp_path / "out")},
+            "cluster": {**cluster, "tls": {k: str(v) for k, v in certs.items()}},
+        }
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+        proc = dgmm_cli("run", tmp_path / "run.yaml")
+        assert "Dask dashboard: " in proc.stdout
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert report["selected"]["n_components"] == 2
+        with Client(address, security=security, timeout=20) as client:
+            # the run's tasks ran on these TLS workers
+            assert "dgmm-estep" in client.run_on_scheduler(
+                lambda dask_scheduler: set(dask_scheduler.task_prefixes)
+            )
+
+        # without certificates the same address is refused before connecting
+        cfg["cluster"] = cluster
+        cfg["output"]["path"] = str(tmp_path / "out2")
+        (tmp_path / "plain.yaml").write_text(yaml.safe_dump(cfg))
+        proc = dgmm_cli("run", tmp_path / "plain.yaml", check=False)
+        assert proc.returncode == 2
+        assert f"address '{address}' is tls:// but no certificates are given" in proc.stderr
+
+
+def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
+    """SIGKILL a worker while the labels are written: the run ends complete and correct or with a
+    clear error, a rerun completes, and the output never looks complete before it is."""
+    import os
+    import signal
+
+    import numpy as np
+    from distributed import Client
+
+    data = tmp_path / "d.zarr"
+    make_data(data, 1_000_000, 4, 4, seed=5, chunk_rows=10_000)
+    cfg = {
+        "data": {"path": str(data), "array": "X"},
+        "model": {"n_components": [4], "max_iter": 8, "tol": 0, "init": "random_from_data"},
+        "output": {"path": str(tmp_path / "ref"), "probabilities": True},
+        "cluster": {"type": "address", "address": real_cluster, "timeout": 20},
+    }
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(cfg))
+    dgmm_cli("run", tmp_path / "ref.yaml")
+    ref = zarr.open_group(str(tmp_path / "ref"), mode="r")
+
+    out = tmp_path / "out"
+    cfg["output"]["path"] = str(out)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    with Client(real_cluster) as client:
+        victim = next(iter(client.run(os.getpid).values()))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "stderr.txt").open("w"),
+        )
+        labels = tmp_path / "out.work" / "staging" / "labels" / "zarr.json"
+        killed_at = None
+        while proc.poll() is None:
+            if out.exists():  # whenever the output exists, it is the complete one
+                assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
+            if killed_at is None and labels.exists():
+                os.kill(victim, signal.SIGKILL)
+                killed_at = time.perf_counter()
+            time.sleep(0.005)
+        stderr = (tmp_path / "stderr.txt").read_text()
+        assert killed_at is not None, "the run ended before its labels were written"
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+
+    if proc.returncode != 0:  # a clear one-line error, then a rerun completes
+        assert stderr.strip().splitlines()[-1].startswith("dgmm: error: ")
+        assert not out.exists()
+        dgmm_cli("run", tmp_path / "run.yaml")
+    got = zarr.open_group(str(out), mode="r")
+    assert got.attrs["complete"] is True
+    np.testing.assert_array_equal(got["labels"][:], ref["labels"][:])
+    np.testing.assert_array_equal(got["probabilities"][:], ref["probabilities"][:])
