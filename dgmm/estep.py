@@ -166,17 +166,20 @@ class _Accumulator:
     sx: np.ndarray
     sxx: np.ndarray
 
-    def add(self, x64, resp, w, lse, strategy: CovarianceType) -> None:
-        """Add a sub-block: ``x64`` the shifted rows in float64, ``resp`` (K, n) any float."""
+    def add(self, xs, x64, resp, w, lse, strategy: CovarianceType) -> None:
+        """Add a sub-block: shifted rows ``xs`` (compute dtype) and ``x64`` (float64), ``resp``
+        (K, n) of any float dtype."""
         rw = resp.astype(np.float64, copy=False)
         if w is not None:
             rw = rw * w
         self.n += float(x64.shape[0] if w is None else w.sum())
         if lse is not None:
             self.loglik += float(lse.sum(dtype=np.float64) if w is None else lse @ w)
-        self.nk += rw.sum(axis=1)
-        self.sx += rw @ x64
-        self.sxx += strategy.second_moments(x64, rw)
+        nk = rw.sum(axis=1)
+        sx = rw @ x64
+        self.nk += nk
+        self.sx += sx
+        self.sxx += strategy.second_moments(xs, x64, rw, nk, sx)
 
 
 def chunk_statistics(
@@ -237,7 +240,7 @@ def chunk_statistics(
         ws = None if w64 is None else w64[s : s + step]
         for job, acc in zip(jobs, accs, strict=True):
             resp, lse = job.source(xs, row0 + s)
-            acc.add(x64, resp, ws, lse, job.strategy)
+            acc.add(xs, x64, resp, ws, lse, job.strategy)
     return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx) for a in accs]
 
 

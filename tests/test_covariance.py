@@ -84,3 +84,23 @@ def test_unknown_covariance_type():
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         get_covariance_type("banana")
     assert set(COVARIANCE_TYPES) == set(COV_TYPES)
+
+
+def test_float32_scatter_is_centred_and_accurate(rng):
+    """Wide float32 rows far from the shift: the moments keep the covariance to float32 accuracy
+    (a plain float32 product about the shift would lose it entirely)."""
+    from dgmm.covariance import _CENTRE_FROM_D, _scatter
+
+    d = _CENTRE_FROM_D + 8
+    x64 = rng.normal(size=(3000, d)) * 0.01 + 1e3
+    x32 = x64.astype(np.float32)
+    xs64 = x32.astype(np.float64)
+    r = rng.random(3000)
+    n, s = r.sum(), r @ xs64
+    exact = (xs64 * r[:, None]).T @ xs64
+    mean = s / n
+    cov_exact = exact / n - np.outer(mean, mean)
+    cov = _scatter(x32, xs64, r, n, s) / n - np.outer(mean, mean)
+    np.testing.assert_allclose(cov, cov_exact, rtol=0, atol=1e-4 * np.abs(cov_exact).max())
+    plain = ((x32 * r.astype(np.float32)[:, None]).T @ x32).astype(np.float64)
+    assert np.abs(plain / n - np.outer(mean, mean) - cov_exact).max() > np.abs(cov_exact).max()

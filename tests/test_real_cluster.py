@@ -253,7 +253,7 @@ def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
     from distributed import Client
 
     data = tmp_path / "d.zarr"
-    make_data(data, 1_000_000, 4, 4, seed=5, chunk_rows=10_000)
+    make_data(data, 500_000, 4, 4, seed=5, chunk_rows=5_000)
     cfg = {
         "data": {"path": str(data), "array": "X"},
         "model": {"n_components": [4], "max_iter": 8, "tol": 0, "init": "random_from_data"},
