@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         for i in range(args.fits):
             gm = GaussianMixture(
-                4, covariance_type=COV_TYPES[i % 4], random_state=i, max_iter=30, tol=1e-4
+                4,
+                covariance_type=COV_TYPES[i % 4],
+                init_params="k-means++",
+                random_state=i,
+                max_iter=30,
+                tol=1e-4,
             ).fit(str(tmp / "x.zarr"))
             assert np.isfinite(gm.lower_bound_)
             if i + 1 == args.warmup:
