@@ -77,7 +77,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("scaling.png"))
     ap.add_argument("--json", type=Path, default=Path(__file__).with_name("scaling.json"))
     ap.add_argument("--tmp", type=Path, default=None, help="where the Zarr data go")
+    ap.add_argument("--replot", action="store_true", help="redraw from --json, measure nothing")
     args = ap.parse_args()
+    if args.replot:
+        finish(json.loads(args.json.read_text()), args)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="dgmm-scaling-", dir=args.tmp))
     rate = gemm_ceiling(100_000, 8, 8 * 8, np.float32)
@@ -92,9 +96,27 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    a, _ = np.polyfit(np.log([r["n"] for r in by_n]), np.log([r["seconds"] for r in by_n]), 1)
-    print(f"t ∝ N^{a:.3f} over N = {ns[0]:.0e} … {ns[-1]:.0e}")
-    result = {"ceiling_gflops_f32": rate, "exponent_n": a, "n": by_n, "k": by_k, "d": by_d}
+    result = {"ceiling_gflops_f32": rate, "n": by_n, "k": by_k, "d": by_d}
+    finish(result, args)
+
+
+def linearity(by_n: list[dict]) -> dict:
+    """``t = a + b·N`` fitted with relative weights, and the exponent of ``t ∝ N^e`` above 1e6."""
+    n = np.array([r["n"] for r in by_n], dtype=float)
+    t = np.array([r["seconds"] for r in by_n])
+    (a, b), *_ = np.linalg.lstsq(np.stack([1 / t, n / t], axis=1), np.ones_like(t), rcond=None)
+    big = n >= 1e6
+    e = np.polyfit(np.log(n[big]), np.log(t[big]), 1)[0] if big.sum() > 1 else float("nan")
+    dev = np.abs((a + b * n) / t - 1).max()
+    return {"fixed_seconds": a, "seconds_per_row": b, "max_rel_deviation": dev, "exponent": e}
+
+
+def finish(result: dict, args) -> None:
+    result["linearity"] = lin = linearity(result["n"])
+    print(
+        f"t = {lin['fixed_seconds']:.3f} s + N × {lin['seconds_per_row'] * 1e9:.1f} ns "
+        f"(max deviation {lin['max_rel_deviation']:.0%}); t ∝ N^{lin['exponent']:.3f} for N ≥ 1e6"
+    )
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out)
     print(f"wrote {args.out} and {args.json}")
@@ -117,17 +139,25 @@ def plot(result: dict, out: Path) -> None:
         x = [r[key] for r in rows]
         ax.loglog(x, [r["seconds"] for r in rows], "o-", label="dgmm, measured")
         ax.loglog(x, [r["predicted"] for r in rows], "s--", label="flop model at the ceiling")
+        if key != "n":
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [str(v) for v in x])
+            ax.minorticks_off()
         ax.set_xlabel(label)
         ax.set_ylabel("seconds per EM iteration")
         ax.set_title(f"full covariance, float32, {fixed}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    axes[0].text(
-        0.05,
-        0.9,
-        f"t ∝ N^{result['exponent_n']:.2f}",
-        transform=axes[0].transAxes,
+    lin = result["linearity"]
+    n = np.array([r["n"] for r in result["n"]], dtype=float)
+    axes[0].loglog(
+        n,
+        lin["fixed_seconds"] + lin["seconds_per_row"] * n,
+        ":",
+        color="gray",
+        label=f"{lin['fixed_seconds']:.2f} s + N × {lin['seconds_per_row'] * 1e9:.0f} ns",
     )
+    axes[0].legend()
     fig.suptitle(
         f"dgmm EM iteration time (ceiling {result['ceiling_gflops_f32']:.0f} GFLOP/s float32, "
         "all cores)"

@@ -296,3 +296,18 @@ def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
     assert got.attrs["complete"] is True
     np.testing.assert_array_equal(got["labels"][:], ref["labels"][:])
     np.testing.assert_array_equal(got["probabilities"][:], ref["probabilities"][:])
+
+
+def test_local_cluster_listens_on_loopback_by_default():
+    """The embedded cluster's scheduler, workers and dashboard bind 127.0.0.1 unless configured."""
+    from pipelines.cluster import connect
+    from pipelines.schema import LocalClusterConfig
+
+    cfg = LocalClusterConfig(
+        type="local", n_workers=1, processes=True, dashboard_address="127.0.0.1:0"
+    )
+    with connect(cfg) as client:
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        workers = client.scheduler_info()["workers"]
+        assert workers and all(a.startswith("tcp://127.0.0.1:") for a in workers)
+        assert client.dashboard_link.startswith("http://127.0.0.1:")

@@ -1,0 +1,106 @@
+"""The lockstep sweep against one fit: wall time and bytes read, on a Zarr array.
+
+Fits, on one LocalCluster (2 workers × 1 thread, 2 GiB each), from the same float32 Zarr array:
+
+* the sweep: K = 1..10 × {full, tied, diag, spherical} × ``n_init=2`` (80 candidates) in lockstep;
+* one K=10 ``full`` fit;
+
+both with k-means++ seeding, ``tol=0`` and the same iteration cap, so every candidate runs the
+cap and the comparison is pass for pass. Bytes read are counted from the chunk reads (every pass
+reads every chunk once): passes × the array's size.
+
+    python benchmarks/sweep.py [--rows 1000000] [--features 32] [--max-iter 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distributed import Client, LocalCluster
+
+from dgmm.io import InputData, open_zarr_array, zarr_to_dask
+from pipelines.data import make_data
+from pipelines.schema import ModelConfig
+from pipelines.sweep import SweepRun
+
+warnings.simplefilter("ignore")
+
+
+def timed(model: ModelConfig, x, tmp: Path, tag: str) -> dict:
+    data = InputData(x, None, None, None, None, lazy=True)
+    t = time.perf_counter()
+    sweep = SweepRun(model, data, tmp / f"{tag}.npz", tag)
+    cells = sweep.run()
+    seconds = time.perf_counter() - t
+    n_passes = sweep.passes.n_passes + 1  # + the scoring pass
+    return {
+        "candidates": len(sweep.candidates),
+        "failed": sum(c.error is not None for c in cells),
+        "seconds": seconds,
+        "passes": n_passes,
+        "bytes_read": n_passes * x.nbytes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--max-iter", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--tmp", type=Path)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="dgmm-sweep-", dir=args.tmp))
+    try:
+        make_data(tmp / "d.zarr", args.rows, args.features, 8, seed=0, dtype="float32")
+        x = zarr_to_dask(open_zarr_array(tmp / "d.zarr" / "X"))
+        common = dict(max_iter=args.max_iter, tol=0, init="k-means++", random_state=0)
+        sweep_model = ModelConfig(
+            n_components=list(range(1, 11)),
+            covariance_types=["full", "tied", "diag", "spherical"],
+            n_init=2,
+            **common,
+        )
+        single_model = ModelConfig(n_components=[10], covariance_types=["full"], **common)
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                memory_limit="2GiB",
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster),
+        ):
+            single = timed(single_model, x, tmp, "single")
+            sweep = timed(sweep_model, x, tmp, "sweep")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {
+        "rows": args.rows,
+        "features": args.features,
+        "dtype": "float32",
+        "max_iter": args.max_iter,
+        "array_bytes": int(x.nbytes),
+        "single_k10_full": single,
+        "sweep": sweep,
+        "time_ratio": sweep["seconds"] / single["seconds"],
+        "bytes_ratio": sweep["bytes_read"] / single["bytes_read"],
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
