@@ -10,7 +10,7 @@ with the same kernels and M-step called directly on the same chunks from plain t
 Flop model per EM iteration (N rows, K components, D features): full 4·N·K·D²; tied
 4·N·D² + 3·N·K·D; diag 8·N·K·D; spherical 4·N·K·D (E-step products plus M-step moments).
 
-Usage: python benchmarks/run.py [--quick] [--json results.json]
+Usage: python benchmarks/run.py [--quick] [--case N,D,K ...] [--json results.json]
 """
 
 from __future__ import annotations
@@ -227,8 +227,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller cases, under ~2 minutes")
     ap.add_argument("--json", default=None, help="write results here (default: print only)")
     ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument(
+        "--case", action="append", default=None, metavar="N,D,K", help="only these cases"
+    )
     args = ap.parse_args()
     cases = QUICK_CASES if args.quick else FULL_CASES
+    if args.case:
+        cases = [tuple(int(v) for v in c.split(",")) for c in args.case]
     m = args.iterations or (3 if args.quick else 4)
     out = run(cases, m, 2, args.quick)
     if args.json:
