@@ -123,10 +123,11 @@ def zarr_to_dask(arr: zarr.Array) -> da.Array:
     distributed scheduler warns about (dask/dask#9888).
     """
     chunks = (arr.chunks[0], *arr.shape[1:]) if arr.ndim == 2 else arr.chunks
+    reader = _ChunkReader(arr)
     return da.from_array(
-        _ChunkReader(arr),
+        reader,
         chunks=chunks,
-        name="from-zarr-" + dask.base.tokenize(_ChunkReader(arr)),
+        name="from-zarr-" + dask.base.tokenize(reader),
         inline_array=True,
         asarray=False,
         fancy=False,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 import zarr
 
-from .test_pipeline import dgmm_cli
+from .test_pipeline import INPROC_CLUSTER, dgmm_cli
 
 ROWS, COLS, CHUNK = 600, 4, 200
 
@@ -279,13 +279,7 @@ def _config(tmp: Path, data: Path, out: Path) -> dict:
         "data": {"path": str(data)},
         "model": {"n_components": [1, 3], "max_iter": 20},
         "output": {"path": str(out), "overwrite": True, "performance_report": False},
-        "cluster": {
-            "type": "local",
-            "n_workers": 1,
-            "threads_per_worker": 2,
-            "processes": False,
-            "dashboard_address": None,
-        },
+        "cluster": dict(INPROC_CLUSTER),
     }
 
 

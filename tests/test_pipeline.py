@@ -23,6 +23,14 @@ from pipelines.schema import ModelConfig
 from pipelines.sweep import SweepRun
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker with two threads in the run's own process: the quickest cluster to start.
+INPROC_CLUSTER = {
+    "type": "local",
+    "n_workers": 1,
+    "threads_per_worker": 2,
+    "processes": False,
+    "dashboard_address": None,
+}
 
 
 def dgmm_cli(*args, check=True, **kw):
@@ -49,13 +57,7 @@ def write_config(tmp_path, data_path, out_path, name="run.yaml", **sections):
             "random_state": 0,
         },
         "output": {"path": str(out_path), "probabilities": True},
-        "cluster": {
-            "type": "local",
-            "n_workers": 1,
-            "threads_per_worker": 2,
-            "processes": False,
-            "dashboard_address": None,
-        },
+        "cluster": dict(INPROC_CLUSTER),
     }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}
