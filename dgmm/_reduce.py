@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ._malloc import tune_allocator
 from .validation import check_block_finite
 
 SPLIT_EVERY = 8
@@ -66,8 +67,8 @@ class RowBlocks:
         token = uuid.uuid4().hex[:12]
         spec_d = dask.delayed(spec, name=f"dgmm-params-{token}", traverse=False)
         parts = [
-            dask.delayed(kernel, pure=True)(
-                xb, wb, int(r0), spec_d, dask_key_name=(f"{name}-{token}", i)
+            dask.delayed(_run_kernel, pure=True)(
+                kernel, xb, wb, int(r0), spec_d, dask_key_name=(f"{name}-{token}", i)
             )
             for i, (xb, wb, r0) in enumerate(zip(self._xb, self._wb, self.offsets, strict=True))
         ]
@@ -93,6 +94,18 @@ class RowBlocks:
         return threadpool_limits(limits=1) if local else nullcontext()
 
 
+def _run_kernel(kernel: Callable[..., Any], xb, wb, row0: int, spec: Any) -> Any:
+    tune_allocator()
+    return kernel(xb, wb, row0, spec)
+
+
+def _apply_rows(
+    block: np.ndarray, fn: Callable[..., np.ndarray], spec: Any, block_info: dict | None = None
+) -> np.ndarray:
+    tune_allocator()
+    return fn(block, spec, block_info=block_info)
+
+
 def _check_located(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
     check_block_finite(block, row0)
@@ -112,10 +125,13 @@ def _distributed_client_active() -> bool:
 def map_rows(
     x: da.Array, fn: Callable[..., np.ndarray], spec: Any, dtype: Any, n_cols: int | None, name: str
 ) -> da.Array:
-    """Lazy ``fn(block, spec)`` per row block: 1-D output if ``n_cols`` is None, else 2-D."""
+    """Lazy ``fn(block, spec, block_info=...)`` per row block: 1-D output if ``n_cols`` is None,
+    else 2-D."""
     if len(x.chunks[1]) != 1:
         x = x.rechunk({1: -1})
     spec_d = dask.delayed(spec, traverse=False)
     if n_cols is None:
-        return da.map_blocks(fn, x, spec_d, dtype=dtype, drop_axis=1, token=name)
-    return da.map_blocks(fn, x, spec_d, dtype=dtype, chunks=(x.chunks[0], (n_cols,)), token=name)
+        return da.map_blocks(_apply_rows, x, fn, spec_d, dtype=dtype, drop_axis=1, token=name)
+    return da.map_blocks(
+        _apply_rows, x, fn, spec_d, dtype=dtype, chunks=(x.chunks[0], (n_cols,)), token=name
+    )

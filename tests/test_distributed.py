@@ -1,5 +1,9 @@
 """A fit on a real LocalCluster (2 worker processes) equals the in-process fit."""
 
+import os
+import subprocess
+import sys
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -62,3 +66,33 @@ def test_zarr_input_keys_are_consistent_across_passes(blobs, tmp_path, local_clu
     finally:
         logger.removeHandler(handler)
     assert not [m for m in messages if "run_spec" in m]
+
+
+def test_workers_run_kernels_with_the_tuned_allocator(blobs, local_cluster):
+    """The nanny's MALLOC_TRIM_THRESHOLD_ makes every sub-block temporary a fresh mmap; the
+    block tasks set glibc's thresholds in each worker that runs them (see dgmm._malloc)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc allocator settings")
+    env = local_cluster.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert set(env.values()) == {"65536"}  # what distributed's nanny gives its workers
+    X, _ = blobs
+    GaussianMixture(2, max_iter=2, random_state=0).fit(da.from_array(X, chunks=(100, 3)))
+    tuned = local_cluster.run(lambda: __import__("dgmm._malloc")._malloc._done)
+    assert len(tuned) == 2 and all(tuned.values())
+
+
+def test_allocator_tuning_can_be_turned_off():
+    code = "from dgmm._malloc import tune_allocator; print(tune_allocator())"
+    out = {
+        flag: subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "DGMM_MALLOC_TUNE": flag},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for flag in ("0", "1")
+    }
+    assert out == {"0": "False", "1": "True" if sys.platform.startswith("linux") else "False"}
