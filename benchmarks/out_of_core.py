@@ -64,6 +64,12 @@ def _cluster(memory_limit: str) -> LocalCluster:
     )
 
 
+def _read_pass(x: da.Array) -> float:
+    t = time.perf_counter()
+    x.sum(dtype=np.float64).compute()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", default="ooc-data/ooc.zarr")
@@ -110,11 +116,8 @@ def main() -> None:
         Client(cluster) as client,
     ):
         x = da.from_zarr(arr)
-        t = time.perf_counter()
-        x.sum(dtype=np.float64).compute()
-        read = time.perf_counter() - t
-        out["read_pass_seconds"] = read
-        print(f"plain read pass: {read:.1f} s ({nbytes / read / 1e9:.2f} GB/s)")
+        read_before = _read_pass(x)
+        print(f"plain read pass: {read_before:.1f} s ({nbytes / read_before / 1e9:.2f} GB/s)")
         for cov in args.types.split(","):
             gm = GaussianMixture(
                 args.k,
@@ -127,20 +130,26 @@ def main() -> None:
             t = time.perf_counter()
             gm.fit(x)
             total = time.perf_counter() - t
-            per_pass = total / gm.n_passes_
-            rec = {
-                "covariance_type": cov,
-                "passes": gm.n_passes_,
-                "seconds": total,
-                "seconds_per_pass": per_pass,
-                "ratio_to_read": per_pass / read,
-                "lower_bound": gm.lower_bound_,
-            }
-            out["fits"].append(rec)
-            print(
-                f"{cov}: {gm.n_passes_} passes in {total:.1f} s, {per_pass:.1f} s per pass "
-                f"= {per_pass / read:.2f}x the plain read"
+            out["fits"].append(
+                {
+                    "covariance_type": cov,
+                    "passes": gm.n_passes_,
+                    "seconds": total,
+                    "seconds_per_pass": total / gm.n_passes_,
+                    "lower_bound": gm.lower_bound_,
+                }
             )
+            print(f"{cov}: {gm.n_passes_} passes in {total:.1f} s")
+        # The page cache holds part of the data, differently before and after the fits: the
+        # ratios are taken against the faster of the two reads.
+        read_after = _read_pass(x)
+        read = min(read_before, read_after)
+        out.update(read_pass_seconds_before=read_before, read_pass_seconds_after=read_after)
+        out["read_pass_seconds"] = read
+        print(f"plain read pass after the fits: {read_after:.1f} s")
+        for rec in out["fits"]:
+            rec["ratio_to_read"] = rec["seconds_per_pass"] / read
+            print(f"{rec['covariance_type']}: {rec['ratio_to_read']:.2f}x the faster plain read")
         logs = client.get_worker_logs()
         words = ("pause", "Memory use is high", "restart", "killed", "Worker exceeded")
         out["worker_memory_events"] = sorted(

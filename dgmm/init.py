@@ -15,6 +15,7 @@ import dask
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
+from ._rng import choice_without_replacement
 from .covariance import CovarianceType, DegenerateCovarianceError
 from .em import DataPasses
 from .estep import (
@@ -97,7 +98,7 @@ def make_source(
     k = n_components
     n = passes.blocks.x.shape[0]
     if method == "random_from_data":
-        return RowIndices(rng.choice(n, size=k, replace=False), k)
+        return RowIndices(choice_without_replacement(rng, n, k), k)
     if x_mem is not None:
         if method == "kmeans":
             km = KMeans(n_clusters=k, n_init=1, random_state=rng)
