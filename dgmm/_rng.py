@@ -2,8 +2,8 @@
 
 scikit-learn's ``random_from_data`` init picks its rows with ``rng.choice(n, k, replace=False)``,
 which numpy's legacy generator implements as ``permutation(n)[:k]``: an int64 array of every row
-index, shuffled. For 10⁸ rows that is 0.8 GB on the client and ~20 s. This module returns the same
-indices and leaves ``rng`` in the same state, in O(k + batch) memory.
+index, shuffled. For 10⁸ rows that is 0.8 GB on the client. This module returns the same indices
+and leaves ``rng`` in the same state, in O(k + batch) memory and about the same time.
 
 The shuffle is Fisher–Yates from the end: for i = n−1 … 1 it swaps positions i and
 ``j = random_interval(i)``, where ``random_interval`` draws raw 32-bit outputs, masks them to the
