@@ -68,18 +68,22 @@ def test_zarr_input_keys_are_consistent_across_passes(blobs, tmp_path, local_clu
     assert not [m for m in messages if "run_spec" in m]
 
 
+def _allocator_tuned() -> bool:
+    from dgmm import _malloc
+
+    return _malloc._done
+
+
 def test_workers_run_kernels_with_the_tuned_allocator(blobs, local_cluster):
     """The nanny's MALLOC_TRIM_THRESHOLD_ makes every sub-block temporary a fresh mmap; the
     block tasks set glibc's thresholds in each worker that runs them (see dgmm._malloc)."""
-    import sys
-
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc allocator settings")
     env = local_cluster.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
     assert set(env.values()) == {"65536"}  # what distributed's nanny gives its workers
     X, _ = blobs
     GaussianMixture(2, max_iter=2, random_state=0).fit(da.from_array(X, chunks=(100, 3)))
-    tuned = local_cluster.run(lambda: __import__("dgmm._malloc")._malloc._done)
+    tuned = local_cluster.run(_allocator_tuned)
     assert len(tuned) == 2 and all(tuned.values())
 
 
