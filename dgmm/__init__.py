@@ -1,9 +1,11 @@
-"""dgmm: Gaussian mixture clustering for data that does not fit in memory, on Dask."""
+"""dgmm: Gaussian mixture clustering for data that does not fit in memory, on Dask.
 
-from .covariance import COVARIANCE_TYPES, DegenerateCovarianceError
-from .estimator import GaussianMixture
-from .params import GaussianParams
-from .stats import SuffStats
+The public names are imported on first use, so that ``import dgmm`` (and the ``dgmm`` command,
+which answers a bad config before anything heavy is loaded) stays quick.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -16,7 +18,29 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+_WHERE = {
+    "COVARIANCE_TYPES": ".covariance",
+    "DegenerateCovarianceError": ".covariance",
+    "GaussianMixture": ".estimator",
+    "GaussianParams": ".params",
+    "SuffStats": ".stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dgmm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 def load(path):
     """Load a model saved with `GaussianMixture.save`."""
+    from .estimator import GaussianMixture
+
     return GaussianMixture.load(path)

@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ._malloc import tune_allocator
-from .validation import check_block_finite
+from .validation import check_block_finite, check_weight_block
 
 SPLIT_EVERY = 8
 
@@ -41,7 +41,14 @@ class RowBlocks:
         if len(x.chunks[1]) != 1:
             x = x.rechunk({1: -1})
         self.x = x
-        self.w = None if w is None else w.rechunk((x.chunks[0],))
+        # weights are checked as every block is read, the same check for every input type
+        self.w = (
+            None
+            if w is None
+            else w.rechunk((x.chunks[0],)).map_blocks(
+                _check_weights_located, dtype=w.dtype, token="dgmm-check-weights"
+            )
+        )
         self.scheduler = scheduler
         self.offsets = np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(int)
         self._xb = list(x.to_delayed().ravel())
@@ -110,6 +117,12 @@ def _check_located(block: np.ndarray, block_info: dict | None = None) -> np.ndar
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
     check_block_finite(block, row0)
     return block
+
+
+def _check_weights_located(w: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_weight_block(w, row0)
+    return w
 
 
 def _distributed_client_active() -> bool:

@@ -14,14 +14,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._reduce import RowBlocks
-from .covariance import DegenerateCovarianceError
-from .estep import Posterior, StatsJob, chunk_statistics, compute_dtype
+from ._reduce import SPLIT_EVERY, RowBlocks
+from .covariance import DegenerateCovarianceError, get_covariance_type
+from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
 from .params import GaussianParams
 from .stats import SuffStats, sum_stats
+from .validation import WEIGHTS_SUM_TO_ZERO
 
 logger = logging.getLogger(__name__)
+
+
+def statistics_nbytes(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Bytes of one candidate's statistics (float64 counts, sums and second moments)."""
+    shape = get_covariance_type(covariance_type).moment_shape(n_components, n_features)
+    return 8 * (2 + n_components + n_components * n_features + int(np.prod(shape)))
+
+
+def pass_task_nbytes(
+    candidates: list[tuple[str, int]], n_features: int, chunk_rows: int, itemsize: int
+) -> int:
+    """Peak bytes one task of a statistics pass holds, as the code allocates them.
+
+    A block task holds its chunk (rows × D in the compute dtype, plus a float64 copy of a
+    sub-block), sub-block temporaries and its output statistics; a combine task holds up to
+    ``SPLIT_EVERY`` inputs and its output. ``candidates`` lists (covariance type, K).
+    """
+    stats = sum(statistics_nbytes(cov, k, n_features) for cov, k in candidates)
+    chunk = chunk_rows * n_features * itemsize
+    block = chunk + 2 * SUB_BLOCK_BYTES + stats
+    return max(block, (SPLIT_EVERY + 1) * stats)
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,8 @@ class DataPasses:
         """One pass over the data: the reduced statistics of every job."""
         spec = PassSpec(jobs, self.shift, check_finite=not self.checked)
         stats = self.blocks.map_reduce(_block_kernel, spec, sum_stats, name)
+        if stats and stats[0].n <= 0:
+            raise ValueError(WEIGHTS_SUM_TO_ZERO)
         self.checked = True
         self.n_passes += 1
         return stats

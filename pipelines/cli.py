@@ -5,23 +5,32 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import shutil
+import signal
 import sys
+import tempfile
+import threading
+import traceback
 from pathlib import Path
 
-from .run import RunFailed, preflight, run
+from .errors import RunFailed
 from .schema import ConfigError, load_config
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
-    run(cfg, Path(args.config).read_text())
+    from .run import run  # the heavy imports (Dask, scikit-learn) only once the config is good
+
+    run(cfg, args.config)
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
-    x = preflight(cfg, generate=False)
+    from .run import preflight
+
+    x = preflight(cfg, args.config, generate=False)
     m = cfg.model
     n = len(m.n_components) * len(m.covariance_types) * m.n_init
     shape = "to be generated" if x is None else f"{x.shape} {x.dtype}, {len(x.chunks[0])} chunks"
@@ -53,28 +62,52 @@ def _make_data(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import dgmm
-    from dgmm.io import open_zarr_array, zarr_to_dask
 
-    from .outputs import check_output_free, mark_complete, publish, write_assignments
+    from .data import open_data
+    from .outputs import mark_complete, publish, write_assignments
+    from .paths import (
+        check_no_overlap,
+        check_output_name,
+        check_output_path,
+        claim,
+        lock_path,
+        zarr_store_root,
+    )
+    from .schema import DataConfig
 
-    check_output_free(args.out, args.overwrite)
+    out = Path(args.out)
+    check_output_name(out)
+    staging = out.with_name(f".{out.name}.partial")
+    check_no_overlap(
+        {"the output": out, "the staging folder": staging, "the lock file": lock_path(out)},
+        {
+            "the model": args.model,
+            "the data": args.data,
+            "the data's Zarr store": zarr_store_root(args.data),
+        },
+    )
     try:
         model = dgmm.load(args.model)
-        x = zarr_to_dask(open_zarr_array(args.data))
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-    if x.ndim != 2 or x.shape[1] != model.n_features_in_:
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise ConfigError(f"model: {e}") from None
+    x = open_data(DataConfig(path=str(args.data)))
+    if x.shape[1] != model.n_features_in_:
         raise ConfigError(
             f"data {args.data} has shape {x.shape}; the model expects {model.n_features_in_} "
             "features"
         )
-    out = Path(args.out)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    sizes = write_assignments(staging, x, model._params(), args.probabilities)
-    mark_complete(staging, {"model": str(args.model), "data": str(args.data)})
-    publish(staging, out)
+    check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
+    with claim(out):
+        check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            sizes = write_assignments(staging, x, model._params(), args.probabilities)
+            mark_complete(staging, "predict", {"model": str(args.model), "data": str(args.data)})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        publish(staging, out)
     print(f"wrote labels for {x.shape[0]} rows to {out}; cluster sizes {list(map(int, sizes))}")
     return 0
 
@@ -118,13 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _for_terminal(record: logging.LogRecord) -> bool:
+class _Console(logging.Filter):
     """What the terminal shows of the log: problems, without tracebacks (those go to run.log).
 
     asyncio's reports of futures left behind by Dask's own shutdown are not actionable and would
-    follow (and hide) the one-line error, so they are dropped here.
+    follow (and hide) the one-line error, so they are dropped here; after Ctrl-C, so is
+    everything that Dask reports while the run shuts its cluster down.
     """
-    return record.name != "asyncio" and not (record.name == "pipelines" and record.exc_info)
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.interrupted or record.name == "asyncio":
+            return False
+        return not (record.name == "pipelines" and record.exc_info)
+
+
+def _keep_traceback() -> str:
+    """Write the current exception's traceback to a file; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="dgmm-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exc(file=f)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,16 +180,33 @@ def main(argv: list[str] | None = None) -> int:
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING)  # the run's log file gets INFO; the terminal only problems
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    console.addFilter(_for_terminal)
+    quiet = _Console()
+    console.addFilter(quiet)
     logging.getLogger().addHandler(console)
+
+    def interrupt(signum, frame):
+        quiet.interrupted = True
+        raise KeyboardInterrupt
+
+    old_sigint = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupt)
     try:
         return args.fn(args)
-    except (ConfigError, FileExistsError) as e:
+    except ConfigError as e:
         message, status = str(e), 2
     except RunFailed as e:
         message, status = str(e), 1
     except KeyboardInterrupt:
+        quiet.interrupted = True
         message, status = "interrupted; rerun the same command to resume", 130
+    except Exception as e:  # every failure ends in one line; the traceback is kept in a file
+        message = f"{type(e).__name__}: {e} (traceback in {_keep_traceback()})"
+        message, status = " ".join(message.split()), 1
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, old_sigint)
+        logging.getLogger().removeHandler(console)
     gc.collect()  # objects of a failed computation are released (and report) before the message
     print(f"dgmm: {'error: ' if status != 130 else ''}{message}", file=sys.stderr)
     return status

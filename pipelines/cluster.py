@@ -1,8 +1,17 @@
-"""Where a run computes: a LocalCluster it starts, an existing scheduler, or dask-jobqueue."""
+"""Where a run computes: a LocalCluster it starts, an existing scheduler, or dask-jobqueue.
+
+Every wait is bounded by the configured timeout (a scheduler that accepts a connection and never
+answers included), and every socket the run opens itself listens on ``cluster.host``
+(127.0.0.1 by default).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,52 +27,153 @@ logger = logging.getLogger(__name__)
 def connect(config) -> Iterator[Client]:
     """A Client for the configured cluster, closed (and the cluster stopped) on exit."""
     if isinstance(config, LocalClusterConfig):
-        # Worker threads in this process talk over inproc:// (no port at all); processes use TCP
-        # on the configured host, 127.0.0.1 by default.
-        network = {"host": config.host} if config.processes else {}
-        with (
-            LocalCluster(
-                n_workers=config.n_workers,
-                threads_per_worker=config.threads_per_worker,
-                memory_limit=config.memory_limit,
-                processes=config.processes,
-                dashboard_address=config.dashboard_address,
-                **network,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with _local(config) as client:
             yield client
     elif isinstance(config, AddressClusterConfig):
-        security = None
-        if config.tls is not None:
-            security = Security(
-                tls_ca_file=config.tls.ca_file,
-                tls_client_cert=config.tls.cert,
-                tls_client_key=config.tls.key,
-                require_encryption=True,
-            )
-        try:
-            client = Client(config.address, timeout=config.timeout, security=security)
-        except (OSError, TimeoutError) as e:
-            raise ConfigError(
-                f"cannot reach the Dask scheduler at {config.address} within "
-                f"{config.timeout:g} s ({type(e).__name__}); is it running and reachable?"
-            ) from None
-        with client:
+        with _address(config) as client:
             yield client
     elif isinstance(config, JobqueueClusterConfig):
-        try:
-            import dask_jobqueue
-        except ImportError:
-            raise ConfigError(
-                f"cluster type '{config.type}' needs dask-jobqueue: pip install 'dgmm[jobqueue]'"
-            ) from None
-        cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[config.type]
-        with cls(**config.options) as cluster:
-            logger.info("job script:\n%s", cluster.job_script())
-            cluster.scale(jobs=config.jobs)
-            with Client(cluster) as client:
-                client.wait_for_workers(1, timeout=config.timeout)
-                yield client
+        with _jobqueue(config) as client:
+            yield client
     else:  # pragma: no cover - the schema admits only the types above
         raise ConfigError(f"unknown cluster type {config!r}")
+
+
+def _on_host(address: str | None, host: str) -> str | None:
+    """An HTTP address with no host (':8787') listens on the cluster's host, not everywhere."""
+    if address is not None and address.startswith(":"):
+        return f"{host}{address}"
+    return address
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Worker processes started in here ignore Ctrl-C: the run stops them itself.
+
+    A terminal sends SIGINT to the whole process group; workers that caught it would each print
+    a traceback before the run's one-line message. An ignored signal stays ignored in children.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextmanager
+def _local(config: LocalClusterConfig) -> Iterator[Client]:
+    host = config.host
+    dashboard = _on_host(config.dashboard_address, host)
+    if config.processes:
+        # Workers are processes talking TCP on the configured host.
+        network = {"host": host}
+    else:
+        # Workers are threads of this process talking inproc:// (no port); the scheduler's and
+        # workers' HTTP servers still listen, so they are put on the configured host too.
+        network = {"worker_dashboard_address": f"{host}:0"}
+        if dashboard is None:
+            network["scheduler_kwargs"] = {"dashboard_address": f"{host}:0"}
+    with _sigint_ignored():
+        cluster = LocalCluster(
+            n_workers=config.n_workers,
+            threads_per_worker=config.threads_per_worker,
+            memory_limit=config.memory_limit,
+            processes=config.processes,
+            dashboard_address=dashboard,
+            **network,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _security(config: AddressClusterConfig) -> Security | None:
+    if config.tls is None:
+        return None
+    return Security(
+        tls_ca_file=config.tls.ca_file,
+        tls_client_cert=config.tls.cert,
+        tls_client_key=config.tls.key,
+        require_encryption=True,
+    )
+
+
+async def _identity(address: str, timeout: float, connection_args: dict) -> dict:
+    from distributed.comm import connect as comm_connect
+
+    comm = await comm_connect(address, timeout=timeout, **connection_args)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def probe_scheduler(address: str, timeout: float, security: Security | None = None) -> dict:
+    """Connect, handshake and ask a scheduler who it is, all within ``timeout`` seconds.
+
+    Raises
+    ------
+    ConfigError
+        When any step does not finish in time or fails, with the real elapsed time.
+    """
+    args = (security or Security()).get_connection_args("client")
+    t0 = time.monotonic()
+    try:
+        return asyncio.run(asyncio.wait_for(_identity(address, timeout, args), timeout))
+    except (OSError, TimeoutError, ValueError) as e:
+        elapsed = time.monotonic() - t0
+        what = "no answer" if isinstance(e, (TimeoutError, asyncio.TimeoutError)) else str(e)
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({what} after "
+            f"{elapsed:.1f} s, {type(e).__name__}); is it running and reachable?"
+        ) from None
+
+
+def _wait_for_workers(client: Client, where: str, timeout: float) -> None:
+    t0 = time.monotonic()
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ConfigError(
+            f"no Dask worker joined {where} within {timeout:g} s (waited "
+            f"{time.monotonic() - t0:.1f} s); start workers or raise cluster.timeout"
+        ) from None
+
+
+@contextmanager
+def _address(config: AddressClusterConfig) -> Iterator[Client]:
+    security = _security(config)
+    t0 = time.monotonic()
+    probe_scheduler(config.address, config.timeout, security)
+    left = max(1.0, config.timeout - (time.monotonic() - t0))
+    try:
+        client = Client(config.address, timeout=left, security=security)
+    except (OSError, TimeoutError) as e:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {config.address} within {config.timeout:g} s "
+            f"({type(e).__name__} after {time.monotonic() - t0:.1f} s); is it running and "
+            "reachable?"
+        ) from None
+    with client:
+        _wait_for_workers(client, f"the scheduler at {config.address}", config.timeout)
+        yield client
+
+
+@contextmanager
+def _jobqueue(config: JobqueueClusterConfig) -> Iterator[Client]:
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError(
+            f"cluster type '{config.type}' needs dask-jobqueue: pip install 'dgmm[jobqueue]'"
+        ) from None
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[config.type]
+    with cls(**config.options) as cluster:
+        logger.info("job script:\n%s", cluster.job_script())
+        cluster.scale(jobs=config.jobs)
+        with Client(cluster) as client:
+            _wait_for_workers(client, f"the {config.type} cluster", config.timeout)
+            yield client

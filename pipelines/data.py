@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import operator
 import shutil
@@ -17,6 +18,8 @@ from dgmm._reduce import RowBlocks
 from dgmm.io import missing_chunks, open_zarr_array, zarr_to_dask
 from dgmm.validation import ColumnProfile, block_profile, check_dtype_and_shape, check_profile
 
+from .outputs import publish
+from .paths import OUTPUT_KIND_ATTR, check_output_path, claim
 from .schema import ConfigError, DataConfig
 
 logger = logging.getLogger(__name__)
@@ -61,14 +64,50 @@ def make_data(
     Each chunk is drawn from its own seeded stream, in bounded memory (a few chunks at a time),
     so datasets larger than RAM can be made; the same arguments give the same bytes.
     """
+    check_generate_args(n_samples, n_features, n_components, chunk_rows, dtype, separation)
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"'{path}' exists; pass --overwrite to replace it")
-        shutil.rmtree(path)
+    check_output_path(path, overwrite, ("make-data",), "--overwrite", "path")
     weights, means, chol = mixture_truth(n_features, n_components, seed, separation)
     tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with claim(path):
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _write_mixture(tmp, n_samples, chunk_rows, dtype, seed, weights, means, chol, compress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish(tmp, path)  # an earlier make-data output (checked above) is replaced only now
+    logger.info(
+        "wrote %s: X %s %s in chunks of %d rows", path, (n_samples, n_features), dtype, chunk_rows
+    )
+    return zarr.open_group(str(path), mode="r")
+
+
+def check_generate_args(
+    n_samples: int,
+    n_features: int,
+    n_components: int,
+    chunk_rows: int,
+    dtype: str,
+    separation: float,
+) -> None:
+    """Refuse sizes that cannot make data, before anything is written (one-line errors)."""
+    for name, value in (
+        ("n-samples", n_samples),
+        ("n-features", n_features),
+        ("n-components", n_components),
+        ("chunk-rows", chunk_rows),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"make-data: --{name} must be a whole number >= 1, got {value!r}")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ConfigError(f"make-data: --dtype must be float32 or float64, got {dtype!r}")
+    if not np.isfinite(separation) or separation <= 0:
+        raise ConfigError(f"make-data: --separation must be > 0 and finite, got {separation!r}")
+
+
+def _write_mixture(tmp: Path, n_samples, chunk_rows, dtype, seed, weights, means, chol, compress):
+    n_features = means.shape[1]
     group = zarr.open_group(str(tmp), mode="w")
     codec = {} if compress else {"compressors": None}
     x_arr = group.create_array(
@@ -108,6 +147,7 @@ def make_data(
     group.attrs.update(
         {
             "generator": "dgmm make-data",
+            OUTPUT_KIND_ATTR: "make-data",
             "seed": seed,
             "weights": weights.tolist(),
             "means": means.tolist(),
@@ -115,9 +155,6 @@ def make_data(
             "complete": True,
         }
     )
-    tmp.rename(path)
-    logger.info("wrote %s: X %s %s in chunks of %d rows", path, x_arr.shape, dtype, chunk_rows)
-    return zarr.open_group(str(path), mode="r")
 
 
 def data_path(cfg: DataConfig) -> Path:
@@ -140,7 +177,7 @@ def open_data(cfg: DataConfig) -> da.Array:
         raise ConfigError(f"data {where} '{p}' does not exist")
     try:
         arr = open_zarr_array(p)
-        check_dtype_and_shape(arr.dtype, arr.shape, "data")
+        dtype = check_dtype_and_shape(arr.dtype, arr.shape, "data")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from None
     if arr.chunks[1] != arr.shape[1]:
@@ -161,7 +198,20 @@ def open_data(cfg: DataConfig) -> da.Array:
     x = zarr_to_dask(arr)
     if cfg.chunk_rows:
         x = x.rechunk({0: cfg.chunk_rows})
-    return x
+    # every later step (fits, labels, plots) sees float32 or float64: float16, long double,
+    # integers and booleans are cast as each block is read
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def fingerprint(x: da.Array, profile: ColumnProfile) -> dict:
+    """What identifies the data a run reads: shape, dtype, row chunks and a content digest."""
+    rows = hashlib.sha256(np.asarray(x.chunks[0], dtype=np.int64).tobytes()).hexdigest()[:16]
+    return {
+        "shape": [int(s) for s in x.shape],
+        "dtype": str(x.dtype),
+        "row_chunks": rows,
+        "digest": f"{profile.digest:032x}",
+    }
 
 
 def profile_data(x: da.Array, name: str = "data") -> ColumnProfile:

@@ -21,7 +21,7 @@ from dgmm._reduce import map_rows
 from dgmm.estep import ApplySpec, apply_block, compute_dtype
 from dgmm.params import GaussianParams
 
-from .schema import ConfigError
+from .paths import OUTPUT_KIND_ATTR
 
 
 class RunDirs:
@@ -33,15 +33,6 @@ class RunDirs:
         self.staging = self.work / "staging"
         self.checkpoint = self.work / "checkpoint.npz"
         self.log = self.work / "run.log"
-
-
-def check_output_free(path: str | Path, overwrite: bool) -> None:
-    """Refuse an existing output unless overwriting is asked for (nothing is touched)."""
-    if Path(path).exists() and not overwrite:
-        raise ConfigError(
-            f"output '{path}' already exists; set output.overwrite: true (or --set "
-            "output.overwrite=true) to replace it, or choose another output.path"
-        )
 
 
 def write_assignments(
@@ -112,9 +103,10 @@ def verify_labels(path: Path, n_components: int) -> np.ndarray:
     return da.bincount(lab, minlength=n_components).compute()
 
 
-def mark_complete(group_path: Path, attrs: dict[str, Any]) -> None:
+def mark_complete(group_path: Path, kind: str, attrs: dict[str, Any]) -> None:
+    """Mark a verified output complete, and as dgmm's output of this kind (see `paths`)."""
     group = zarr.open_group(str(group_path), mode="a")
-    group.attrs.update({**attrs, "complete": True})
+    group.attrs.update({**attrs, OUTPUT_KIND_ATTR: kind, "complete": True})
 
 
 def write_json(path: Path, obj: Any) -> None:

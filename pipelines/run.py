@@ -14,33 +14,84 @@ import numpy as np
 import yaml
 from distributed import performance_report
 
+from dgmm.em import pass_task_nbytes
 from dgmm.estimator import from_em_state
 from dgmm.io import InputData, save_model
 
 from .cluster import connect
-from .data import DataError, data_path, ensure_data, open_data, profile_data
+from .data import DataError, data_path, ensure_data, fingerprint, open_data, profile_data
+from .errors import RunFailed
 from .outputs import (
     RunDirs,
-    check_output_free,
     mark_complete,
     publish,
     write_assignments,
     write_json,
 )
+from .paths import (
+    check_no_overlap,
+    check_output_name,
+    check_output_path,
+    claim,
+    lock_path,
+    zarr_store_root,
+)
 from .report import package_versions, plot_criteria, plot_scatter, sample_rows, summary, table
-from .schema import ConfigError, RunConfig
+from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
 from .sweep import Candidate, CellResult, SweepRun, select
 
 logger = logging.getLogger("pipelines")
 
 
-def preflight(cfg: RunConfig, generate: bool = True):
-    """Every check that needs no cluster: output free, data there and usable, K ≤ rows."""
-    check_output_free(cfg.output.path, cfg.output.overwrite)
-    if generate:
+def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = True):
+    """Every check that needs no cluster; nothing is created or changed.
+
+    In order: the output path names a new folder, no path the run writes overlaps one it reads,
+    the data is there and usable, K ≤ rows, the statistics fit a worker, and last the output
+    may be written (so that an existing output does not mask a problem with the data).
+    Generating demo data (``data.generate``) happens only after all of them.
+    """
+    out = cfg.output
+    check_output_name(out.path)
+    dirs = RunDirs(out.path)
+    tls = getattr(cfg.cluster, "tls", None)
+    reads = {
+        "data.path": cfg.data.path,
+        "the data array": data_path(cfg.data),
+        "the data's Zarr store": zarr_store_root(data_path(cfg.data)),
+        "the config file": config_path,
+        **(
+            {}
+            if tls is None
+            else {
+                "cluster.tls.ca_file": tls.ca_file,
+                "cluster.tls.cert": tls.cert,
+                "cluster.tls.key": tls.key,
+            }
+        ),
+    }
+    check_no_overlap(
+        {
+            "output.path": out.path,
+            "the run's working folder": dirs.work,
+            "the lock file": lock_path(out.path),
+        },
+        reads,
+    )
+    pending = cfg.data.generate is not None and not Path(cfg.data.path).exists()
+    x = None if pending else _checked_data(cfg)
+    check_output_path(out.path, out.overwrite, ("run",))
+    if dirs.work.exists() and not dirs.work.is_dir():
+        raise ConfigError(
+            f"'{dirs.work}' (the run's working folder) exists and is not a folder; remove it"
+        )
+    if pending and generate:
         ensure_data(cfg.data)
-    elif cfg.data.generate is not None and not Path(cfg.data.path).exists():
-        return None  # validate: the run would generate it
+        x = _checked_data(cfg)
+    return x
+
+
+def _checked_data(cfg: RunConfig):
     x = open_data(cfg.data)
     k_max = max(cfg.model.n_components)
     if k_max > x.shape[0]:
@@ -48,7 +99,26 @@ def preflight(cfg: RunConfig, generate: bool = True):
             f"model.n_components: K = {k_max} exceeds the {x.shape[0]} rows of the data; "
             "use K <= the number of rows"
         )
+    if isinstance(cfg.cluster, LocalClusterConfig):
+        limit = local_worker_limit(cfg.cluster.memory_limit, cfg.cluster.n_workers)
+        check_task_memory(cfg.model, x, limit, "cluster.memory_limit")
     return x
+
+
+def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> int:
+    """Refuse a sweep whose statistics cannot fit one worker; returns the per-task bytes."""
+    cands = [(cov, k) for cov in model.covariance_types for k in model.n_components]
+    cands = cands * model.n_init
+    need = pass_task_nbytes(cands, x.shape[1], max(x.chunks[0]), x.dtype.itemsize)
+    if limit is not None and need > 0.8 * limit:
+        mib = 2**20
+        raise ConfigError(
+            f"one task of a pass needs about {need / mib:.0f} MiB ({len(cands)} candidates' "
+            f"statistics at {x.shape[1]} features, chunks of {max(x.chunks[0])} rows), more "
+            f"than 80% of the {limit / mib:.0f} MiB a worker may use; raise {setting}, or "
+            "sweep fewer K values, restarts or full-covariance candidates"
+        )
+    return need
 
 
 @contextlib.contextmanager
@@ -65,10 +135,6 @@ def _file_log(path: Path):
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
-
-
-class RunFailed(RuntimeError):
-    """A run stopped by an error in the data or the computation; the log has the details."""
 
 
 @contextlib.contextmanager
@@ -123,15 +189,33 @@ class _Progress:
             self.bar.close()
 
 
-def run(cfg: RunConfig, config_text: str) -> Path:
-    """Execute a validated run; returns the published output folder."""
-    x = preflight(cfg)
+def run(cfg: RunConfig, config_path: str | Path) -> Path:
+    """Execute a validated run; returns the published output folder.
+
+    The output is claimed for the whole run (a second run for it is refused) and checked again
+    once claimed, so a run that finished meanwhile is not replaced without ``overwrite``.
+    """
+    x = preflight(cfg, config_path)
+    config_text = Path(config_path).read_text(encoding="utf-8")
+    with claim(cfg.output.path):
+        check_output_path(cfg.output.path, cfg.output.overwrite, ("run",))
+        return _run_claimed(cfg, x, config_text)
+
+
+def _run_claimed(cfg: RunConfig, x, config_text: str) -> Path:
     dirs = RunDirs(cfg.output.path)
     dirs.work.mkdir(parents=True, exist_ok=True)
     config_hash = cfg.result_hash()
     with _file_log(dirs.log), _logged_failure(dirs.log):
         logger.info("run of config hash %s", config_hash)
         with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
+            if not isinstance(cfg.cluster, LocalClusterConfig):
+                check_task_memory(
+                    cfg.model,
+                    x,
+                    _smallest_worker_limit(client),
+                    "the workers' memory limit (dask worker --memory-limit)",
+                )
             link = (
                 client.dashboard_link
                 if cfg.cluster.type != "local" or cfg.cluster.dashboard_address
@@ -152,6 +236,12 @@ def run(cfg: RunConfig, config_text: str) -> Path:
     print(summary(cells, best, cfg.selection.criterion, sizes))
     print(f"\nOutputs in {dirs.final}")
     return dirs.final
+
+
+def _smallest_worker_limit(client) -> int | None:
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    limited = [m for m in limits if m > 0]
+    return min(limited) if limited else None
 
 
 def _sweep_and_write(cfg: RunConfig, x, dirs: RunDirs, config_hash: str):
@@ -177,6 +267,7 @@ def _sweep_and_write(cfg: RunConfig, x, dirs: RunDirs, config_hash: str):
         cfg.selection.criterion,
         progress,
         checked=True,
+        data_key=fingerprint(x, profile),
     )
     try:
         cells = sweep.run()
@@ -253,4 +344,4 @@ def _finish(
     for name in ("dask-report.html", "run.log"):
         if (dirs.work / name).exists():
             shutil.copy(dirs.work / name, st / name)
-    mark_complete(st, {"config_hash": config_hash, "report": report})
+    mark_complete(st, "run", {"config_hash": config_hash, "report": report})

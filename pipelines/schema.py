@@ -13,7 +13,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Bounds that keep a typo (stop: 1000000000) from exhausting memory before anything runs.
+MAX_K_VALUES = 1000
+MAX_CANDIDATES = 10_000
 
 
 class ConfigError(ValueError):
@@ -23,7 +35,8 @@ class ConfigError(ValueError):
 class Strict(BaseModel):
     """Base of every section: unknown keys are errors that suggest the nearest valid key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are refused for every float: no setting means "infinitely large"
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -69,14 +82,14 @@ class RetryConfig(Strict):
 class ModelConfig(Strict):
     """The candidates: every K × covariance type, each with ``n_init`` restarts."""
 
-    n_components: list[int]
+    n_components: list[StrictInt]
     covariance_types: list[Literal["full", "tied", "diag", "spherical"]] = ["full"]
     n_init: int = Field(default=1, ge=1)
     max_iter: int = Field(default=100, ge=0)
     tol: float = Field(default=1e-3, ge=0)
     reg_covar: float = Field(default=1e-6, ge=0)
     init: Literal["kmeans", "k-means||", "k-means++", "random", "random_from_data"] = "k-means++"
-    random_state: int = 0
+    random_state: int = Field(default=0, ge=0, lt=2**32)
     retry: RetryConfig | None = None
 
     @field_validator("n_components", mode="before")
@@ -86,8 +99,20 @@ class ModelConfig(Strict):
             extra = set(v) - {"start", "stop", "step"}
             if extra or not {"start", "stop"} <= set(v):
                 raise ValueError("a range of K is {start: A, stop: B[, step: S]} (stop included)")
-            return list(range(v["start"], v["stop"] + 1, v.get("step", 1)))
-        if isinstance(v, int):
+            start, stop, step = v["start"], v["stop"], v.get("step", 1)
+            for name, value in (("start", start), ("stop", stop), ("step", step)):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"the range's {name} must be a whole number, got {value!r}")
+            if step < 1:
+                raise ValueError(f"the range's step must be >= 1, got {step}")
+            ks = range(start, stop + 1, step)
+            if len(ks) > MAX_K_VALUES:
+                raise ValueError(
+                    f"the range holds {len(ks)} values of K; a sweep takes at most "
+                    f"{MAX_K_VALUES}: use a larger step"
+                )
+            return list(ks)
+        if isinstance(v, int) and not isinstance(v, bool):
             return [v]
         return v
 
@@ -96,6 +121,8 @@ class ModelConfig(Strict):
     def _check_ks(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("the list of K is empty; give at least one value")
+        if len(v) > MAX_K_VALUES:
+            raise ValueError(f"{len(v)} values of K; a sweep takes at most {MAX_K_VALUES}")
         if min(v) < 1:
             raise ValueError(f"every K must be >= 1, got {min(v)}")
         if len(set(v)) != len(v):
@@ -108,6 +135,16 @@ class ModelConfig(Strict):
         if not v:
             raise ValueError("the list of covariance types is empty")
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _candidate_count(self) -> ModelConfig:
+        n = len(self.n_components) * len(self.covariance_types) * self.n_init
+        if n > MAX_CANDIDATES:
+            raise ValueError(
+                f"{n} candidates (K values x covariance types x n_init); a sweep takes at most "
+                f"{MAX_CANDIDATES}"
+            )
+        return self
 
 
 class SelectionConfig(Strict):
@@ -128,10 +165,38 @@ class LocalClusterConfig(Strict):
     type: Literal["local"] = "local"
     n_workers: int = Field(default=2, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
-    memory_limit: str | None = "auto"
+    memory_limit: str | float | None = "auto"
     processes: bool = True
     host: str = "127.0.0.1"
     dashboard_address: str | None = "127.0.0.1:8787"
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _no_bool_memory(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"{v!r} is not a memory size; use e.g. '2GiB'")
+        return v
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _check_memory_limit(cls, v: str | int | float | None) -> str | int | float | None:
+        try:
+            n = local_worker_limit(v, 1)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ValueError(
+                f"'{v}' is not a memory size; use e.g. '2GiB', '512MiB', a number of bytes, a "
+                "fraction of the machine's memory (0.25), 'auto', or null (no limit)"
+            ) from None
+        if n is not None and n < 64 * 2**20:
+            raise ValueError(f"'{v}' is {n} bytes per worker; a worker needs at least 64 MiB")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, v: str) -> str:
+        if not v or "://" in v or "/" in v:
+            raise ValueError(f"'{v}' is not a host name or address, e.g. 127.0.0.1")
+        return v
 
 
 class TLSConfig(Strict):
@@ -198,6 +263,13 @@ class RunConfig(Strict):
     cluster: ClusterConfig = LocalClusterConfig()
     dask: dict[str, Any] = {}
 
+    @field_validator("dask", mode="before")
+    @classmethod
+    def _check_dask(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return check_dask_settings(v)
+
     @field_validator("cluster", mode="before")
     @classmethod
     def _local_by_default(cls, v: Any) -> Any:
@@ -213,6 +285,141 @@ class RunConfig(Strict):
         for k in ("overwrite", "performance_report", "progress"):
             keep["output"].pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def local_worker_limit(memory_limit: str | float | None, n_workers: int) -> int | None:
+    """Bytes each LocalCluster worker may use, as Dask reads the setting (None: no limit)."""
+    import logging
+
+    from distributed.worker_memory import parse_memory_limit
+
+    if isinstance(memory_limit, bool) or (
+        isinstance(memory_limit, (int, float)) and memory_limit < 0
+    ):
+        raise ValueError(memory_limit)
+    quiet = logging.getLogger("dgmm.quiet")
+    quiet.disabled = True
+    if memory_limit == "auto":
+        return parse_memory_limit("auto", 1, n_workers, logger=quiet)
+    return parse_memory_limit(memory_limit, 1, logger=quiet)
+
+
+def worker_memory_bytes(v: str | int | float) -> int:
+    """Bytes of a memory size given as a number or a string such as '2GiB' (ValueError if not)."""
+    from dask.utils import parse_bytes
+
+    if isinstance(v, bool):
+        raise ValueError(v)
+    try:
+        n = parse_bytes(v)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError(v) from None
+    if n <= 0:
+        raise ValueError(v)
+    return int(n)
+
+
+def _flatten(settings: dict[str, Any], defaults: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of nested settings, down to the level where Dask's defaults stop nesting."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and _default(dotted, defaults) not in (None, {}):
+            sub = _default(dotted, defaults)
+            if isinstance(sub, dict):
+                out.update(_flatten(value, defaults, dotted + "."))
+                continue
+        out[dotted] = value
+    return out
+
+
+def _default(dotted: str, defaults: Any) -> Any:
+    """Dask's default at a dotted key ('-' and '_' alike), or None if there is no such key."""
+    node = defaults
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        match = [k for k in node if k.replace("_", "-") == part.replace("_", "-")]
+        if not match:
+            return None
+        node = node[match[0]]
+    return node
+
+
+def _free_form(dotted: str, defaults: Any) -> bool:
+    """Whether a key lives under a mapping whose default is empty (any sub-key allowed)."""
+    parts = dotted.split(".")
+    return any(_default(".".join(parts[:i]), defaults) == {} for i in range(1, len(parts)))
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict) or not node:
+        return [prefix.rstrip(".")]
+    return [k for key, sub in node.items() for k in _all_keys(sub, f"{prefix}{key}.")]
+
+
+def check_dask_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Dask settings as dotted keys, each an existing Dask key with a value of its kind.
+
+    Time and size settings must parse as Dask parses them; an unknown key names the nearest
+    known one.
+    """
+    import dask.config
+    import distributed  # noqa: F401  (registers the distributed defaults)
+    from dask.utils import parse_timedelta
+
+    defaults = dask.config.merge(*dask.config.defaults)
+    flat = _flatten(settings, defaults)
+    for key, value in flat.items():
+        default = _default(key, defaults)
+        if default is None and not _free_form(key, defaults):
+            if key.replace("_", "-") in {k.replace("_", "-") for k in _all_keys(defaults)}:
+                continue  # a key whose default is None takes any value
+            close = difflib.get_close_matches(key, _all_keys(defaults), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown Dask setting '{key}'{hint}")
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"Dask setting '{key}' takes true or false, got {value!r}")
+        elif isinstance(default, str) and _is_timedelta(default):
+            try:
+                parse_timedelta(value)
+            except (ValueError, TypeError, KeyError):
+                raise ValueError(
+                    f"Dask setting '{key}' takes a time such as '{default}', got {value!r}"
+                ) from None
+        elif isinstance(default, str) and _is_bytes(default):
+            try:
+                worker_memory_bytes(value)
+            except ValueError:
+                raise ValueError(
+                    f"Dask setting '{key}' takes a size such as '{default}', got {value!r}"
+                ) from None
+        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ValueError(f"Dask setting '{key}' takes a number, got {value!r}")
+    return flat
+
+
+def _is_timedelta(text: str) -> bool:
+    from dask.utils import parse_timedelta
+
+    if not any(c.isalpha() for c in text):
+        return False
+    try:
+        parse_timedelta(text)
+    except (ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+def _is_bytes(text: str) -> bool:
+    if not text[:1].isdigit() or not any(c.isalpha() for c in text):
+        return False
+    try:
+        worker_memory_bytes(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -241,7 +448,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except ConfigError:
         raise
     except yaml.YAMLError as e:

@@ -94,8 +94,18 @@ def candidate_seed(random_state: int, c: Candidate) -> int:
 _ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
 
 
-def save_checkpoint(path: Path, config_hash: str, cands: list[Candidate], n_passes: int) -> None:
-    """All candidates' state in one ``.npz`` written atomically (temp file + replace)."""
+def save_checkpoint(
+    path: Path,
+    config_hash: str,
+    cands: list[Candidate],
+    n_passes: int,
+    data_key: dict | None = None,
+) -> None:
+    """All candidates' state in one ``.npz`` written atomically (temp file + replace).
+
+    ``data_key`` identifies the data (see `pipelines.data.fingerprint`): a checkpoint resumes
+    only on the same config and the same data.
+    """
     meta, arrays = [], {}
     for i, c in enumerate(cands):
         s = c.state
@@ -121,7 +131,12 @@ def save_checkpoint(path: Path, config_hash: str, cands: list[Candidate], n_pass
             if p is not None:
                 for a in _ARRAYS:
                     arrays[f"{tag}{i}_{a}"] = getattr(p, a)
-    header = {"config_hash": config_hash, "n_passes": n_passes, "candidates": meta}
+    header = {
+        "config_hash": config_hash,
+        "data": data_key,
+        "n_passes": n_passes,
+        "candidates": meta,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -129,6 +144,12 @@ def save_checkpoint(path: Path, config_hash: str, cands: list[Candidate], n_pass
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_checkpoint_header(path: Path) -> dict:
+    """The header of a checkpoint: config hash, data key, passes and candidate metadata."""
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(str(npz["header"]))
 
 
 def load_checkpoint(path: Path, cands: list[Candidate]) -> tuple[str, int]:
@@ -170,6 +191,7 @@ class SweepRun:
     candidates: list[Candidate] = field(default_factory=list)
     passes: DataPasses | None = None
     checked: bool = False  # the data was already checked for NaN/inf (no check in pass one)
+    data_key: dict | None = None  # identifies the data; a checkpoint of other data is not used
 
     def run(self) -> list[CellResult]:
         self.candidates = build_candidates(self.model)
@@ -191,13 +213,13 @@ class SweepRun:
     def _resume(self) -> bool:
         if not self.checkpoint.exists():
             return False
-        old_hash, n_passes = load_checkpoint(self.checkpoint, self.candidates)
-        if old_hash != self.config_hash or n_passes == 0:
-            logger.warning(
-                "config changed since the checkpoint (hash %s, now %s): starting afresh",
-                old_hash,
-                self.config_hash,
-            )
+        why = self._stale_reason()
+        n_passes = 0
+        if why is None:
+            _, n_passes = load_checkpoint(self.checkpoint, self.candidates)
+            why = None if n_passes else "it holds no finished pass"
+        if why is not None:
+            logger.warning("not resuming from the checkpoint: %s; starting afresh", why)
             self.candidates = build_candidates(self.model)
             self.checkpoint.unlink()
             return False
@@ -207,6 +229,23 @@ class SweepRun:
         self.passes.checked = True
         self.passes.n_passes = n_passes
         return True
+
+    def _stale_reason(self) -> str | None:
+        """Why the checkpoint may not be resumed (other config or other data), or None."""
+        try:
+            header = read_checkpoint_header(self.checkpoint)
+        except (OSError, ValueError, KeyError) as e:
+            return f"it cannot be read ({type(e).__name__})"
+        if header.get("config_hash") != self.config_hash:
+            return f"the config changed (hash {header.get('config_hash')}, now {self.config_hash})"
+        old = header.get("data")
+        if self.data_key is not None and old != self.data_key:
+            if old is None:
+                return "it does not record which data it was made on"
+            diff = [k for k in self.data_key if old.get(k) != self.data_key[k]]
+            shown = ", ".join(f"{k} {old.get(k)} -> {self.data_key[k]}" for k in diff)
+            return f"the data changed since it was written ({shown})"
+        return None
 
     def _initialise(self, cands: list[Candidate] | None = None) -> None:
         """Starting parameters of the candidates (all by default), in one shared pass."""
@@ -288,7 +327,13 @@ class SweepRun:
         return bool(again)
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self.checkpoint, self.config_hash, self.candidates, self.passes.n_passes)
+        save_checkpoint(
+            self.checkpoint,
+            self.config_hash,
+            self.candidates,
+            self.passes.n_passes,
+            self.data_key,
+        )
 
     # -- scoring and selection
     def _cells(self) -> dict[tuple[str, int], list[Candidate]]:
