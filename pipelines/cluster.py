@@ -68,8 +68,9 @@ def _local(config: LocalClusterConfig) -> Iterator[Client]:
     host = config.host
     dashboard = _on_host(config.dashboard_address, host)
     if config.processes:
-        # Workers are processes talking TCP on the configured host.
-        network = {"host": host}
+        # Workers are processes talking TCP on the configured host. Their own log goes straight
+        # to the terminal: warnings (a task cancelled on shutdown, after Ctrl-C) stay off it.
+        network = {"host": host, "silence_logs": logging.ERROR}
     else:
         # Workers are threads of this process talking inproc:// (no port); the scheduler's and
         # workers' HTTP servers still listen, so they are put on the configured host too.
@@ -123,13 +124,17 @@ def probe_scheduler(address: str, timeout: float, security: Security | None = No
     t0 = time.monotonic()
     try:
         return asyncio.run(asyncio.wait_for(_identity(address, timeout, args), timeout))
-    except (OSError, TimeoutError, ValueError) as e:
-        elapsed = time.monotonic() - t0
-        what = "no answer" if isinstance(e, (TimeoutError, asyncio.TimeoutError)) else str(e)
-        raise ConfigError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({what} after "
-            f"{elapsed:.1f} s, {type(e).__name__}); is it running and reachable?"
-        ) from None
+    except TimeoutError as e:
+        what, name = "no answer", type(e).__name__
+    except OSError as e:
+        what, name = str(e) or "connection failed", type(e).__name__
+    except Exception as e:  # a peer that is not a Dask scheduler can fail the protocol anyhow
+        what, name = "the peer does not speak Dask's protocol", type(e).__name__
+    elapsed = time.monotonic() - t0
+    raise ConfigError(
+        f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({what} after "
+        f"{elapsed:.1f} s, {name}); is it running and reachable?"
+    )
 
 
 def _wait_for_workers(client: Client, where: str, timeout: float) -> None:

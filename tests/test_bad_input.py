@@ -110,6 +110,32 @@ def test_bad_sample_weight(X):
         GaussianMixture(2).fit(X, sample_weight=-np.ones(200))
 
 
+def _bad_weights(kind: str, n: int) -> np.ndarray:
+    w = np.ones(n)
+    if kind == "all zero":
+        return np.zeros(n)
+    w[137] = {"negative": -0.5, "NaN": np.nan, "infinite": np.inf}[kind]
+    return w
+
+
+@pytest.mark.parametrize("kind", ["negative", "NaN", "infinite", "all zero"])
+@pytest.mark.parametrize("input_type", ["numpy", "dask", "dask weights only"])
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random"])
+def test_sample_weight_checked_the_same_for_every_input(X, kind, input_type, init):
+    """Weights are refused with the same message whether they come as numpy or Dask."""
+    w = _bad_weights(kind, X.shape[0])
+    x_in = da.from_array(X, chunks=(50, 3)) if input_type == "dask" else X
+    w_in = w if input_type == "numpy" else da.from_array(w, chunks=50)
+    if kind == "all zero":
+        match = "sample_weight sums to zero"
+    elif input_type != "dask":
+        match = r"sample_weight must be finite and non-negative: 1 bad weight\(s\) among rows 0 to"
+    else:
+        match = r"sample_weight must be finite and non-negative: 1 bad weight\(s\) among rows 100"
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(2, init_params=init, random_state=0).fit(x_in, sample_weight=w_in)
+
+
 def test_degenerate_covariance_names_component_and_remedy(rng):
     a = rng.normal(size=(60, 1))
     X = np.hstack([a, 2 * a, -a])  # rank one: every covariance is singular

@@ -93,6 +93,38 @@ def _no_overwrite(tmp: Path, cfg: dict) -> None:
     cfg["output"]["overwrite"] = False
 
 
+def _output(make: Callable[[Path, dict], str]) -> Callable[[Path, dict], None]:
+    """A case whose output path is ``make(tmp, cfg)`` (overwrite stays on)."""
+
+    def setup(tmp: Path, cfg: dict) -> None:
+        cfg["output"]["path"] = make(tmp, cfg)
+
+    return setup
+
+
+def _a_file(tmp: Path, cfg: dict) -> str:
+    (tmp / "notes.txt").write_text("not an output")
+    return str(tmp / "notes.txt")
+
+
+def _a_folder(tmp: Path, cfg: dict) -> str:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "thesis.tex").write_text("years of work")
+    return str(tmp / "mine")
+
+
+def _section(name: str, **values) -> Callable[[Path, dict], None]:
+    def setup(tmp: Path, cfg: dict) -> None:
+        cfg.setdefault(name, {}).update(values)
+
+    return setup
+
+
+def _not_utf8(tmp: Path, cfg: dict) -> None:
+    cfg["__raw__"] = b"data: {path: \xff\xfe}\n".decode("latin-1")
+    cfg["__encoding__"] = "latin-1"
+
+
 @dataclass
 class Case:
     id: str
@@ -238,6 +270,109 @@ CASES = [
         "output '{out}' already exists; set output.overwrite: true (or --set "
         "output.overwrite=true) to replace it, or choose another output.path",
     ),
+    # -- outputs that overlap inputs or are not dgmm's
+    Case(
+        "output is the data",
+        _output(lambda tmp, cfg: cfg["data"]["path"]),
+        2,
+        "output.path '{data}' is data.path '{data}'; a command never writes over its own input: "
+        "choose an output path outside every input",
+    ),
+    Case(
+        "output inside the data",
+        _output(lambda tmp, cfg: cfg["data"]["path"] + "/labels"),
+        2,
+        "output.path '{data}/labels' is inside data.path '{data}'; a command never writes over "
+        "its own input: choose an output path outside every input",
+    ),
+    Case(
+        "output is a file",
+        _output(_a_file),
+        2,
+        "output path '{tmp}/notes.txt' exists and is not a folder; it is never replaced: remove "
+        "it yourself or choose another path",
+    ),
+    Case(
+        "output is someone's folder",
+        _output(_a_folder),
+        2,
+        "output path '{tmp}/mine' exists and is not a dgmm run output; it is never replaced: "
+        "choose another path",
+    ),
+    Case(
+        "output is '.'",
+        _output(lambda tmp, cfg: "."),
+        2,
+        "output path '.' does not name a folder to create; give a new folder, e.g. 'results/run1'",
+    ),
+    Case(
+        "output under a file",
+        _output(lambda tmp, cfg: _a_file(tmp, cfg) + "/out"),
+        2,
+        "output path '{tmp}/notes.txt/out': '{tmp}/notes.txt' is not a folder, so nothing can be "
+        "created in it",
+    ),
+    # -- values checked before any cluster starts
+    Case(
+        "random_state too large",
+        _model(random_state=2**32),
+        2,
+        "invalid config '{config}': model.random_state: Input should be less than 4294967296 "
+        "(got 4294967296)",
+    ),
+    Case(
+        "reg_covar infinite",
+        _model(reg_covar=float("inf")),
+        2,
+        "invalid config '{config}': model.reg_covar: Input should be a finite number (got inf)",
+    ),
+    Case(
+        "K is a boolean",
+        _model(n_components=True),
+        2,
+        "invalid config '{config}': model.n_components: Input should be a valid list (got True)",
+    ),
+    Case(
+        "K range step 0",
+        _model(n_components={"start": 1, "stop": 3, "step": 0}),
+        2,
+        "invalid config '{config}': model.n_components: the range's step must be >= 1, got 0",
+    ),
+    Case(
+        "K range of a billion",
+        _model(n_components={"start": 1, "stop": 10**9}),
+        2,
+        "invalid config '{config}': model.n_components: the range holds 1000000000 values of K; "
+        "a sweep takes at most 1000: use a larger step",
+    ),
+    Case(
+        "bad memory_limit",
+        _section("cluster", memory_limit="lots"),
+        2,
+        "invalid config '{config}': cluster.local.memory_limit: 'lots' is not a memory size; use "
+        "e.g. '2GiB', '512MiB', a number of bytes, a fraction of the machine's memory (0.25), "
+        "'auto', or null (no limit) (got 'lots')",
+    ),
+    Case(
+        "bad Dask time",
+        _section("dask", **{"distributed.comm.timeouts.connect": "5 sex"}),
+        2,
+        "invalid config '{config}': dask: Dask setting 'distributed.comm.timeouts.connect' takes "
+        "a time such as '30s', got '5 sex'",
+    ),
+    Case(
+        "unknown Dask key",
+        _section("dask", **{"distributed.comm.timeout.connect": "5s"}),
+        2,
+        "invalid config '{config}': dask: unknown Dask setting 'distributed.comm.timeout.connect'"
+        "; did you mean 'distributed.comm.timeouts.connect'?",
+    ),
+    Case(
+        "config not UTF-8",
+        _not_utf8,
+        2,
+        "config file '{config}' is not UTF-8 text (byte 13); save it as UTF-8",
+    ),
     Case(
         "invalid YAML",
         _raw_yaml("model: {n_components: [2, 3]\noutput: x\n"),
@@ -291,15 +426,18 @@ def test_bad_input(case: Case, tmp_path, previous_output):
     cfg = _config(tmp_path, _store(tmp_path / "good.zarr", _good()), out)
     case.setup(tmp_path, cfg)
     config = tmp_path / "run.yaml"
-    config.write_text(cfg.pop("__raw__", None) or yaml.safe_dump(cfg))
+    encoding = cfg.pop("__encoding__", "utf-8")
+    config.write_text(cfg.pop("__raw__", None) or yaml.safe_dump(cfg), encoding=encoding)
+    data = Path(cfg["data"]["path"])
+    data_before = _tree(data) if data.is_dir() else None
 
     proc = dgmm_cli("run", config, check=False)
 
-    data = Path(cfg["data"]["path"])
     expected = "dgmm: error: " + (
         case.message.replace("{data}", str(data))
         .replace("{out}", str(out))
         .replace("{config}", str(config))
+        .replace("{tmp}", str(tmp_path))
     )
     assert proc.returncode == case.exit, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == expected, proc.stderr
@@ -310,5 +448,7 @@ def test_bad_input(case: Case, tmp_path, previous_output):
     else:  # found while reading the data: the traceback is kept in the run's log
         assert "Traceback" in (tmp_path / "out.work" / "run.log").read_text()
     assert _tree(out) == before  # the earlier output: every file, every byte
+    if data_before is not None:
+        assert _tree(data) == data_before  # and the data
     assert not (tmp_path / "pwned").exists()
     assert not list(tmp_path.glob("out.work/staging"))

@@ -1,0 +1,700 @@
+"""Guarantees of every command, each checked over many generated variants.
+
+* No command writes to, replaces or deletes a path that overlaps one of its inputs.
+* A checkpoint resumes only on the same config and the same data.
+* Every wait for a scheduler is bounded by the configured timeout.
+* One output has one writer; every socket listens on loopback; every failure is one line.
+
+The commands run in this process through ``pipelines.cli.main`` (the same code as the
+``dgmm`` executable without the interpreter start) except where a separate process is the point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+import zarr
+
+from pipelines.cli import main
+from pipelines.data import make_data
+from pipelines.paths import claim, lock_path
+
+from .test_pipeline import INPROC_CLUSTER, ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``dgmm ARGS`` in this process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Every file below ``path`` (links not followed) with the hash of its bytes."""
+    out = {}
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            p = Path(root) / name
+            if not p.is_symlink():
+                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def assert_one_line_error(status: int, err: str, expected_status: int) -> str:
+    assert status == expected_status, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dgmm: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def write_cfg(path: Path, data_path: str, out_path: str, **sections) -> Path:
+    """A small run config for the array ``X`` of ``data_path``."""
+    cfg = {
+        "data": {"path": str(data_path), "array": "X"},
+        "model": {"n_components": [1, 2], "max_iter": 10},
+        "output": {
+            "path": str(out_path),
+            "overwrite": True,
+            "performance_report": False,
+            "progress": False,
+        },
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixture(tmp_path_factory) -> Path:
+    """A small make-data group (X and labels), copied by the tests that change files."""
+    p = tmp_path_factory.mktemp("mixture") / "d.zarr"
+    make_data(p, 600, 2, 3, seed=1, chunk_rows=200)
+    return p
+
+
+# --------------------------------------------------------------------- outputs vs inputs
+def _run_layouts() -> list[tuple[str, dict, bool]]:
+    """(name, paths relative to the test folder, overlaps?) for `dgmm run`.
+
+    ``data`` is a Zarr group holding ``X``; ``link`` is a symbolic link to the data folder's
+    parent; ``conf`` the config file. Each layout says by construction whether it overlaps.
+    """
+    layouts = [
+        ("output is the data group", {"out": "in/d.zarr"}, True),
+        ("output is the array", {"out": "in/d.zarr/X"}, True),
+        ("output inside the array", {"out": "in/d.zarr/X/o"}, True),
+        ("output inside the group", {"out": "in/d.zarr/labels2"}, True),
+        ("output contains the data", {"out": "in"}, True),
+        ("output via a link", {"out": "link/d.zarr"}, True),
+        ("output inside via a link", {"out": "link/d.zarr/o"}, True),
+        ("output via dot-dot", {"out": "in/d.zarr/../d.zarr"}, True),
+        ("output is the config", {"out": "conf/run.yaml"}, True),
+        ("output contains the config", {"out": "conf"}, True),
+        ("work folder is the data", {"out": "in/d", "data": "in/d.work"}, True),
+        ("lock file is the data", {"out": "in/x", "data": "in/.x.lock"}, True),
+        ("sibling of the data", {"out": "in/o"}, False),
+        ("elsewhere", {"out": "results/o"}, False),
+        ("nested new folders", {"out": "results/a/b/c"}, False),
+        ("sibling via a link", {"out": "link/o2"}, False),
+        ("prefix of the data's name", {"out": "in/d.za"}, False),
+    ]
+    return layouts
+
+
+@pytest.mark.parametrize(("name", "paths", "overlaps"), _run_layouts())
+def test_run_never_writes_over_its_inputs(
+    name, paths, overlaps, mixture, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    data = paths.get("data", "in/d.zarr")
+    Path(data).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(mixture, data)
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    cfg = write_cfg(tmp_path / "conf" / "run.yaml", data, paths["out"])
+    before = tree(tmp_path)
+    for command in ("validate", "run") if overlaps else ("validate",):
+        status, _, err = cli(capsys, command, cfg)
+        if overlaps:
+            line = assert_one_line_error(status, err, 2)
+            assert "never writes over its own input" in line
+        else:
+            assert status == 0, err
+        assert tree(tmp_path) == before  # nothing created (not even a lock), nothing changed
+
+
+@pytest.mark.parametrize(
+    ("out", "overlaps"),
+    [
+        ("model", True),
+        ("model/o", True),
+        ("d.zarr", True),
+        ("d.zarr/X", True),
+        ("d.zarr/new", True),  # a sibling of the array inside the input's group
+        (".", True),
+        ("o", False),
+    ],
+)
+def test_predict_never_writes_over_its_inputs(
+    out, overlaps, mixture, tmp_path, capsys, monkeypatch
+):
+    import dgmm
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(mixture, "d.zarr")
+    gm = dgmm.GaussianMixture(2, random_state=0).fit(zarr.open_array("d.zarr/X")[:])
+    gm.save("model")
+    before = tree(tmp_path)
+    status, _, err = cli(capsys, "predict", "model", "d.zarr/X", out, "--overwrite")
+    if overlaps:
+        assert_one_line_error(status, err, 2)
+        assert tree(tmp_path) == before
+    else:
+        assert status == 0, err
+        assert zarr.open_group(out).attrs["complete"] is True
+        assert {k: v for k, v in tree(tmp_path).items() if not k.startswith(out)} == before
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        (".", "does not name a folder"),
+        ("..", "does not name a folder"),
+        ("sub/..", "does not name a folder"),
+        ("{cwd}", "working directory"),
+        ("{parent}", "working directory"),
+        ("notes", "not a dgmm make-data output"),
+        ("file.txt", "is not a folder"),
+        ("run-output", "not a dgmm make-data output"),
+    ],
+)
+def test_make_data_replaces_only_its_own_output(
+    target, why, tmp_path, capsys, mixture, monkeypatch
+):
+    """--overwrite replaces earlier make-data output and nothing else."""
+    work = tmp_path / "w"
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "n.txt").write_text("keep me")
+    (work / "file.txt").write_text("keep me too")
+    zarr.open_group(str(work / "run-output"), mode="w").attrs.update({"something": 1})
+    monkeypatch.chdir(work)
+    target = target.format(cwd=work, parent=tmp_path)
+    before = tree(tmp_path)
+    args = ("make-data", target, "--n-samples", 50, "--n-features", 2, "--n-components", 2)
+    status, _, err = cli(capsys, *args, "--overwrite")
+    assert why in assert_one_line_error(status, err, 2)
+    assert tree(tmp_path) == before
+    # an earlier make-data output is replaced, and only with --overwrite
+    shutil.copytree(mixture, work / "old.zarr")
+    status, _, err = cli(capsys, "make-data", "old.zarr", *args[2:])
+    assert "already exists" in assert_one_line_error(status, err, 2)
+    assert cli(capsys, "make-data", "old.zarr", *args[2:], "--overwrite")[0] == 0
+    assert zarr.open_array(str(work / "old.zarr" / "X")).shape == (50, 2)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--n-samples", 0), ("--n-samples", -3), ("--chunk-rows", 0)]
+)
+def test_make_data_bad_sizes_leave_nothing(flag, value, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = {"--n-samples": 100, "--n-features": 2, "--n-components": 2, "--chunk-rows": 10}
+    args[flag] = value
+    flat = [str(a) for kv in args.items() for a in kv]
+    status, _, err = cli(capsys, "make-data", "x.zarr", *flat)
+    assert flag in assert_one_line_error(status, err, 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- checkpoints and data
+class _Stop(Exception):
+    pass
+
+
+def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
+    """Leave the checkpoint of a run of ``cfg_path`` stopped after ``passes`` passes."""
+    from dgmm.io import InputData
+    from pipelines.data import fingerprint, open_data, profile_data
+    from pipelines.outputs import RunDirs
+    from pipelines.schema import load_config
+    from pipelines.sweep import SweepRun
+
+    cfg = load_config(cfg_path)
+    x = open_data(cfg.data)
+    seen = []
+
+    def stop(live, active):
+        seen.append(1)
+        if len(seen) >= passes:
+            raise _Stop
+
+    dirs = RunDirs(cfg.output.path)
+    sweep = SweepRun(
+        cfg.model,
+        InputData(x, None, None, None, None, lazy=True),
+        dirs.checkpoint,
+        cfg.result_hash(),
+        progress=stop,
+        checked=True,
+        data_key=fingerprint(x, profile_data(x)),
+    )
+    with pytest.raises(_Stop):
+        sweep.run()
+    assert dirs.checkpoint.exists()
+
+
+def _rewrite(store: Path, x: np.ndarray, chunks=(200, 2)) -> None:
+    shutil.rmtree(store / "X")
+    arr = zarr.open_group(str(store)).create_array("X", shape=x.shape, chunks=chunks, dtype=x.dtype)
+    arr[...] = x
+
+
+def _same(store: Path, x: np.ndarray) -> None:
+    _rewrite(store, x)
+
+
+def _one_value(store: Path, x: np.ndarray) -> None:
+    x = x.copy()
+    x[555, 1] += 1e-9
+    _rewrite(store, x)
+
+
+def _regenerated(store: Path, x: np.ndarray) -> None:
+    make_data(store, 600, 2, 3, seed=7, chunk_rows=200, overwrite=True)
+
+
+def _appended(store: Path, x: np.ndarray) -> None:
+    _rewrite(store, np.vstack([x, x[:10]]))
+
+
+def _rechunked(store: Path, x: np.ndarray) -> None:
+    _rewrite(store, x, chunks=(150, 2))
+
+
+def _as_float32(store: Path, x: np.ndarray) -> None:
+    _rewrite(store, x.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        (_same, True),
+        (_one_value, False),
+        (_regenerated, False),
+        (_appended, False),
+        (_rechunked, False),
+        (_as_float32, False),
+    ],
+)
+def test_checkpoint_resumes_only_on_the_same_data(
+    change, same, mixture, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(mixture, "d.zarr")
+    model = {"n_components": [1, 2, 3], "covariance_types": ["full", "diag"], "max_iter": 30}
+    cfg = write_cfg(tmp_path / "run.yaml", "d.zarr", "out", model=model)
+    _interrupted_run(cfg)
+    change(tmp_path / "d.zarr", zarr.open_array("d.zarr/X")[:].astype(np.float64))
+
+    status, _, err = cli(capsys, "run", cfg)
+    assert status == 0, err
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert ("resuming from checkpoint" in log) is same
+    assert ("the data changed" in err) is (not same), err
+    if not same:  # the result is a fresh run's on the new data
+        ref = write_cfg(tmp_path / "ref.yaml", "d.zarr", "ref", model=model)
+        assert cli(capsys, "run", ref)[0] == 0
+        a, b = zarr.open_group("out"), zarr.open_group("ref")
+        np.testing.assert_array_equal(a["labels"][:], b["labels"][:])
+        ra, rb = a.attrs["report"], b.attrs["report"]
+        assert ra["selected"]["log_likelihood"] == rb["selected"]["log_likelihood"]
+
+
+# --------------------------------------------------------------------------- bounded waits
+def _peer(kind: str) -> tuple[str, threading.Event]:
+    """A TCP peer on 127.0.0.1 that misbehaves as ``kind`` says; returns (address, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+    if kind == "closed port":
+        srv.close()
+        return f"tcp://127.0.0.1:{port}", stop
+    srv.listen(8)
+    srv.settimeout(0.2)
+    held = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            if kind == "accepts, never answers":
+                held.append(conn)
+            elif kind == "accepts, then closes":
+                conn.close()
+            elif kind == "answers garbage":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + os.urandom(64))
+                held.append(conn)
+            elif kind == "answers very slowly":
+                held.append(conn)
+                conn.sendall(b"\x00")
+        for c in held:
+            c.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{port}", stop
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "closed port",
+        "accepts, never answers",
+        "accepts, then closes",
+        "answers garbage",
+        "answers very slowly",
+    ],
+)
+def test_waiting_for_a_scheduler_is_bounded(kind, tmp_path, capsys, mixture, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    address, stop = _peer(kind)
+    timeout = 2
+    cfg = write_cfg(tmp_path / "run.yaml", str(mixture), "out")
+    data = yaml.safe_load(cfg.read_text())
+    data["cluster"] = {"type": "address", "address": address, "timeout": timeout}
+    cfg.write_text(yaml.safe_dump(data))
+    t0 = time.monotonic()
+    try:
+        status, _, err = cli(capsys, "run", cfg)
+    finally:
+        stop.set()
+    elapsed = time.monotonic() - t0
+    line = assert_one_line_error(status, err, 2)
+    assert "cannot reach the Dask scheduler" in line and f"within {timeout} s" in line
+    assert elapsed < timeout + 10
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_without_workers_is_a_bounded_wait(tmp_path, capsys, mixture, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sched_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"),
+            *("--no-dashboard", "--scheduler-file", str(sched_file)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        address = yaml.safe_load(sched_file.read_text())["address"]
+        cfg = write_cfg(tmp_path / "run.yaml", str(mixture), "out")
+        data = yaml.safe_load(cfg.read_text())
+        data["cluster"] = {"type": "address", "address": address, "timeout": 3}
+        cfg.write_text(yaml.safe_dump(data))
+        t0 = time.monotonic()
+        status, _, err = cli(capsys, "run", cfg)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    line = assert_one_line_error(status, err, 2)
+    assert "no Dask worker joined" in line and "within 3 s" in line
+    assert 3 <= elapsed < 20
+
+
+# ----------------------------------------------------------------------- one writer
+def test_a_second_writer_is_refused_and_a_dead_one_does_not_block(
+    tmp_path, capsys, mixture, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cfg = write_cfg(tmp_path / "run.yaml", str(mixture), "out")
+    with claim(tmp_path / "out"):
+        status, _, err = cli(capsys, "run", cfg)
+        line = assert_one_line_error(status, err, 2)
+        assert "being written by another dgmm command" in line
+        assert not (tmp_path / "out.work").exists()
+    # a holder killed without cleaning up: the operating system releases its lock
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pipelines.paths import claim\n"
+            "with claim(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    assert lock_path(tmp_path / "out").exists()  # left behind by the killed holder
+    status, _, err = cli(capsys, "run", cfg)
+    assert status == 0, err
+    assert not lock_path(tmp_path / "out").exists()
+
+
+def test_two_runs_of_one_config_at_once(tmp_path, mixture):
+    """The second of two concurrent runs refuses in one line; the first completes."""
+    cfg = write_cfg(tmp_path / "run.yaml", str(mixture), str(tmp_path / "out"))
+    data = yaml.safe_load(cfg.read_text())
+    data["model"].update({"n_components": [1, 2, 3, 4], "tol": 0, "max_iter": 60})
+    cfg.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "dgmm", "run", str(cfg)]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not lock_path(tmp_path / "out").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    line = assert_one_line_error(second.returncode, second.stderr, 2)
+    assert "being written by another dgmm command" in line
+    assert zarr.open_group(str(tmp_path / "out")).attrs["complete"] is True
+
+
+# ----------------------------------------------------------------------- sockets
+def _listening(pid: int) -> list[str]:
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sorted(
+        {
+            c.laddr.ip
+            for p in procs
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+    )
+
+
+@pytest.mark.parametrize("processes", [False, True])
+@pytest.mark.parametrize("dashboard", [None, ":0", "127.0.0.1:0"])
+def test_every_listening_socket_is_on_loopback(processes, dashboard):
+    from pipelines.cluster import connect
+    from pipelines.schema import LocalClusterConfig
+
+    before = set(_listening(os.getpid()))
+    cfg = LocalClusterConfig(
+        n_workers=1, processes=processes, dashboard_address=dashboard, memory_limit="1GiB"
+    )
+    with connect(cfg) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        ips = set(_listening(os.getpid())) - before
+        assert ips, "the cluster listens somewhere"
+        assert all(ip.startswith("127.") or ip == "::1" for ip in ips), ips
+
+
+# ------------------------------------------------------------------------ Ctrl-C
+def test_ctrl_c_shows_one_line(tmp_path):
+    """SIGINT to the whole process group (what a terminal sends) ends with one line only."""
+    data = tmp_path / "d.zarr"
+    make_data(data, 100_000, 4, 5, seed=3, chunk_rows=10_000, separation=2.0)
+    cfg = write_cfg(tmp_path / "run.yaml", str(data), str(tmp_path / "out"))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["model"].update({"n_components": [3, 5, 7], "tol": 0, "max_iter": 500})
+    raw["cluster"] = {"n_workers": 2, "processes": True, "dashboard_address": None}
+    cfg.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgmm", "run", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    ckpt = tmp_path / "out.work" / "checkpoint.npz"
+    deadline = time.time() + 180
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["dgmm: interrupted; rerun the same command to resume"], err
+    assert ckpt.exists() and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------- random configs, one guarantee
+_POOLS = {
+    ("model", "n_components"): [
+        [2],
+        [1, 3],
+        {"start": 1, "stop": 3},
+        0,
+        -1,
+        "x",
+        True,
+        [],
+        [2, 2],
+        {"start": 1, "stop": 10**9},
+        {"start": 1, "stop": 3, "step": 0},
+        {"stop": 4},
+        1.5,
+        [600],
+        [601],
+    ],
+    ("model", "covariance_types"): [
+        ["full"],
+        ["diag", "spherical"],
+        ["tied"],
+        ["bogus"],
+        [],
+        "full",
+    ],
+    ("model", "n_init"): [1, 2, 0, -1, "a", 1.5, None],
+    ("model", "max_iter"): [5, 0, -1, 1.5, "ten", 10**6],
+    ("model", "tol"): [1e-3, 0, -1, float("inf"), float("nan"), "small"],
+    ("model", "reg_covar"): [1e-6, 0, -1, float("inf"), 1e300],
+    ("model", "init"): ["k-means++", "random", "random_from_data", "kmeans", "nope", 3],
+    ("model", "random_state"): [0, 7, -1, 2**32, 2**32 - 1, "seed", 1.5],
+    ("model", "retry"): [None, {"factor": 10}, {"factor": 1}, {"factor": float("inf")}, {"x": 1}],
+    ("selection", "criterion"): ["bic", "aic", "icl?", 1],
+    ("output", "probabilities"): [True, False, "yes please"],
+    ("output", "path"): ["OUT", "OUT", "OUT", ".", "", "DATA", "DATA/X", "FILE", "FILE/o", "CONF"],
+    ("data", "array"): ["X", "X", "labels", "nope", None],
+    ("data", "chunk_rows"): [None, 100, 0, -5, "many"],
+    ("cluster", "memory_limit"): [None, "1GiB", "lots", 0.5, -1, "1 KB"],
+    ("cluster", "n_workers"): [1, 0, "two"],
+    ("dask", "distributed.comm.timeouts.connect"): ["5s", "5 sex", 3],
+    ("dask", "no.such.key"): [1],
+}
+
+
+def _random_config(rng: random.Random, tmp: Path) -> dict:
+    """A good config with a few fields (often the output path) set from the pools."""
+    cfg = yaml.safe_load(write_cfg(tmp / "base.yaml", "DATA", "OUT").read_text())
+    fields = [f for f in _POOLS if f != ("output", "path")]
+    chosen = rng.sample(fields, rng.choice([0, 1, 1, 2, 3]))
+    if rng.random() < 0.5:
+        chosen.append(("output", "path"))
+    for section, key in chosen:
+        value = rng.choice(_POOLS[(section, key)])
+        cfg.setdefault(section, {})
+        if value is None:
+            cfg[section].pop(key, None)
+        else:
+            cfg[section][key] = value
+    if rng.random() < 0.05:
+        cfg["modle"] = {}
+    subs = {"OUT": tmp / "out", "DATA": tmp / "d.zarr", "FILE": tmp / "f.txt"}
+    subs["CONF"] = tmp / "run.yaml"
+    p = cfg["output"]["path"]
+    for k, v in subs.items():
+        p = p.replace(k, str(v))
+    cfg["output"]["path"] = p
+    cfg["data"]["path"] = str(subs["DATA"])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def earlier_output(tmp_path_factory, mixture) -> Path:
+    """A complete output of a good run, copied to where each random run writes."""
+    d = tmp_path_factory.mktemp("earlier")
+    cfg = write_cfg(d / "good.yaml", str(mixture), str(d / "out"))
+    assert main(["run", str(cfg)]) == 0
+    return d / "out"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_configs_end_in_success_or_one_line(
+    seed, tmp_path, capsys, mixture, earlier_output, monkeypatch
+):
+    """Whatever the values: exit 0, or exit 1/2 with one line and no traceback; the data and
+    the earlier output keep every byte unless a run succeeded in replacing that output."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(mixture, tmp_path / "d.zarr")
+    (tmp_path / "f.txt").write_text("a file")
+    shutil.copytree(earlier_output, tmp_path / "out")
+    cfg = _random_config(random.Random(seed), tmp_path)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    before_data, before_out = tree(tmp_path / "d.zarr"), tree(tmp_path / "out")
+
+    status, _, err = cli(capsys, "run", tmp_path / "run.yaml")
+
+    assert status in (0, 1, 2), err
+    assert "Traceback" not in err
+    if status:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1].startswith("dgmm: error: "), err
+        if status == 2:
+            assert len(lines) == 1, err
+    assert tree(tmp_path / "d.zarr") == before_data
+    if status or cfg["output"]["path"] != str(tmp_path / "out"):
+        assert tree(tmp_path / "out") == before_out
+    else:
+        assert zarr.open_group(str(tmp_path / "out")).attrs["complete"] is True
+    assert (tmp_path / "f.txt").read_text() == "a file"
+    assert not list(tmp_path.glob(".*.lock"))
+
+
+# ----------------------------------------------------------------- odd dtypes, big stats
+@pytest.mark.parametrize("dtype", ["float16", ">f8", "int16", "uint8", "bool"])
+def test_odd_dtypes_run_to_the_end(dtype, tmp_path, capsys, monkeypatch):
+    """Data of any numeric dtype is cast as it is read: the run, plots included, completes."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))])
+    x = (x > 3) ^ (rng.random(x.shape) < 0.1) if dtype == "bool" else (x * 10).astype(dtype)
+    g = zarr.open_group("d.zarr", mode="w")
+    g.create_array("X", shape=x.shape, chunks=(100, 2), dtype=x.dtype)[...] = x
+    cfg = write_cfg(tmp_path / "run.yaml", "d.zarr", "out", model={"n_components": [1, 2]})
+    status, _, err = cli(capsys, "run", cfg)
+    assert status == 0, err
+    out = zarr.open_group("out")
+    assert out.attrs["complete"] is True
+    assert (tmp_path / "out" / "clusters.png").stat().st_size > 0
+    assert out["labels"][:].min() >= 0
+
+
+def test_statistics_too_large_for_a_worker_are_refused_before_start(tmp_path, capsys):
+    """D=256, full covariance, K=1..16 x 2 restarts: ~1.3 GB per combine task, 1 GiB workers."""
+    rng = np.random.default_rng(0)
+    g = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    g.create_array("X", shape=(64, 256), chunks=(32, 256), dtype="f8")[...] = rng.normal(
+        size=(64, 256)
+    )
+    cfg = write_cfg(
+        tmp_path / "run.yaml",
+        tmp_path / "d.zarr",
+        tmp_path / "out",
+        model={"n_components": {"start": 1, "stop": 16}, "n_init": 2},
+        cluster={"memory_limit": "1GiB"},
+    )
+    t0 = time.monotonic()
+    status, _, err = cli(capsys, "run", cfg)
+    line = assert_one_line_error(status, err, 2)
+    # a combine task holds 8 + 1 sets of 32 candidates' statistics: K·D² + K·D + K + 2 floats
+    floats = 2 * sum(k * 256 * 256 + k * 256 + k + 2 for k in range(1, 17))
+    assert f"needs about {9 * 8 * floats / 2**20:.0f} MiB" in line and "1024 MiB" in line, line
+    assert "raise cluster.memory_limit" in line
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "out.work").exists()
