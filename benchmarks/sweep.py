@@ -27,24 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster
 
-from dgmm.io import InputData, open_zarr_array, zarr_to_dask
+import dgmm
+from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data
-from pipelines.schema import ModelConfig
-from pipelines.sweep import SweepRun
 
 warnings.simplefilter("ignore")
 
 
-def timed(model: ModelConfig, x, tmp: Path, tag: str) -> dict:
-    data = InputData(x, None, None, None, None, lazy=True)
+def timed(x, ks: list[int], types: list[str], n_init: int, **common) -> dict:
     t = time.perf_counter()
-    sweep = SweepRun(model, data, tmp / f"{tag}.npz", tag)
-    cells = sweep.run()
+    found = dgmm.select(x, ks, types, n_init=n_init, **common)
     seconds = time.perf_counter() - t
-    n_passes = sweep.passes.n_passes + 1  # + the scoring pass
+    n_passes = found.n_passes_  # init, EM and scoring passes, as the engine counts them
     return {
-        "candidates": len(sweep.candidates),
-        "failed": sum(c.error is not None for c in cells),
+        "candidates": len(found.results),
+        "failed": sum(r["error"] is not None for r in found.results),
         "seconds": seconds,
         "passes": n_passes,
         "bytes_read": n_passes * x.nbytes,
@@ -64,14 +61,7 @@ def main() -> None:
     try:
         make_data(tmp / "d.zarr", args.rows, args.features, 8, seed=0, dtype="float32")
         x = zarr_to_dask(open_zarr_array(tmp / "d.zarr" / "X"))
-        common = dict(max_iter=args.max_iter, tol=0, init="k-means++", random_state=0)
-        sweep_model = ModelConfig(
-            n_components=list(range(1, 11)),
-            covariance_types=["full", "tied", "diag", "spherical"],
-            n_init=2,
-            **common,
-        )
-        single_model = ModelConfig(n_components=[10], covariance_types=["full"], **common)
+        common = dict(max_iter=args.max_iter, tol=0, init_params="k-means++", random_state=0)
         with (
             LocalCluster(
                 n_workers=2,
@@ -82,8 +72,8 @@ def main() -> None:
             ) as cluster,
             Client(cluster),
         ):
-            single = timed(single_model, x, tmp, "single")
-            sweep = timed(sweep_model, x, tmp, "sweep")
+            single = timed(x, [10], ["full"], 1, **common)
+            sweep = timed(x, list(range(1, 11)), ["full", "tied", "diag", "spherical"], 2, **common)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out = {

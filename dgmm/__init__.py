@@ -9,11 +9,16 @@ from typing import Any
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "DataError",
     "DegenerateCovarianceError",
     "GaussianMixture",
     "GaussianParams",
+    "Retry",
+    "SelectionResult",
     "SuffStats",
+    "information_criteria",
     "load",
+    "select",
 ]
 
 __version__ = "0.1.0"
@@ -24,6 +29,11 @@ _WHERE = {
     "GaussianMixture": ".estimator",
     "GaussianParams": ".params",
     "SuffStats": ".stats",
+    "DataError": ".validation",
+    "Retry": ".selection",
+    "SelectionResult": ".selection",
+    "information_criteria": ".selection",
+    "select": ".selection",
 }
 
 

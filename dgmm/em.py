@@ -8,9 +8,12 @@ model-selection sweep are the same loop with more candidates.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +23,10 @@ from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compu
 from .mstep import m_step
 from .params import GaussianParams
 from .stats import SuffStats, sum_stats
-from .validation import WEIGHTS_SUM_TO_ZERO
+from .validation import WEIGHTS_SUM_TO_ZERO, ColumnProfile, block_profile
+
+if TYPE_CHECKING:
+    from .io import InputData
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +65,18 @@ def _block_kernel(x, w, row0: int, spec: PassSpec) -> list[SuffStats]:
     return chunk_statistics(x, w, row0, spec.shift, spec.jobs, spec.check_finite)
 
 
+def _profile_kernel(x, w, row0: int, spec: None) -> ColumnProfile:
+    return block_profile(x, row0)
+
+
+def _sum_profiles(parts: list[ColumnProfile]) -> ColumnProfile:
+    return functools.reduce(operator.add, parts)
+
+
 class DataPasses:
-    """Runs statistics passes over row blocks; the first pass also checks for NaN/inf."""
+    """The passes over one dataset: it runs them, counts them and knows whether the data was
+    checked for NaN/inf (the first pass checks it). Nothing else changes its state.
+    """
 
     def __init__(self, blocks: RowBlocks, shift: np.ndarray, checked: bool = False):
         self.blocks = blocks
@@ -70,11 +86,44 @@ class DataPasses:
         self.checked = checked
         self.n_passes = 0
 
+    @classmethod
+    def over(cls, data: InputData) -> DataPasses:
+        """The passes over checked input (numpy input was checked on arrival)."""
+        return cls(RowBlocks(data.x, data.w, data.scheduler), data.shift(), checked=data.checked)
+
+    def resume(self, n_passes: int) -> None:
+        """Continue the count of a resumed run, whose first pass checked the data."""
+        self.n_passes, self.checked = n_passes, True
+
+    def profile(self) -> ColumnProfile:
+        """One pass: column ranges, NaN/inf rows and a digest of the bytes (`ColumnProfile`)."""
+        profile = self.blocks.map_reduce(_profile_kernel, None, _sum_profiles, "dgmm-profile")
+        self.n_passes += 1
+        self.checked = self.checked or profile.n_bad == 0
+        return profile
+
     def first_read_array(self):
-        """The Dask array for a pass run by another library (k-means||): checked if first."""
+        """The Dask array for a pass run by another library (k-means||): checked if first.
+
+        Such passes are not counted: dask-ml's k-means makes as many as it needs.
+        """
         x = self.blocks.x if self.checked else self.blocks.checked()
         self.checked = True
         return x
+
+    def run(
+        self,
+        kernel: Callable[..., Any],
+        make_spec: Callable[[bool], Any],
+        combine: Callable[[list[Any]], Any],
+        name: str,
+    ) -> Any:
+        """One counted pass of ``kernel``; ``make_spec(check_finite)`` builds its spec, told
+        whether this pass must check the data for NaN/inf (the first pass does)."""
+        result = self.blocks.map_reduce(kernel, make_spec(not self.checked), combine, name)
+        self.checked = True
+        self.n_passes += 1
+        return result
 
     def statistics(self, jobs: list[StatsJob], name: str = "dgmm-estep") -> list[SuffStats]:
         """One pass over the data: the reduced statistics of every job."""

@@ -78,6 +78,13 @@ class Posterior:
         return resp, lse
 
 
+@dataclass(frozen=True)
+class ScoringPosterior(Posterior):
+    """The E-step of a scoring pass: also accumulates the entropy term that ICL needs."""
+
+    entropy = True
+
+
 def _one_hot(labels: np.ndarray, n_components: int, dtype: np.dtype) -> np.ndarray:
     resp = np.zeros((n_components, labels.shape[0]), dtype=dtype)
     resp[labels, np.arange(labels.shape[0])] = 1.0
@@ -165,11 +172,16 @@ class _Accumulator:
     nk: np.ndarray
     sx: np.ndarray
     sxx: np.ndarray
+    entropy: float = 0.0
 
-    def add(self, xs, x64, resp, w, lse, strategy: CovarianceType) -> None:
+    def add(self, xs, x64, resp, w, lse, strategy: CovarianceType, entropy: bool) -> None:
         """Add a sub-block: shifted rows ``xs`` (compute dtype) and ``x64`` (float64), ``resp``
-        (K, n) of any float dtype."""
+        (K, n) of any float dtype; with ``entropy``, also ``Σ w Σ_k τ log τ``."""
         rw = resp.astype(np.float64, copy=False)
+        if entropy:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(rw > 0, rw * np.log(rw), 0.0).sum(axis=0)
+            self.entropy += float(t.sum() if w is None else t @ w)
         if w is not None:
             rw = rw * w
         self.n += float(x64.shape[0] if w is None else w.sum())
@@ -228,20 +240,25 @@ def chunk_statistics(
         )
         for j in jobs
     ]
-    step = sub_block_rows(
-        max((_row_values(j.strategy, j.source.n_components, d) for j in jobs), default=d),
-        dtype.itemsize,
-    )
-    for s in range(0, n, step):
-        xs = x[s : s + step].astype(dtype, copy=False) - shift_c
-        # Moments are taken from float64 values: float32 products of rows far from the shift
-        # would leave errors larger than a tight component's variance.
-        x64 = xs.astype(np.float64, copy=False)
-        ws = None if w64 is None else w64[s : s + step]
-        for job, acc in zip(jobs, accs, strict=True):
-            resp, lse = job.source(xs, row0 + s)
-            acc.add(xs, x64, resp, ws, lse, job.strategy)
-    return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx) for a in accs]
+    # Each job runs in sub-blocks sized by its own temporaries, so its arithmetic (and so its
+    # bits) does not depend on which other jobs share the pass; jobs of one size share them.
+    by_step: dict[int, list[int]] = {}
+    for i, j in enumerate(jobs):
+        step = sub_block_rows(_row_values(j.strategy, j.source.n_components, d), dtype.itemsize)
+        by_step.setdefault(step, []).append(i)
+    for step, members in by_step.items():
+        for s in range(0, n, step):
+            xs = x[s : s + step].astype(dtype, copy=False) - shift_c
+            # Moments are taken from float64 values: float32 products of rows far from the
+            # shift would leave errors larger than a tight component's variance.
+            x64 = xs.astype(np.float64, copy=False)
+            ws = None if w64 is None else w64[s : s + step]
+            for i in members:
+                job, acc = jobs[i], accs[i]
+                resp, lse = job.source(xs, row0 + s)
+                scoring = getattr(job.source, "entropy", False)
+                acc.add(xs, x64, resp, ws, lse, job.strategy, scoring)
+    return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy) for a in accs]
 
 
 def block_log_resp(

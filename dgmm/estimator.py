@@ -14,13 +14,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._reduce import RowBlocks, map_rows
+from ._reduce import map_rows
 from .covariance import get_covariance_type
-from .em import DataPasses, EMState, run_em
+from .em import DataPasses, EMState
 from .estep import ApplySpec, apply_block, compute_dtype
-from .init import INIT_METHODS, InitRequest, UserInit, initial_parameters
+from .init import INIT_METHODS, UserInit
 from .io import InputData, load_input, load_model, save_model
 from .params import GaussianParams
+from .selection import Candidate, Sweep, information_criteria
 from .validation import check_n_components, check_number
 
 logger = logging.getLogger(__name__)
@@ -146,17 +147,15 @@ default='kmeans'
     def _check_parameters(self) -> None:
         check_number("n_components", self.n_components, Integral, low=1)
         get_covariance_type(self.covariance_type)
-        check_number("tol", self.tol, Real, low=0.0)
-        check_number("reg_covar", self.reg_covar, Real, low=0.0)
-        check_number("max_iter", self.max_iter, Integral, low=0)
-        check_number("n_init", self.n_init, Integral, low=1)
+        check_estimator_params(
+            n_init=self.n_init,
+            init_params=self.init_params,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+        )
         check_number("verbose", self.verbose, Integral, low=0)
         check_number("verbose_interval", self.verbose_interval, Integral, low=1)
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(
-                f"The 'init_params' parameter must be one of {list(INIT_METHODS)}; "
-                f"got {self.init_params!r}."
-            )
 
     def _user_init(self, n_features: int) -> UserInit:
         k = self.n_components
@@ -228,47 +227,44 @@ default='kmeans'
         return self._fit(X, sample_weight).predict(X)
 
     def _fit(self, X: Any, sample_weight: Any) -> GaussianMixture:
+        """One cell of the selection engine: ``n_init`` restarts (one with a warm start)."""
         self._check_parameters()
         data = load_input(X, sample_weight)
         n_samples, n_features = data.x.shape
         check_n_components(self.n_components, n_samples)
         user = self._user_init(n_features)
-        strategy = get_covariance_type(self.covariance_type)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        if not do_init and n_features != self.n_features_in_:
+        warm = self.warm_start and hasattr(self, "converged_")
+        if warm and n_features != self.n_features_in_:
             self._check_features(data)
-        passes = DataPasses(
-            RowBlocks(data.x, data.w, data.scheduler), data.shift(), checked=data.checked
+        # With every start given, all restarts would be identical: run one.
+        n_starts = 1 if warm or user.complete else self.n_init
+        cands = [
+            Candidate(self.covariance_type, self.n_components, r, self.reg_covar)
+            for r in range(n_starts)
+        ]
+        if warm:
+            cands[0].state = EMState(self._params(), self.reg_covar, self.lower_bound_)
+        passes = DataPasses.over(data)
+        sweep = Sweep(
+            passes,
+            cands,
+            init_params=self.init_params,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+            user=user,
+            x_mem=data.x_mem,
+            w_mem=data.w_mem,
+            progress=self._progress,
         )
-        if do_init:
-            # With every start given, all restarts would be identical: run one.
-            request = InitRequest(
-                strategy, self.n_components, self.init_params, user, self.reg_covar
-            )
-            n_starts = 1 if user.complete else self.n_init
-            starts = initial_parameters(
-                passes,
-                [request] * n_starts,
-                check_random_state(self.random_state),
-                data.x_mem,
-                data.w_mem,
-            )
-            for p in starts:
-                if isinstance(p, Exception):
-                    raise p
-            states = [EMState(p, self.reg_covar) for p in starts]
-        else:
-            states = [EMState(self._params(), self.reg_covar, self.lower_bound_)]
-        self._say(1, f"Initialized {len(states)} restart(s) with {self.init_params!r}.")
-        results = run_em(
-            passes, states, tol=self.tol, max_iter=self.max_iter, callback=self._progress
-        )
-        for r in results:
-            if r.failed:
-                raise ValueError(r.error)
-        self._set_result(_best(results))
-        self.n_features_in_ = n_features
-        self.n_passes_ = passes.n_passes
+        self._say(1, f"Initializing {n_starts} restart(s) with {self.init_params!r}.")
+        sweep.run(score=False)
+        for c in cands:
+            if c.init_error is not None:
+                raise ValueError(c.init_error)
+            if c.state.failed:
+                raise ValueError(c.state.error)
+        from_candidate(_best(cands), self, n_features, passes.n_passes)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -283,7 +279,8 @@ default='kmeans'
         if self.verbose >= level:
             print(msg)
 
-    def _progress(self, results: list[EMState], active: list[int]) -> None:
+    def _progress(self, cands: list[Candidate], active: list[int]) -> None:
+        results = [c.state for c in cands]
         it = max(r.n_iter for r in results)
         if it % self.verbose_interval == 0 or not active:
             best = max(r.lower_bound for r in results)
@@ -364,12 +361,12 @@ default='kmeans'
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
         ll, n = self._loglik_and_rows(X)
-        return -2.0 * ll + self._n_parameters() * np.log(n)
+        return information_criteria(ll, self._n_parameters(), n)["bic"]
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        ll, _ = self._loglik_and_rows(X)
-        return -2.0 * ll + 2 * self._n_parameters()
+        ll, n = self._loglik_and_rows(X)
+        return information_criteria(ll, self._n_parameters(), n)["aic"]
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (scikit-learn's draws for the same seed).
@@ -413,19 +410,34 @@ default='kmeans'
         return hasattr(self, "precisions_cholesky_")
 
 
-def from_em_state(state: EMState, **params: Any) -> GaussianMixture:
-    """A fitted estimator holding the parameters of an EM state (for runs made elsewhere)."""
-    p = state.params
-    gm = GaussianMixture(n_components=p.n_components, covariance_type=p.covariance_type, **params)
-    gm._set_result(state)
-    gm.n_features_in_ = p.n_features
+def check_estimator_params(
+    *, n_init: Any, init_params: Any, tol: Any, reg_covar: Any, max_iter: Any
+) -> None:
+    """Check the fitting parameters shared by `GaussianMixture` and `select`."""
+    check_number("tol", tol, Real, low=0.0)
+    check_number("reg_covar", reg_covar, Real, low=0.0)
+    check_number("max_iter", max_iter, Integral, low=0)
+    check_number("n_init", n_init, Integral, low=1)
+    if init_params not in INIT_METHODS:
+        raise ValueError(
+            f"The 'init_params' parameter must be one of {list(INIT_METHODS)}; got {init_params!r}."
+        )
+
+
+def from_candidate(
+    c: Candidate, gm: GaussianMixture, n_features: int, n_passes: int
+) -> GaussianMixture:
+    """``gm`` holding the fitted parameters of a candidate of the selection engine."""
+    gm._set_result(c.state)
+    gm.n_features_in_ = n_features
+    gm.n_passes_ = n_passes
     return gm
 
 
-def _best(results: list[EMState]) -> EMState:
+def _best(cands: list[Candidate]) -> Candidate:
     """scikit-learn's choice: the first strictly largest final lower bound."""
-    best, best_lb = results[0], -np.inf
-    for r in results:
-        if r.lower_bound > best_lb or best_lb == -np.inf:
-            best, best_lb = r, r.lower_bound
+    best, best_lb = cands[0], -np.inf
+    for c in cands:
+        if c.state.lower_bound > best_lb or best_lb == -np.inf:
+            best, best_lb = c, c.state.lower_bound
     return best

@@ -71,7 +71,9 @@ class InitRequest:
     method: str
     user: UserInit = UserInit()
     reg_covar: float = 1e-6
-    seed: int | None = None  # own random stream instead of the shared one
+    # the random stream this request draws from (requests may share one, drawn in order);
+    # None: the stream given to `initial_parameters`
+    rng: np.random.RandomState | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def make_source(
 def initial_parameters(
     passes: DataPasses,
     requests: list[InitRequest],
-    rng: np.random.RandomState,
+    rng: np.random.RandomState | None,
     x_mem: np.ndarray | None = None,
     w_mem: np.ndarray | None = None,
 ) -> list[GaussianParams | DegenerateCovarianceError]:
@@ -144,7 +146,7 @@ def initial_parameters(
             r.method,
             passes,
             r.n_components,
-            rng if r.seed is None else np.random.RandomState(r.seed),
+            rng if r.rng is None else r.rng,
             x_mem,
             w_mem,
         )

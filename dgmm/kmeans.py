@@ -32,7 +32,7 @@ class D2Spec:
     check_finite: bool
 
 
-Draw = tuple[float, int]
+Draw = tuple[float, int, int]  # (total D² weight, drawn row, the seeding's seed)
 
 
 def _d2_kernel(x, w, row0: int, spec: D2Spec) -> list[Draw]:
@@ -49,28 +49,33 @@ def _d2_kernel(x, w, row0: int, spec: D2Spec) -> list[Draw]:
         cum = np.cumsum(d2)
         total = float(cum[-1]) if cum.size else 0.0
         if total <= 0.0:
-            out.append((0.0, -1))
+            out.append((0.0, -1, seed))
             continue
         u = np.random.default_rng([seed, spec.round, row0]).random() * total
-        out.append((total, row0 + int(min(np.searchsorted(cum, u, side="right"), cum.size - 1))))
+        row = row0 + int(min(np.searchsorted(cum, u, side="right"), cum.size - 1))
+        out.append((total, row, seed))
     return out
 
 
-def _merge(a: Draw, b: Draw, seed: int) -> Draw:
-    """Keep each side's draw with probability proportional to its total."""
-    (ta, ia), (tb, ib) = a, b
+def _merge(a: Draw, b: Draw) -> Draw:
+    """Keep each side's draw with probability proportional to its total.
+
+    The coin is seeded by the seeding's own seed and the two rows, so a seeding's draws do not
+    depend on which other seedings share the pass.
+    """
+    (ta, ia, seed), (tb, ib, _) = a, b
     if tb <= 0.0:
         return a
     if ta <= 0.0:
         return b
     u = np.random.default_rng([seed, ia, ib]).random()
-    return (ta + tb, ib if u * (ta + tb) < tb else ia)
+    return (ta + tb, ib if u * (ta + tb) < tb else ia, seed)
 
 
 def _d2_combine(parts: list[list[Draw]]) -> list[Draw]:
     out = parts[0]
     for p in parts[1:]:
-        out = [_merge(a, b, i) for i, (a, b) in enumerate(zip(out, p, strict=True))]
+        out = [_merge(a, b) for a, b in zip(out, p, strict=True)]
     return out
 
 
@@ -93,17 +98,15 @@ def kmeans_plusplus_many(passes, requests: list[tuple[int, int]]) -> list[np.nda
     centers = [[rows[i[0]]] for i in indices]
     for rnd in range(1, max(k for _, k in requests)):
         todo = [j for j, (_, k) in enumerate(requests) if k > rnd]
-        spec = D2Spec(
-            [np.array(centers[j]) - passes.shift for j in todo],
-            passes.shift,
-            [requests[j][0] for j in todo],
-            rnd,
-            not passes.checked,
+        centers_s = [np.array(centers[j]) - passes.shift for j in todo]
+        seeds = [requests[j][0] for j in todo]
+        draws = passes.run(
+            _d2_kernel,
+            lambda check, c=centers_s, s=seeds, r=rnd: D2Spec(c, passes.shift, s, r, check),
+            _d2_combine,
+            "dgmm-kmeans++",
         )
-        draws = passes.blocks.map_reduce(_d2_kernel, spec, _d2_combine, "dgmm-kmeans++")
-        passes.checked = True
-        passes.n_passes += 1
-        for j, (total, idx) in zip(todo, draws, strict=True):
+        for j, (total, idx, _) in zip(todo, draws, strict=True):
             if total <= 0.0 or idx < 0:
                 idx = int(rngs[j].integers(x.shape[0]))  # every row coincides with a centre
             indices[j].append(idx)

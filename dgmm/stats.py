@@ -23,6 +23,9 @@ class SuffStats:
         Weighted sums of the shifted rows ``x - shift``.
     sxx : ndarray
         Weighted second moments of the shifted rows, shaped by the covariance type.
+    entropy : float
+        Weighted sum over rows of ``Σ_k τ_ik log τ_ik`` (≤ 0), the classification term of ICL;
+        accumulated by scoring passes only (0 otherwise).
     """
 
     n: float
@@ -30,6 +33,7 @@ class SuffStats:
     nk: np.ndarray
     sx: np.ndarray
     sxx: np.ndarray
+    entropy: float = 0.0
 
     def __add__(self, other: SuffStats) -> SuffStats:
         return SuffStats(
@@ -38,6 +42,7 @@ class SuffStats:
             self.nk + other.nk,
             self.sx + other.sx,
             self.sxx + other.sxx,
+            self.entropy + other.entropy,
         )
 
     @classmethod

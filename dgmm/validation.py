@@ -111,8 +111,12 @@ def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
     )
 
 
+class DataError(ValueError):
+    """The data's values make a fit impossible (NaN/inf rows, identical rows, constant columns)."""
+
+
 def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
-    """Raise a ValueError for data no mixture can be fitted to.
+    """Raise a `DataError` for data no mixture can be fitted to.
 
     Non-finite rows are counted and the first one named; data whose rows are all identical, or
     with a constant column (which carries no information and makes every covariance singular),
@@ -120,17 +124,17 @@ def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
     """
     if p.n_bad:
         span = f"rows 0 to {p.n - 1}"
-        raise ValueError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
+        raise DataError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
     const = np.flatnonzero(p.lo == p.hi)
     if const.size == p.lo.size and p.n > 1:
-        raise ValueError(
+        raise DataError(
             f"Input {name}: all {p.n} rows are identical (every column is constant); there is "
             "nothing to cluster."
         )
     if const.size:
         shown = ", ".join(f"{int(j)} (always {p.lo[j]:g})" for j in const[:5])
         more = f" and {const.size - 5} more" if const.size > 5 else ""
-        raise ValueError(
+        raise DataError(
             f"Input {name} has {const.size} constant column(s): {shown}{more} (0-based). A "
             "constant column carries no information and makes every covariance singular; drop "
             "it from the data."

@@ -22,7 +22,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     from .run import run  # the heavy imports (Dask, scikit-learn) only once the config is good
 
-    run(cfg, args.config)
+    outcome = run(cfg, args.config, say=lambda text: print(text, flush=True))
+    print(outcome.summary)
+    print(f"\nOutputs in {outcome.path}")
     return 0
 
 
@@ -102,7 +104,7 @@ def _predict(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            sizes = write_assignments(staging, x, model._params(), args.probabilities)
+            sizes = write_assignments(staging, x, model, args.probabilities)
             mark_complete(staging, "predict", {"model": str(args.model), "data": str(args.data)})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

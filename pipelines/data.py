@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import operator
 import shutil
 from pathlib import Path
 
@@ -14,9 +11,8 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from dgmm._reduce import RowBlocks
 from dgmm.io import missing_chunks, open_zarr_array, zarr_to_dask
-from dgmm.validation import ColumnProfile, block_profile, check_dtype_and_shape, check_profile
+from dgmm.validation import check_dtype_and_shape
 
 from .outputs import publish
 from .paths import OUTPUT_KIND_ATTR, check_output_path, claim
@@ -161,10 +157,6 @@ def data_path(cfg: DataConfig) -> Path:
     return Path(cfg.path) / cfg.array if cfg.array else Path(cfg.path)
 
 
-class DataError(ValueError):
-    """The data's values make a fit impossible (found by reading it)."""
-
-
 def open_data(cfg: DataConfig) -> da.Array:
     """The configured rows as a Dask array, checked without reading its values.
 
@@ -201,35 +193,6 @@ def open_data(cfg: DataConfig) -> da.Array:
     # every later step (fits, labels, plots) sees float32 or float64: float16, long double,
     # integers and booleans are cast as each block is read
     return x if x.dtype == dtype else x.astype(dtype)
-
-
-def fingerprint(x: da.Array, profile: ColumnProfile) -> dict:
-    """What identifies the data a run reads: shape, dtype, row chunks and a content digest."""
-    rows = hashlib.sha256(np.asarray(x.chunks[0], dtype=np.int64).tobytes()).hexdigest()[:16]
-    return {
-        "shape": [int(s) for s in x.shape],
-        "dtype": str(x.dtype),
-        "row_chunks": rows,
-        "digest": f"{profile.digest:032x}",
-    }
-
-
-def profile_data(x: da.Array, name: str = "data") -> ColumnProfile:
-    """One pass over the rows: column ranges and NaN/inf rows; raises `DataError` if unusable."""
-    profile = RowBlocks(x).map_reduce(_profile_block, None, _sum_profiles, "dgmm-profile")
-    try:
-        check_profile(profile, x.dtype, name)
-    except ValueError as e:
-        raise DataError(str(e)) from None
-    return profile
-
-
-def _profile_block(xb, wb, row0: int, spec) -> ColumnProfile:
-    return block_profile(xb, row0)
-
-
-def _sum_profiles(parts: list[ColumnProfile]) -> ColumnProfile:
-    return functools.reduce(operator.add, parts)
 
 
 def ensure_data(cfg: DataConfig) -> None:

@@ -17,9 +17,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from dgmm._reduce import map_rows
-from dgmm.estep import ApplySpec, apply_block, compute_dtype
-from dgmm.params import GaussianParams
+from dgmm import GaussianMixture
 
 from .paths import OUTPUT_KIND_ATTR
 
@@ -36,18 +34,18 @@ class RunDirs:
 
 
 def write_assignments(
-    group_path: Path, x: da.Array, params: GaussianParams, probabilities: bool
+    group_path: Path, x: da.Array, model: GaussianMixture, probabilities: bool
 ) -> np.ndarray:
     """Write ``labels`` (and ``probabilities``, ``uncertainty``) aligned to the rows' chunks.
 
-    Returns the cluster sizes, counted while verifying that every label was written.
+    Everything comes from the model's own lazy ``predict`` / ``predict_proba`` on the Dask
+    rows: one pass over the data. Returns the cluster sizes, counted while verifying that every
+    label was written.
     """
-    n, k = x.shape[0], params.n_components
+    n, k = x.shape[0], model.n_components
     rows = x.chunks[0][0]
     if any(c != rows for c in x.chunks[0][:-1]) or x.chunks[0][-1] > rows:
         x = x.rechunk({0: rows})
-    shift = params.weights @ params.means
-    spec = ApplySpec(params.shifted(shift, compute_dtype(x.dtype)), shift, "proba")
     group = zarr.open_group(str(group_path), mode="a")
     labels = group.create_array(
         "labels",
@@ -59,7 +57,7 @@ def write_assignments(
         overwrite=True,
     )
     if probabilities:
-        proba = map_rows(x, apply_block, spec, np.float64, k, "dgmm-proba")
+        proba = model.predict_proba(x)
         prob_arr = group.create_array(
             "probabilities",
             shape=(n, k),
@@ -85,9 +83,7 @@ def write_assignments(
         ]
         da.store(sources, [labels, prob_arr, unc_arr], lock=False)
     else:
-        spec = ApplySpec(spec.params, shift, "labels")
-        lab = map_rows(x, apply_block, spec, np.int64, None, "dgmm-labels")
-        da.store(lab.astype(np.int32), labels, lock=False)
+        da.store(model.predict(x).astype(np.int32), labels, lock=False)
     return verify_labels(group_path / "labels", k)
 
 

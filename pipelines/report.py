@@ -8,8 +8,6 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from .sweep import CellResult
-
 
 def package_versions() -> dict[str, str]:
     out = {}
@@ -21,75 +19,81 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def summary(cells: list[CellResult], best: CellResult, criterion: str, sizes, top: int = 3) -> str:
-    """Text like mclust's summary: top candidates with criterion differences, then the model."""
-    ok = sorted((c for c in cells if c.error is None), key=lambda c: getattr(c, criterion))
+Row = dict  # one row of `dgmm.SelectionResult.results` (or of its ``cells()``)
+
+
+def summary(cells: list[Row], best: Row, criterion: str, sizes, top: int = 3) -> str:
+    """Text like mclust's summary: top candidates with criterion differences, then the model.
+
+    ``cells`` are the best restart of every (K, covariance type) cell; ``best`` the selected.
+    """
+    ok = sorted((c for c in cells if c["error"] is None), key=lambda c: c[criterion])
     crit = criterion.upper()
     lines = [f"Best {crit} values (lower is better):"]
     head = ok[:top]
     width = 14
     lines.append(
         " " * 10
-        + "".join(f"{c.covariance_type + ',' + str(c.n_components):>{width}}" for c in head)
+        + "".join(f"{c['covariance_type'] + ',' + str(c['n_components']):>{width}}" for c in head)
     )
-    lines.append(f"{crit:<10}" + "".join(f"{getattr(c, criterion):>{width}.2f}" for c in head))
+    lines.append(f"{crit:<10}" + "".join(f"{c[criterion]:>{width}.2f}" for c in head))
     lines.append(
         f"{crit + ' diff':<10}"
-        + "".join(f"{getattr(c, criterion) - getattr(best, criterion):>{width}.2f}" for c in head)
+        + "".join(f"{c[criterion] - best[criterion]:>{width}.2f}" for c in head)
     )
-    lines.append(f"{'loglik':<10}" + "".join(f"{c.log_likelihood:>{width}.2f}" for c in head))
-    lines.append(f"{'params':<10}" + "".join(f"{c.n_parameters:>{width}d}" for c in head))
-    failed = [c for c in cells if c.error is not None]
+    lines.append(f"{'loglik':<10}" + "".join(f"{c['log_likelihood']:>{width}.2f}" for c in head))
+    lines.append(f"{'params':<10}" + "".join(f"{c['n_parameters']:>{width}d}" for c in head))
+    failed = [c for c in cells if c["error"] is not None]
     if failed:
         lines.append(
             f"{len(failed)} candidate(s) failed (NA): "
-            + ", ".join(f"{c.covariance_type},{c.n_components}" for c in failed)
+            + ", ".join(f"{c['covariance_type']},{c['n_components']}" for c in failed)
         )
     lines += [
         "",
-        f"Selected: {best.covariance_type} covariance, K = {best.n_components}",
-        f"  log-likelihood {best.log_likelihood:.3f}   parameters {best.n_parameters}   "
-        f"BIC {best.bic:.3f}   AIC {best.aic:.3f}",
+        f"Selected: {best['covariance_type']} covariance, K = {best['n_components']}",
+        f"  log-likelihood {best['log_likelihood']:.3f}   parameters {best['n_parameters']}   "
+        f"BIC {best['bic']:.3f}   AIC {best['aic']:.3f}   ICL {best['icl']:.3f}",
         "  cluster sizes: " + " ".join(str(int(s)) for s in sizes),
     ]
     return "\n".join(lines)
 
 
-def table(cells: list[CellResult], criterion: str) -> str:
+def table(cells: list[Row], criterion: str) -> str:
     """The whole K × covariance-type grid of the criterion, NA where a candidate failed."""
-    types = list(dict.fromkeys(c.covariance_type for c in cells))
-    ks = sorted({c.n_components for c in cells})
-    cell = {(c.covariance_type, c.n_components): c for c in cells}
+    types = list(dict.fromkeys(c["covariance_type"] for c in cells))
+    ks = sorted({c["n_components"] for c in cells})
+    cell = {(c["covariance_type"], c["n_components"]): c for c in cells}
     lines = [f"{'K':>4}" + "".join(f"{t:>16}" for t in types)]
     for k in ks:
         vals = []
         for t in types:
             c = cell.get((t, k))
-            vals.append(f"{'NA' if c is None or c.error else f'{getattr(c, criterion):.2f}':>16}")
+            vals.append(f"{'NA' if c is None or c['error'] else f'{c[criterion]:.2f}':>16}")
         lines.append(f"{k:>4}" + "".join(vals))
     return "\n".join(lines)
 
 
-def plot_criteria(cells: list[CellResult], best: CellResult, criterion: str, path: Path) -> None:
-    """BIC and AIC against K, one line per covariance type, the selected point marked."""
+def plot_criteria(cells: list[Row], best: Row, criterion: str, path: Path) -> None:
+    """BIC, AIC and ICL against K, one line per covariance type, the selected point marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, crit in zip(axes, ("bic", "aic"), strict=True):
-        for t in dict.fromkeys(c.covariance_type for c in cells):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, crit in zip(axes, ("bic", "aic", "icl"), strict=True):
+        for t in dict.fromkeys(c["covariance_type"] for c in cells):
             pts = sorted(
-                (c.n_components, getattr(c, crit))
+                (c["n_components"], c[crit])
                 for c in cells
-                if c.covariance_type == t and c.error is None
+                if c["covariance_type"] == t and c["error"] is None
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=t)
         ax.plot(
-            best.n_components,
-            getattr(best, crit),
+            best["n_components"],
+            best[crit],
             marker="*",
             markersize=18,
             color="k",

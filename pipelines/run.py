@@ -7,19 +7,19 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-import numpy as np
 import yaml
 from distributed import performance_report
 
+import dgmm
 from dgmm.em import pass_task_nbytes
-from dgmm.estimator import from_em_state
-from dgmm.io import InputData, save_model
 
 from .cluster import connect
-from .data import DataError, data_path, ensure_data, fingerprint, open_data, profile_data
+from .data import data_path, ensure_data, open_data
 from .errors import RunFailed
 from .outputs import (
     RunDirs,
@@ -38,7 +38,6 @@ from .paths import (
 )
 from .report import package_versions, plot_criteria, plot_scatter, sample_rows, summary, table
 from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
-from .sweep import Candidate, CellResult, SweepRun, select
 
 logger = logging.getLogger("pipelines")
 
@@ -144,7 +143,7 @@ def _logged_failure(log: Path):
         yield
     except ConfigError:
         raise
-    except DataError as e:
+    except dgmm.DataError as e:
         logger.exception("run failed")
         raise RunFailed(f"{e} (details in {log})") from e
     except Exception as e:
@@ -153,25 +152,33 @@ def _logged_failure(log: Path):
 
 
 class _Progress:
-    """Progress for people: passes, iteration, candidates running, best criterion so far."""
+    """Progress for people: passes, iteration, candidates running, best criterion so far.
+
+    During EM a candidate's criterion is taken from its last lower bound (the log-likelihood
+    before its last M-step); ICL's entropy term is known only after scoring, so BIC stands in.
+    """
 
     def __init__(self, n_rows: int, criterion: str, enabled: bool, total: int):
-        self.n, self.criterion, self.bar = n_rows, criterion, None
+        self.n, self.bar, self.then = n_rows, None, None
+        self.criterion = "bic" if criterion == "icl" else criterion
         if enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="pass", desc="EM", file=sys.stderr, disable=None)
 
-    def __call__(self, live: list[Candidate], active: list[int]) -> None:
+    def __call__(self, live: list, active: list[int]) -> None:
         running = [c.state for c in live if not (c.state.failed or c.state.converged)]
         best = min(
             (
-                -2 * self.n * c.state.lower_bound
-                + (2 if self.criterion == "aic" else np.log(self.n)) * c.state.params.n_parameters()
+                dgmm.information_criteria(
+                    self.n * c.state.lower_bound,
+                    c.state.params.n_parameters(),
+                    self.n,
+                )[self.criterion]
                 for c in live
                 if c.state.n_iter and not c.state.failed
             ),
-            default=np.inf,
+            default=float("inf"),
         )
         it = max((c.state.n_iter for c in live), default=0)
         msg = (
@@ -183,59 +190,67 @@ class _Progress:
             self.bar.set_postfix_str(
                 f"it={it} running={len(running)} best_{self.criterion}={best:.1f}"
             )
+        if self.then is not None:
+            self.then(live, active)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def run(cfg: RunConfig, config_path: str | Path) -> Path:
-    """Execute a validated run; returns the published output folder.
+Say = Callable[[str], None]
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run made: the published folder, the selection and the cluster sizes."""
+
+    path: Path
+    selection: dgmm.SelectionResult
+    sizes: list[int]
+    summary: str
+
+
+def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -> RunOutcome:
+    """Execute a validated run; returns what it published.
 
     The output is claimed for the whole run (a second run for it is refused) and checked again
     once claimed, so a run that finished meanwhile is not replaced without ``overwrite``.
+    ``say`` receives the lines meant for people (the command line prints them).
     """
     x = preflight(cfg, config_path)
     config_text = Path(config_path).read_text(encoding="utf-8")
     with claim(cfg.output.path):
         check_output_path(cfg.output.path, cfg.output.overwrite, ("run",))
-        return _run_claimed(cfg, x, config_text)
-
-
-def _run_claimed(cfg: RunConfig, x, config_text: str) -> Path:
-    dirs = RunDirs(cfg.output.path)
-    dirs.work.mkdir(parents=True, exist_ok=True)
-    config_hash = cfg.result_hash()
-    with _file_log(dirs.log), _logged_failure(dirs.log):
-        logger.info("run of config hash %s", config_hash)
-        with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
-            if not isinstance(cfg.cluster, LocalClusterConfig):
-                check_task_memory(
-                    cfg.model,
-                    x,
-                    _smallest_worker_limit(client),
-                    "the workers' memory limit (dask worker --memory-limit)",
+        dirs = RunDirs(cfg.output.path)
+        dirs.work.mkdir(parents=True, exist_ok=True)
+        with _file_log(dirs.log), _logged_failure(dirs.log):
+            logger.info("run of config hash %s", cfg.result_hash())
+            with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
+                if not isinstance(cfg.cluster, LocalClusterConfig):
+                    limit = _smallest_worker_limit(client)
+                    check_task_memory(cfg.model, x, limit, "the workers' --memory-limit")
+                link = (
+                    client.dashboard_link
+                    if cfg.cluster.type != "local" or cfg.cluster.dashboard_address
+                    else None
                 )
-            link = (
-                client.dashboard_link
-                if cfg.cluster.type != "local" or cfg.cluster.dashboard_address
-                else None
-            )
-            print(f"Dask dashboard: {link or 'disabled'}", flush=True)
-            logger.info("dashboard %s", link)
-            report_ctx = (
-                performance_report(filename=str(dirs.work / "dask-report.html"))
-                if cfg.output.performance_report
-                else contextlib.nullcontext()
-            )
-            with report_ctx:
-                cells, best, sizes, n_passes = _sweep_and_write(cfg, x, dirs, config_hash)
-        _finish(cfg, dirs, cells, best, sizes, n_passes, config_hash, config_text, x)
-    publish(dirs.staging, dirs.final)
-    shutil.rmtree(dirs.work, ignore_errors=True)
-    print(summary(cells, best, cfg.selection.criterion, sizes))
-    print(f"\nOutputs in {dirs.final}")
-    return dirs.final
+                say(f"Dask dashboard: {link or 'disabled'}")
+                logger.info("dashboard %s", link)
+                report_ctx = (
+                    performance_report(filename=str(dirs.work / "dask-report.html"))
+                    if cfg.output.performance_report
+                    else contextlib.nullcontext()
+                )
+                with report_ctx:
+                    found = select_model(cfg, x, dirs.checkpoint, say)
+                    shutil.rmtree(dirs.staging, ignore_errors=True)
+                    dirs.staging.mkdir(parents=True)
+                    sizes = write_labels(dirs.staging, x, found, cfg.output.probabilities)
+            text = write_report(cfg, dirs, found, sizes, x, config_text)
+        publish(dirs.staging, dirs.final)
+        shutil.rmtree(dirs.work, ignore_errors=True)
+    return RunOutcome(dirs.final, found, sizes, text)
 
 
 def _smallest_worker_limit(client) -> int | None:
@@ -244,104 +259,120 @@ def _smallest_worker_limit(client) -> int | None:
     return min(limited) if limited else None
 
 
-def _sweep_and_write(cfg: RunConfig, x, dirs: RunDirs, config_hash: str):
-    data = InputData(x, None, None, None, None, lazy=True)
-    n_cand = len(cfg.model.n_components) * len(cfg.model.covariance_types) * cfg.model.n_init
-    print(
+def select_model(
+    cfg: RunConfig,
+    x,
+    checkpoint: Path,
+    say: Say = lambda text: None,
+    on_pass: Callable[[list, list[int]], None] | None = None,
+) -> dgmm.SelectionResult:
+    """The configured selection on the data: `dgmm.select` with the run's checkpoint.
+
+    Its first pass profiles the data (NaN/inf rows, constant columns, a digest that binds the
+    checkpoint to the data); a checkpoint of the same config and data is resumed. ``on_pass``
+    is called after every EM pass, after the progress report.
+    """
+    m = cfg.model
+    n_cand = len(m.n_components) * len(m.covariance_types) * m.n_init
+    say(
         f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
-        f"({len(x.chunks[0])} chunks), config hash {config_hash}",
-        flush=True,
+        f"({len(x.chunks[0])} chunks), config hash {cfg.result_hash()}"
     )
-    progress = _Progress(
-        x.shape[0], cfg.selection.criterion, cfg.output.progress, cfg.model.max_iter
-    )
+    progress = _Progress(x.shape[0], cfg.selection.criterion, cfg.output.progress, m.max_iter)
+    progress.then = on_pass
     t0 = time.perf_counter()
-    # One pass before any fit: NaN/inf rows and constant columns are refused up front.
-    profile = profile_data(x, f"data '{data_path(cfg.data)}'")
-    logger.info("data checked: column min %s, max %s", profile.lo.tolist(), profile.hi.tolist())
-    sweep = SweepRun(
-        cfg.model,
-        data,
-        dirs.checkpoint,
-        config_hash,
-        cfg.selection.criterion,
-        progress,
-        checked=True,
-        data_key=fingerprint(x, profile),
-    )
     try:
-        cells = sweep.run()
+        found = dgmm.select(
+            x,
+            m.n_components,
+            m.covariance_types,
+            criterion=cfg.selection.criterion,
+            n_init=m.n_init,
+            init_params=m.init,
+            tol=m.tol,
+            reg_covar=m.reg_covar,
+            max_iter=m.max_iter,
+            random_state=m.random_state,
+            retry=None if m.retry is None else dgmm.Retry(m.retry.factor, m.retry.max_reg_covar),
+            checkpoint=checkpoint,
+            checkpoint_key={"config_hash": cfg.result_hash()},
+            progress=progress,
+            name=f"data '{data_path(cfg.data)}'",
+        )
     finally:
         progress.close()
-    best = select(cells, cfg.selection.criterion)
+    if found.resumed_from:
+        say(f"resumed from the checkpoint after {found.resumed_from} passes")
+    best = found.best_params_
     logger.info(
-        "sweep done in %.1f s, %d passes; selected %s K=%d",
+        "selection done in %.1f s, %d passes; selected %s K=%d",
         time.perf_counter() - t0,
-        sweep.passes.n_passes,
-        best.covariance_type,
-        best.n_components,
+        found.n_passes_,
+        best["covariance_type"],
+        best["n_components"],
     )
-    shutil.rmtree(dirs.staging, ignore_errors=True)
-    dirs.staging.mkdir(parents=True)
-    sizes = write_assignments(dirs.staging, x, best.state.params, cfg.output.probabilities)
-    return cells, best, sizes, sweep.passes.n_passes
+    return found
 
 
-def _finish(
-    cfg,
-    dirs,
-    cells: list[CellResult],
-    best: CellResult,
-    sizes,
-    n_passes: int,
-    config_hash: str,
-    config_text: str,
-    x,
-) -> None:
+def write_labels(group: Path, x, found: dgmm.SelectionResult, probabilities: bool) -> list[int]:
+    """Labels (and probabilities) of the selected model, one more pass; the cluster sizes."""
+    return [int(s) for s in write_assignments(group, x, found.best_estimator_, probabilities)]
+
+
+def _selected_row(found: dgmm.SelectionResult) -> dict:
+    best = found.best_params_
+    return next(
+        r
+        for r in found.cells()
+        if r["n_components"] == best["n_components"]
+        and r["covariance_type"] == best["covariance_type"]
+    )
+
+
+def write_report(
+    cfg: RunConfig, dirs: RunDirs, found: dgmm.SelectionResult, sizes, x, config_text: str
+) -> str:
+    """Model, configs, report.json, plots and table into the staging output; marks it complete.
+
+    Returns the text summary.
+    """
     st = dirs.staging
-    m = cfg.model
-    gm = from_em_state(
-        best.state,
-        tol=m.tol,
-        reg_covar=best.reg_covar,
-        max_iter=m.max_iter,
-        init_params=m.init,
-        random_state=m.random_state,
-    )
-    save_model(gm, st / "model")
+    criterion = cfg.selection.criterion
+    gm = found.best_estimator_
+    gm.save(st / "model")
     (st / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     (st / "config.original.yaml").write_text(config_text)
+    cells, best = found.cells(), _selected_row(found)
     report = {
-        "config_hash": config_hash,
-        "criterion": cfg.selection.criterion,
-        "selected": best.row(),
-        "cluster_sizes": [int(s) for s in sizes],
-        "candidates": [c.row() for c in cells],
-        "n_passes": n_passes,
+        "config_hash": cfg.result_hash(),
+        "criterion": criterion,
+        "selected": best,
+        "cluster_sizes": sizes,
+        "cells": cells,
+        "candidates": found.results,
+        "n_passes": found.n_passes_ + 1,  # the selection's passes and the labels' one
         "data": {
             "path": str(data_path(cfg.data)),
             "shape": list(x.shape),
             "chunks": [int(x.chunks[0][0]), int(x.shape[1])],
             "dtype": str(x.dtype),
+            "digest": None if found.profile is None else f"{found.profile.digest:032x}",
         },
         "versions": package_versions(),
     }
     write_json(st / "report.json", report)
-    plot_criteria(cells, best, cfg.selection.criterion, st / "criteria.png")
+    plot_criteria(cells, best, criterion, st / "criteria.png")
     rows, idx = sample_rows(x)
     plot_scatter(
         rows,
         gm.predict(rows),
         st / "clusters.png",
-        f"{best.covariance_type}, K={best.n_components} ({len(idx)} sampled rows)",
+        f"{best['covariance_type']}, K={best['n_components']} ({len(idx)} sampled rows)",
     )
-    (st / "table.txt").write_text(
-        table(cells, cfg.selection.criterion)
-        + "\n\n"
-        + summary(cells, best, cfg.selection.criterion, sizes)
-        + "\n"
-    )
+    text = summary(cells, best, criterion, sizes)
+    (st / "table.txt").write_text(table(cells, criterion) + "\n\n" + text + "\n")
     for name in ("dask-report.html", "run.log"):
         if (dirs.work / name).exists():
             shutil.copy(dirs.work / name, st / name)
-    mark_complete(st, "run", {"config_hash": config_hash, "report": report})
+    mark_complete(st, "run", {"config_hash": cfg.result_hash(), "report": report})
+    return text

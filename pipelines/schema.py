@@ -148,7 +148,7 @@ class ModelConfig(Strict):
 
 
 class SelectionConfig(Strict):
-    criterion: Literal["bic", "aic"] = "bic"
+    criterion: Literal["bic", "aic", "icl"] = "bic"
 
 
 class OutputConfig(Strict):

@@ -17,10 +17,8 @@ from dask.callbacks import Callback
 from sklearn.metrics import adjusted_rand_score
 
 import dgmm
-from dgmm.io import InputData, open_zarr_array, zarr_to_dask
+from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data
-from pipelines.schema import ModelConfig
-from pipelines.sweep import SweepRun
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker with two threads in the run's own process: the quickest cluster to start.
@@ -101,21 +99,28 @@ def test_end_to_end_outputs(tmp_path, small_data):
 
     report = json.loads((out / "report.json").read_text())
     assert report == group.attrs["report"]
-    assert len(report["candidates"]) == 8  # 4 K x 2 covariance types
+    assert len(report["candidates"]) == 16  # every restart: 4 K x 2 covariance types x 2
+    assert len(report["cells"]) == 8  # the best restart of each cell
     for row in report["candidates"]:
         assert {
             "n_components",
             "covariance_type",
+            "restart",
             "log_likelihood",
+            "n_parameters",
             "bic",
             "aic",
+            "icl",
             "n_iter",
             "converged",
-            "seconds",
+            "reg_covar",
+            "error",
         } <= set(row)
+        assert "seconds" not in row  # passes are shared: there is no per-candidate time
+    assert sum(r["best_in_cell"] for r in report["candidates"]) == 8
     sel = report["selected"]
     assert (sel["covariance_type"], sel["n_components"]) == ("full", 3)
-    assert sel["bic"] == min(r["bic"] for r in report["candidates"])
+    assert sel["bic"] == min(r["bic"] for r in report["cells"])
     assert sum(report["cluster_sizes"]) == 6000
     assert report["versions"]["dgmm"] == dgmm.__version__
     assert report["config_hash"] == group.attrs["config_hash"]
@@ -225,12 +230,14 @@ def test_changed_config_starts_afresh(tmp_path, small_data):
     work = tmp_path / "out.work"
     work.mkdir()
     # a checkpoint left by a run of another config
-    from pipelines.sweep import Candidate, save_checkpoint
+    from dgmm.selection import Candidate, save_checkpoint
 
-    save_checkpoint(work / "checkpoint.npz", "0123456789abcdef", [Candidate("full", 1, 0)], 3)
+    key = {"config_hash": "0123456789abcdef"}
+    save_checkpoint(work / "checkpoint.npz", key, [Candidate("full", 1, 0, 1e-6)], 3)
     dgmm_cli("run", cfg)
     log = (out / "run.log").read_text()
-    assert "the config changed" in log and "starting afresh" in log
+    assert "the settings changed" in log and "config_hash 0123456789abcdef" in log
+    assert "starting afresh" in log
 
 
 def test_validate_command(tmp_path, small_data):
@@ -251,21 +258,21 @@ class _CountReads(Callback):
             self.reads += 1
 
 
-def _sweep_reads(data_path, ks, tmp_path, tag):
+def _sweep_reads(data_path, ks, tmp_path, tag, **kw):
     x = zarr_to_dask(open_zarr_array(f"{data_path}/X"))
-    model = ModelConfig(
-        n_components=ks, covariance_types=["full"], tol=0, max_iter=5, init="random_from_data"
-    )
-    data = InputData(x, None, None, None, "threads", lazy=True)
     with _CountReads(x.name) as counter, dask.config.set(scheduler="threads"):
-        cells = SweepRun(model, data, tmp_path / f"{tag}.npz", tag).run()
-    return counter.reads, len(x.chunks[0]), cells
+        found = dgmm.select(x, ks, "full", tol=0, max_iter=5, init_params="random_from_data", **kw)
+    return counter.reads, len(x.chunks[0]), found
 
 
-def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data):
-    single, n_chunks, _ = _sweep_reads(small_data, [10], tmp_path, "single")
-    sweep, _, cells = _sweep_reads(small_data, list(range(1, 11)), tmp_path, "sweep")
-    assert len(cells) == 10 and all(c.error is None for c in cells)
-    # init pass + 5 EM passes + scoring pass, each chunk read once per pass
-    assert single == n_chunks * 7
-    assert sweep == single  # ten values of K cost the reads of one
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data, checkpoint):
+    """The pass-count contract of `dgmm.select`: the passes it reports are the real reads."""
+    kw = {"checkpoint": tmp_path / "c.npz"} if checkpoint else {}
+    single, n_chunks, one = _sweep_reads(small_data, [10], tmp_path, "single", **kw)
+    (tmp_path / "c.npz").unlink(missing_ok=True)
+    sweep, _, found = _sweep_reads(small_data, list(range(1, 11)), tmp_path, "sweep", **kw)
+    assert len(found.results) == 10 and all(r["error"] is None for r in found.results)
+    # (profile pass with a checkpoint) + init pass + 5 EM passes + scoring pass
+    assert found.n_passes_ == one.n_passes_ == checkpoint + 1 + 5 + 1
+    assert single == sweep == n_chunks * found.n_passes_  # ten values of K read as one

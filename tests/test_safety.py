@@ -231,15 +231,13 @@ class _Stop(Exception):
 
 
 def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
-    """Leave the checkpoint of a run of ``cfg_path`` stopped after ``passes`` passes."""
-    from dgmm.io import InputData
-    from pipelines.data import fingerprint, open_data, profile_data
+    """Leave the checkpoint of a run of ``cfg_path`` stopped after ``passes`` EM passes."""
+    from pipelines.data import open_data
     from pipelines.outputs import RunDirs
+    from pipelines.run import select_model
     from pipelines.schema import load_config
-    from pipelines.sweep import SweepRun
 
     cfg = load_config(cfg_path)
-    x = open_data(cfg.data)
     seen = []
 
     def stop(live, active):
@@ -247,19 +245,14 @@ def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
         if len(seen) >= passes:
             raise _Stop
 
-    dirs = RunDirs(cfg.output.path)
-    sweep = SweepRun(
-        cfg.model,
-        InputData(x, None, None, None, None, lazy=True),
-        dirs.checkpoint,
-        cfg.result_hash(),
-        progress=stop,
-        checked=True,
-        data_key=fingerprint(x, profile_data(x)),
-    )
-    with pytest.raises(_Stop):
-        sweep.run()
-    assert dirs.checkpoint.exists()
+    checkpoint = RunDirs(cfg.output.path).checkpoint
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            "pipelines.run._Progress.__call__", lambda self, live, active: stop(live, active)
+        )
+        with pytest.raises(_Stop):
+            select_model(cfg, open_data(cfg.data), checkpoint)
+    assert checkpoint.exists()
 
 
 def _rewrite(store: Path, x: np.ndarray, chunks=(200, 2)) -> None:

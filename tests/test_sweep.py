@@ -1,13 +1,13 @@
-"""Sweep behaviour in process: failed candidates are NA or retried, make-data is seeded."""
+"""Sweep behaviour: failed candidates are NA or retried, make-data is seeded."""
 
 import numpy as np
 import pytest
 
-from dgmm.io import InputData, open_zarr_array, zarr_to_dask
+import dgmm
+from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data, mixture_truth
 from pipelines.report import summary, table
-from pipelines.schema import ModelConfig, RetryConfig
-from pipelines.sweep import SweepRun, select
+from pipelines.schema import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -23,40 +23,44 @@ def collinear(tmp_path_factory):
     return zarr_to_dask(open_zarr_array(path))
 
 
-def _run(x, tmp_path, **model):
-    cfg = ModelConfig(
-        **{
-            "n_components": [1, 2, 3],
-            "covariance_types": ["full", "diag"],
-            "reg_covar": 0.0,
-            "init": "random_from_data",
-            **model,
-        }
+def _run(x, **kw):
+    return dgmm.select(
+        x,
+        [1, 2, 3],
+        ["full", "diag"],
+        reg_covar=0.0,
+        init_params="random_from_data",
+        random_state=0,
+        **kw,
     )
-    data = InputData(x, None, None, None, "threads", lazy=True)
-    return SweepRun(cfg, data, tmp_path / "ckpt.npz", "h").run()
 
 
-def test_failed_candidates_are_na_and_do_not_stop_the_sweep(collinear, tmp_path):
-    cells = _run(collinear, tmp_path)
-    full = [c for c in cells if c.covariance_type == "full"]
-    diag = [c for c in cells if c.covariance_type == "diag"]
-    assert all(c.error and "not positive definite" in c.error and c.bic is None for c in full)
-    assert all(c.error is None and np.isfinite(c.bic) for c in diag)
-    best = select(cells, "bic")
-    assert best.covariance_type == "diag"
-    text = table(cells, "bic")
-    assert text.count("NA") == 3
+def test_failed_candidates_are_na_and_do_not_stop_the_sweep(collinear):
+    found = _run(collinear)
+    cells = found.cells()
+    full = [c for c in cells if c["covariance_type"] == "full"]
+    diag = [c for c in cells if c["covariance_type"] == "diag"]
+    assert all(c["error"] and "not positive definite" in c["error"] for c in full)
+    assert all(c["bic"] is None and c["icl"] is None for c in full)
+    assert all(c["error"] is None and np.isfinite(c["bic"]) for c in diag)
+    assert found.best_params_["covariance_type"] == "diag"
+    best = next(c for c in cells if c["best_in_cell"] and c["n_components"] == 3)
+    assert table(cells, "bic").count("NA") == 3
     assert "3 candidate(s) failed (NA)" in summary(cells, best, "bic", [1, 2])
 
 
-def test_retry_with_larger_reg_covar(collinear, tmp_path):
-    cells = _run(collinear, tmp_path, retry=RetryConfig(factor=10, max_reg_covar=1e-3))
-    full = {c.n_components: c for c in cells if c.covariance_type == "full"}
-    assert all(c.error is None for c in full.values())
-    assert all(c.reg_covar >= 1e-6 for c in full.values())
-    capped = _run(collinear, tmp_path / "x", retry=RetryConfig(factor=10, max_reg_covar=1e-7))
-    assert all(c.error for c in capped if c.covariance_type == "full")
+def test_every_candidate_failing_is_one_clear_error(collinear):
+    with pytest.raises(ValueError, match=r"every candidate failed: .*not positive definite"):
+        dgmm.select(collinear, [2], "full", reg_covar=0.0, init_params="random_from_data")
+
+
+def test_retry_with_larger_reg_covar(collinear):
+    found = _run(collinear, retry=dgmm.Retry(factor=10, max_reg_covar=1e-3))
+    full = [c for c in found.results if c["covariance_type"] == "full"]
+    assert all(c["error"] is None for c in full)
+    assert all(c["reg_covar"] >= 1e-6 and c["retries"] >= 1 for c in full)
+    capped = _run(collinear, retry=dgmm.Retry(factor=10, max_reg_covar=1e-7))
+    assert all(c["error"] for c in capped.results if c["covariance_type"] == "full")
 
 
 def test_make_data_is_seeded_and_chunked(tmp_path):
@@ -71,5 +75,5 @@ def test_make_data_is_seeded_and_chunked(tmp_path):
     _, means, _ = mixture_truth(4, 3, 5, 6.0)
     for k in range(3):  # each component's rows sit around its mean
         np.testing.assert_allclose(a["X"][:][labels == k].mean(axis=0), means[k], atol=0.3)
-    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already exists; set --overwrite to replace it"):
         make_data(tmp_path / "a.zarr", 10, 2, 2)

@@ -1,0 +1,643 @@
+"""Model selection: every K × covariance type × restart fitted in lockstep, scored, and chosen.
+
+`Sweep` is the one EM engine: `GaussianMixture.fit` is its one-cell case and `select` the
+many-cell case. Every pass over the data serves every candidate still running; a candidate that
+fails is recorded with its reason (NA) and optionally retried with a larger ``reg_covar``; with a
+checkpoint path the state is saved after every pass so a killed sweep resumes where it stopped,
+on the same data only. After EM one scoring pass gives every fitted restart its log-likelihood and
+the entropy term of ICL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from .covariance import get_covariance_type
+from .em import DataPasses, EMState, run_em
+from .estep import ScoringPosterior, StatsJob
+from .init import InitRequest, UserInit, initial_parameters
+from .io import load_input
+from .params import GaussianParams, n_parameters
+from .validation import ColumnProfile, check_n_components, check_profile
+
+logger = logging.getLogger(__name__)
+
+CRITERIA = ("bic", "aic", "icl")
+# A failed candidate fitted without regularisation is retried first with scikit-learn's default.
+RETRY_FIRST_REG = 1e-6
+
+
+def information_criteria(
+    log_likelihood: float, n_parameters: int, n_samples: float, entropy: float = 0.0
+) -> dict[str, float]:
+    """BIC, AIC and ICL of a fitted mixture (lower is better), the one place they are written.
+
+    Parameters
+    ----------
+    log_likelihood : float
+        Total (weighted) log-likelihood of the data under the model.
+    n_parameters : int
+        Free parameters of the model.
+    n_samples : float
+        Number of rows (total weight when weighted).
+    entropy : float
+        ``Σ_i Σ_k τ_ik log τ_ik`` (≤ 0); ICL = BIC − 2·entropy, as mclust defines it.
+    """
+    bic = -2.0 * log_likelihood + n_parameters * np.log(n_samples)
+    return {
+        "bic": float(bic),
+        "aic": float(-2.0 * log_likelihood + 2 * n_parameters),
+        "icl": float(bic - 2.0 * entropy),
+    }
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry failed candidates with ``reg_covar × factor`` (1e-6 after 0) up to the cap."""
+
+    factor: float = 10.0
+    max_reg_covar: float = 1e-2
+
+
+@dataclass
+class Candidate:
+    """One restart of one (K, covariance type) cell: its EM state, scores and bookkeeping."""
+
+    covariance_type: str
+    n_components: int
+    restart: int
+    reg_covar: float
+    start: GaussianParams | None = None
+    state: EMState | None = None
+    init_error: str | None = None
+    retries: int = 0
+    log_likelihood: float | None = None  # total, of the final parameters (scoring pass)
+    entropy: float | None = None
+
+    @property
+    def cell(self) -> tuple[str, int]:
+        return self.covariance_type, self.n_components
+
+    @property
+    def error(self) -> str | None:
+        if self.init_error is not None:
+            return f"initialisation failed: {self.init_error}"
+        return self.state.error if self.state else None
+
+
+ProgressFn = Callable[[list[Candidate], list[int]], None]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+_ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int) -> None:
+    """All candidates' state in one ``.npz`` written atomically (temp file + replace).
+
+    ``key`` identifies what the state belongs to (the sweep's settings and the data); a
+    checkpoint is resumed only under an equal key.
+    """
+    meta, arrays = [], {}
+    for i, c in enumerate(cands):
+        s = c.state
+        meta.append(
+            {
+                "retries": c.retries,
+                "reg_covar": c.reg_covar,
+                "init_error": c.init_error,
+                "state": None
+                if s is None
+                else {
+                    "reg_covar": s.reg_covar,
+                    "lower_bound": s.lower_bound,
+                    "lower_bounds": s.lower_bounds,
+                    "n_iter": s.n_iter,
+                    "converged": s.converged,
+                    "error": s.error,
+                },
+            }
+        )
+        for tag, p in (("start", c.start), ("cur", s.params if s else None)):
+            if p is not None:
+                for a in _ARRAYS:
+                    arrays[f"{tag}{i}_{a}"] = getattr(p, a)
+    header = {"key": key, "n_passes": n_passes, "candidates": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, header=np.array(json.dumps(header)), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint_header(path: Path) -> dict:
+    """The header of a checkpoint: key, passes and candidate metadata."""
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(str(npz["header"]))
+
+
+def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
+    """Restore candidates in place from a checkpoint; returns the passes made so far."""
+    with np.load(path, allow_pickle=False) as npz:
+        header = json.loads(str(npz["header"]))
+        arrays = {k: npz[k] for k in npz.files}
+    for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
+        c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
+
+        def params(tag: str, c: Candidate = c, i: int = i) -> GaussianParams | None:
+            if f"{tag}{i}_weights" not in arrays:
+                return None
+            return GaussianParams(c.covariance_type, *(arrays[f"{tag}{i}_{a}"] for a in _ARRAYS))
+
+        c.start = params("start")
+        s = m["state"]
+        c.state = None if s is None else EMState(params("cur"), **s)
+    return int(header["n_passes"])
+
+
+_DATA_KEYS = ("shape", "dtype", "row_chunks", "digest")
+
+
+def _key_difference(old: Any, new: dict) -> str | None:
+    """Why a checkpoint made under key ``old`` may not resume under ``new`` (None: it may)."""
+    if not isinstance(old, dict):
+        return "it records no key"
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if not diff:
+        return None
+    data = [k for k in diff if k in _DATA_KEYS]
+    settings = [k for k in diff if k not in _DATA_KEYS]
+    parts = [
+        f"the {what} changed ({'; '.join(f'{k} {old.get(k)} -> {new.get(k)}' for k in keys)})"
+        for what, keys in (("settings", settings), ("data", data))
+        if keys
+    ]
+    return " and ".join(parts) + " since it was written"
+
+
+# ---------------------------------------------------------------------------- the engine
+@dataclass
+class Sweep:
+    """The lockstep EM engine over a set of candidates sharing one dataset.
+
+    Parameters
+    ----------
+    passes : DataPasses
+        The passes over the data; it counts them.
+    candidates : list of Candidate
+        In the order results are reported; restarts of one cell in restart order.
+    init_params, tol, max_iter, random_state
+        As in `GaussianMixture`. Each cell draws its restarts' initialisations in turn from
+        its own ``check_random_state(random_state)``, as one `GaussianMixture` fit does.
+    user : UserInit
+        User-given starting parameters (one-cell sweeps).
+    x_mem, w_mem : ndarray or None
+        In-memory data and weights (numpy input), for scikit-learn's own initialisations.
+    retry : Retry or None
+    checkpoint : path or None
+        Where to save the state after every pass, and to resume from.
+    key : dict
+        What the checkpoint must match to be resumed (settings and data).
+    progress : callable or None
+        Called after every EM pass with the candidates and the indices still running.
+    """
+
+    passes: DataPasses
+    candidates: list[Candidate]
+    init_params: str = "kmeans"
+    tol: float = 1e-3
+    max_iter: int = 100
+    random_state: Any = None
+    user: UserInit = field(default_factory=UserInit)
+    x_mem: np.ndarray | None = None
+    w_mem: np.ndarray | None = None
+    retry: Retry | None = None
+    checkpoint: Path | None = None
+    key: dict = field(default_factory=dict)
+    progress: ProgressFn | None = None
+    resumed_from: int | None = None  # passes of the checkpoint resumed, if any
+
+    def run(self, score: bool = True) -> list[Candidate]:
+        """Initialise (or resume), run EM with retries, then score every fitted restart.
+
+        Candidates that come with a state (a warm start) are not initialised.
+        """
+        if not self._resume():
+            fresh = [c for c in self.candidates if c.state is None]
+            if fresh:
+                self._initialise(fresh)
+        self._em()
+        while self._retry():
+            self._em()
+        if score:
+            self._score()
+        return self.candidates
+
+    # -- stages
+    def _resume(self) -> bool:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        try:
+            header = read_checkpoint_header(self.checkpoint)
+            why = _key_difference(header.get("key"), self.key)
+            if why is None and len(header["candidates"]) != len(self.candidates):
+                why = "it holds other candidates"
+        except (OSError, ValueError, KeyError) as e:
+            why = f"it cannot be read ({type(e).__name__})"
+        if why is None:
+            n_passes = load_checkpoint(self.checkpoint, self.candidates)
+            if n_passes:
+                done = max((c.state.n_iter for c in self.candidates if c.state), default=0)
+                logger.info(
+                    "resuming from checkpoint after %d passes (iteration %d)", n_passes, done
+                )
+                self.passes.resume(n_passes)
+                self.resumed_from = n_passes
+                return True
+            why = "it holds no finished pass"
+        logger.warning("not resuming from the checkpoint: %s; starting afresh", why)
+        for c in self.candidates:
+            c.start = c.state = c.init_error = None
+            c.retries = 0
+        self.checkpoint.unlink()
+        return False
+
+    def _initialise(self, cands: list[Candidate]) -> None:
+        """Starting parameters of ``cands``, in one shared pass.
+
+        Every cell replays its random stream from the start over its restarts 0..r, so that a
+        restart re-initialised alone (a retry) gets the same start as in the first round.
+        """
+        cells: dict[tuple[str, int], list[Candidate]] = {}
+        for c in cands:
+            cells.setdefault(c.cell, []).append(c)
+        requests, owners = [], []
+        for (cov, k), members in cells.items():
+            rng = check_random_state(self.random_state)
+            wanted = {c.restart: c for c in members}
+            for r in range(max(wanted) + 1):
+                c = wanted.get(r)
+                reg = c.reg_covar if c is not None else members[0].reg_covar
+                strategy = get_covariance_type(cov)
+                requests.append(InitRequest(strategy, k, self.init_params, self.user, reg, rng=rng))
+                owners.append(c)
+        starts = initial_parameters(self.passes, requests, None, self.x_mem, self.w_mem)
+        for c, p in zip(owners, starts, strict=True):
+            if c is None:
+                continue
+            if isinstance(p, Exception):
+                c.init_error, c.start, c.state = str(p), None, None
+            else:
+                c.start, c.init_error = p, None
+                c.state = EMState(p, c.reg_covar)
+        self._checkpoint()
+
+    def _em(self) -> None:
+        live = [c for c in self.candidates if c.state is not None]
+
+        def on_pass(states: list[EMState], active: list[int]) -> None:
+            self._checkpoint()
+            if self.progress is not None:
+                self.progress(live, active)
+
+        run_em(
+            self.passes,
+            [c.state for c in live],
+            tol=self.tol,
+            max_iter=self.max_iter,
+            callback=on_pass,
+        )
+
+    def _retry(self) -> bool:
+        """Restart failed candidates with reg_covar × factor while it stays within the cap."""
+        r = self.retry
+        if r is None:
+            return False
+        again = []
+        for c in self.candidates:
+            if c.error is None:
+                continue
+            reg = c.reg_covar * r.factor if c.reg_covar > 0 else RETRY_FIRST_REG
+            if reg > r.max_reg_covar:
+                continue
+            logger.info(
+                "retrying %s K=%d restart %d with reg_covar=%g after: %s",
+                c.covariance_type,
+                c.n_components,
+                c.restart,
+                reg,
+                c.error,
+            )
+            c.retries, c.reg_covar = c.retries + 1, reg
+            again.append(c)
+        reinit = [c for c in again if c.start is None]
+        for c in again:
+            if c.start is not None:
+                c.state = EMState(c.start, c.reg_covar)
+        if reinit:
+            self._initialise(reinit)  # the same draws, a larger reg_covar
+        elif again:
+            self._checkpoint()
+        return bool(again)
+
+    def _checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.key, self.candidates, self.passes.n_passes)
+
+    def _score(self) -> None:
+        """One pass: log-likelihood and entropy of the final parameters of every fitted restart."""
+        scored = [c for c in self.candidates if c.error is None and c.state is not None]
+        jobs = [
+            StatsJob(
+                ScoringPosterior(c.state.params.shifted(self.passes.shift, self.passes.dtype)),
+                c.state.params.strategy,
+            )
+            for c in scored
+        ]
+        stats = self.passes.statistics(jobs, "dgmm-score") if jobs else []
+        for c, st in zip(scored, stats, strict=True):
+            c.log_likelihood, c.entropy = float(st.loglik), float(st.entropy)
+
+
+def best_restart(restarts: Iterable[Candidate]) -> Candidate | None:
+    """scikit-learn's choice among restarts: the first largest final lower bound."""
+    best = None
+    for c in restarts:
+        if c.error is None and (best is None or c.state.lower_bound > best.state.lower_bound):
+            best = c
+    return best
+
+
+# ------------------------------------------------------------------------ the public API
+@dataclass
+class SelectionResult:
+    """What `select` found: every restart of every cell, scored, and the chosen model.
+
+    Attributes
+    ----------
+    results : list of dict
+        One row per restart (cell by cell, in the order asked): ``n_components``,
+        ``covariance_type``, ``restart``, ``log_likelihood`` (total, of the final parameters),
+        ``n_parameters``, ``bic``, ``aic``, ``icl``, ``n_iter``, ``converged``, ``reg_covar``,
+        ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep) and ``error``
+        (None, or why the restart failed; its scores are then None).
+    criterion : str
+    best_params_ : dict
+        ``n_components`` and ``covariance_type`` of the selected cell.
+    best_estimator_ : GaussianMixture
+        The selected cell's best restart, fitted.
+    n_passes_ : int
+        Passes over the data the selection made (profile, initialisation, EM, scoring).
+    resumed_from : int or None
+        Passes of the checkpoint it resumed from, if it did.
+    """
+
+    results: list[dict]
+    criterion: str
+    best_params_: dict
+    best_estimator_: Any
+    n_passes_: int
+    resumed_from: int | None = None
+    profile: ColumnProfile | None = None
+    candidates: list[Candidate] = field(default_factory=list, repr=False)
+    settings: dict = field(default_factory=dict, repr=False)
+
+    def estimator(self, n_components: int, covariance_type: str):
+        """The fitted `GaussianMixture` of a cell's best restart (what that estimator fits).
+
+        Raises
+        ------
+        ValueError
+            If the cell was not in the sweep or every restart of it failed.
+        """
+        from .estimator import GaussianMixture, from_candidate
+
+        group = [c for c in self.candidates if c.cell == (covariance_type, n_components)]
+        if not group:
+            raise ValueError(f"no cell ({covariance_type!r}, K={n_components}) in this selection")
+        best = best_restart(group)
+        if best is None:
+            raise ValueError(
+                f"every restart of ({covariance_type!r}, K={n_components}) failed: {group[0].error}"
+            )
+        gm = GaussianMixture(
+            n_components,
+            covariance_type=covariance_type,
+            **{**self.settings, "reg_covar": best.state.reg_covar},
+        )
+        return from_candidate(best, gm, best.state.params.n_features, self.n_passes_)
+
+    def cells(self) -> list[dict]:
+        """The best restart of every cell (the mclust table's entries), NA rows included."""
+        out: dict[tuple[str, int], dict] = {}
+        for row in self.results:
+            key = (row["covariance_type"], row["n_components"])
+            if row["best_in_cell"] or key not in out:
+                out[key] = row
+        return list(out.values())
+
+    def to_pandas(self):
+        """The results as a pandas DataFrame (pandas is optional)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.results)
+
+
+def _rows(cands: list[Candidate], n_features: int, n: int) -> list[dict]:
+    """One row per restart; criteria use the number of rows ``n`` (as scikit-learn's do)."""
+    cells: dict[tuple[str, int], list[Candidate]] = {}
+    for c in cands:
+        cells.setdefault(c.cell, []).append(c)
+    best = {cell: best_restart(group) for cell, group in cells.items()}
+    rows = []
+    for c in cands:
+        p = n_parameters(c.covariance_type, c.n_components, n_features)
+        ok = c.error is None and c.log_likelihood is not None
+        crit = (
+            information_criteria(c.log_likelihood, p, n, c.entropy)
+            if ok
+            else dict.fromkeys(CRITERIA)
+        )
+        rows.append(
+            {
+                "n_components": c.n_components,
+                "covariance_type": c.covariance_type,
+                "restart": c.restart,
+                "log_likelihood": c.log_likelihood if ok else None,
+                "n_parameters": p,
+                **crit,
+                "n_iter": c.state.n_iter if c.state else None,
+                "converged": c.state.converged if c.state and ok else None,
+                "reg_covar": c.state.reg_covar if c.state else c.reg_covar,
+                "retries": c.retries,
+                "best_in_cell": best[c.cell] is c,
+                "error": c.error,
+            }
+        )
+    return rows
+
+
+def _check_grid(
+    n_components: int | Sequence[int], covariance_types: str | Sequence[str], criterion: str
+) -> tuple[list[int], list[str]]:
+    ks = [n_components] if isinstance(n_components, (int, np.integer)) else list(n_components)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in ks):
+        raise ValueError(f"n_components must be a whole number or a sequence of them; got {ks!r}")
+    if min(ks) < 1:
+        raise ValueError(f"every n_components must be >= 1; got {min(ks)}")
+    types = [covariance_types] if isinstance(covariance_types, str) else list(covariance_types)
+    if not types:
+        raise ValueError("covariance_types is empty; give at least one")
+    for t in types:
+        get_covariance_type(t)
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {list(CRITERIA)}; got {criterion!r}")
+    return [int(k) for k in dict.fromkeys(ks)], list(dict.fromkeys(types))
+
+
+def select(
+    X: Any,
+    n_components: int | Sequence[int] = range(1, 11),
+    covariance_types: str | Sequence[str] = ("full",),
+    *,
+    criterion: str = "bic",
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    random_state: int | None = None,
+    sample_weight: Any = None,
+    retry: Retry | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_key: dict | None = None,
+    progress: ProgressFn | None = None,
+    name: str = "X",
+) -> SelectionResult:
+    """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
+
+    Every pass over the data serves every candidate still running, so a sweep reads the data
+    about as often as its slowest candidate's fit. Each cell's restarts are drawn from
+    ``random_state`` exactly as ``GaussianMixture(K, covariance_type=..., n_init=...,
+    random_state=...)`` draws them, so the selected model is bitwise the one that estimator fits.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+    n_components : int or sequence of int, default=range(1, 11)
+    covariance_types : str or sequence of {'full', 'tied', 'diag', 'spherical'}
+    criterion : {'bic', 'aic', 'icl'}, default='bic'
+        Lower is better. ICL is BIC minus twice the classification entropy (mclust).
+    n_init, init_params, tol, reg_covar, max_iter, random_state
+        As in `GaussianMixture`, for every cell.
+    sample_weight : array-like of shape (n_samples,), default=None
+    retry : Retry or None
+        Refit failed restarts with a larger ``reg_covar``; None records them as NA.
+    checkpoint : path, default=None
+        Save the state after every pass; a rerun with the same settings on the same data
+        resumes from it. The data is profiled first (one pass: NaN/inf, constant columns and a
+        digest of its bytes) so that a checkpoint of other data is never resumed.
+    checkpoint_key : dict, default=None
+        More that a resumed checkpoint must match (e.g. a configuration's hash).
+    progress : callable, default=None
+        ``progress(candidates, running)`` after every EM pass.
+    name : str, default='X'
+        What error messages call the data.
+
+    Returns
+    -------
+    SelectionResult
+
+    Raises
+    ------
+    DataError
+        Rows with NaN/inf, identical rows or constant columns (found by the profile pass).
+    ValueError
+        Bad parameters or data, or when every candidate failed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dgmm import select
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 1, (200, 2)), rng.normal(8, 1, (200, 2))])
+    >>> found = select(X, n_components=range(1, 4), covariance_types=["full", "diag"],
+    ...                random_state=0)
+    >>> found.best_params_
+    {'n_components': 2, 'covariance_type': 'diag'}
+    """
+    from .estimator import check_estimator_params
+
+    ks, types = _check_grid(n_components, covariance_types, criterion)
+    check_estimator_params(
+        n_init=n_init, init_params=init_params, tol=tol, reg_covar=reg_covar, max_iter=max_iter
+    )
+    data = load_input(X, sample_weight, name)
+    n_samples, n_features = data.x.shape
+    check_n_components(max(ks), n_samples)
+    passes = DataPasses.over(data)
+    profile, key = None, {}
+    if checkpoint is not None:
+        profile = passes.profile()
+        check_profile(profile, data.x.dtype, name)
+        key = {
+            "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
+            "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
+            "shape": list(data.x.shape),
+            "dtype": str(data.x.dtype),
+            "row_chunks": [int(c) for c in data.x.chunks[0]],
+            "digest": f"{profile.digest:032x}",
+            **(checkpoint_key or {}),
+        }
+    cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
+    sweep = Sweep(
+        passes,
+        cands,
+        init_params=init_params,
+        tol=tol,
+        max_iter=max_iter,
+        random_state=random_state,
+        x_mem=data.x_mem,
+        w_mem=data.w_mem,
+        retry=retry,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+        key=key,
+        progress=progress,
+    )
+    sweep.run()
+    rows = _rows(cands, n_features, n_samples)
+    ok = [r for r in rows if r["best_in_cell"] and r["error"] is None]
+    if not ok:
+        reasons = sorted({r["error"] for r in rows if r["error"]})
+        raise ValueError(f"every candidate failed: {'; '.join(reasons)}")
+    chosen = min(ok, key=lambda r: r[criterion])
+    result = SelectionResult(
+        rows,
+        criterion,
+        {"n_components": chosen["n_components"], "covariance_type": chosen["covariance_type"]},
+        None,
+        passes.n_passes,
+        sweep.resumed_from,
+        profile,
+        cands,
+        {
+            "tol": tol,
+            "max_iter": max_iter,
+            "n_init": n_init,
+            "init_params": init_params,
+            "random_state": random_state,
+        },
+    )
+    result.best_estimator_ = result.estimator(chosen["n_components"], chosen["covariance_type"])
+    return result

@@ -1,0 +1,209 @@
+"""`dgmm.select`: the same table as a scikit-learn loop, ICL, one engine, pass accounting."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, load_wine
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+import dgmm
+
+from .conftest import COV_TYPES
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _datasets(seed_example):
+    return {
+        "iris": load_iris().data,
+        "wine": load_wine().data,
+        "seed example": seed_example[0],
+    }
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "seed example"])
+def test_same_table_and_choice_as_a_scikit_learn_loop(name, seed_example):
+    """Every cell's best restart: the log-likelihood, BIC and AIC of scikit-learn's fit with the
+    same init and seed, and the same selected cell; ICL from scikit-learn's responsibilities."""
+    X = _datasets(seed_example)[name]
+    ks = [1, 2, 3, 4]
+    found = dgmm.select(X, ks, COV_TYPES, n_init=2, random_state=0, max_iter=200)
+    sk_bic = {}
+    for row in found.cells():
+        k, cov = row["n_components"], row["covariance_type"]
+        sk = SkGaussianMixture(k, covariance_type=cov, n_init=2, random_state=0, max_iter=200)
+        sk.fit(X)
+        ll = sk.score(X) * X.shape[0]
+        assert row["log_likelihood"] == pytest.approx(ll, rel=1e-6), (k, cov)
+        assert row["bic"] == pytest.approx(sk.bic(X), rel=1e-6), (k, cov)
+        assert row["aic"] == pytest.approx(sk.aic(X), rel=1e-6), (k, cov)
+        tau = sk.predict_proba(X)
+        entropy = np.sum(np.where(tau > 0, tau * np.log(np.where(tau > 0, tau, 1)), 0.0))
+        assert row["icl"] == pytest.approx(sk.bic(X) - 2 * entropy, rel=1e-8), (k, cov)
+        sk_bic[(cov, k)] = sk.bic(X)
+    best = min(sk_bic, key=sk_bic.get)
+    assert (found.best_params_["covariance_type"], found.best_params_["n_components"]) == best
+
+
+@pytest.mark.parametrize(
+    ("input_type", "init"),
+    [
+        *[("numpy", i) for i in ("kmeans", "k-means++", "random", "random_from_data")],
+        # Dask 'kmeans' is dask-ml's k-means||, ~1 minute here for 24 fits: k-means++ stands in
+        *[("dask", i) for i in ("k-means++", "random", "random_from_data")],
+    ],
+)
+def test_estimator_and_selection_fit_bitwise_the_same(input_type, init, blobs):
+    """A cell of a sweep is exactly the estimator's fit: same seed, same data, same bits."""
+    X = blobs[0] if input_type == "numpy" else da.from_array(blobs[0], chunks=(200, 3))
+    found = dgmm.select(
+        X, [1, 2, 4], COV_TYPES, n_init=2, init_params=init, random_state=5, max_iter=30
+    )
+    for row in found.cells():
+        k, cov = row["n_components"], row["covariance_type"]
+        gm = dgmm.GaussianMixture(
+            k, covariance_type=cov, n_init=2, init_params=init, random_state=5, max_iter=30
+        ).fit(X)
+        ours = found.estimator(k, cov)
+        for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+            assert np.array_equal(getattr(gm, attr), getattr(ours, attr)), (k, cov, attr)
+        assert gm.lower_bound_ == ours.lower_bound_ and gm.n_iter_ == ours.n_iter_
+
+
+def test_selected_model_is_a_fitted_estimator(seed_example):
+    """The seed article's loop in one call. Its four blobs are isotropic blobs under one linear
+    map, so they share one covariance: BIC picks tied with K = 4 over all four types."""
+    X = seed_example[0]
+    found = dgmm.select(X, range(1, 7), COV_TYPES, n_init=3, random_state=0)
+    assert found.best_params_ == {"n_components": 4, "covariance_type": "tied"}
+    gm = found.best_estimator_
+    assert isinstance(gm, dgmm.GaussianMixture) and gm.n_components == 4
+    assert gm.bic(X) == pytest.approx(
+        next(
+            r["bic"]
+            for r in found.cells()
+            if r["covariance_type"] == "tied" and r["n_components"] == 4
+        ),
+        rel=1e-10,
+    )
+    assert len(found.results) == 6 * 4 * 3
+    frame = found.to_pandas()
+    assert list(frame.columns[:3]) == ["n_components", "covariance_type", "restart"]
+    assert len(frame) == 72
+
+
+@pytest.mark.parametrize("criterion", ["bic", "aic", "icl"])
+def test_each_criterion_picks_its_own_minimum(criterion, seed_example):
+    found = dgmm.select(
+        seed_example[0], range(1, 6), ["full", "spherical"], criterion=criterion, random_state=0
+    )
+    ok = [r for r in found.cells() if r["error"] is None]
+    low = min(ok, key=lambda r: r[criterion])
+    assert found.best_params_ == {
+        "n_components": low["n_components"],
+        "covariance_type": low["covariance_type"],
+    }
+
+
+def test_sample_weight_and_resume_from_a_checkpoint(blobs, tmp_path):
+    """Weights reach every cell as the estimator's; a checkpointed selection resumes bitwise."""
+    X = blobs[0][:600]
+    w = np.tile([1.0, 2.0, 3.0], 200)
+    kw = dict(n_init=1, init_params="random_from_data", random_state=0, tol=0, max_iter=8)
+    weighted = dgmm.select(da.from_array(X, chunks=100), [2, 3], ["diag"], sample_weight=w, **kw)
+    assert weighted.n_passes_ == 1 + 8 + 1
+    gm = dgmm.GaussianMixture(3, covariance_type="diag", **kw)
+    gm.fit(da.from_array(X, chunks=100), sample_weight=da.from_array(w, chunks=100))
+    assert np.array_equal(gm.means_, weighted.estimator(3, "diag").means_)
+    unweighted = dgmm.select(da.from_array(X, chunks=100), [3], ["diag"], **kw)
+    assert not np.array_equal(gm.means_, unweighted.best_estimator_.means_)
+    ckpt = tmp_path / "c.npz"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(n):
+        seen = []
+
+        def progress(cands, running):
+            seen.append(1)
+            if len(seen) == n:
+                raise Stop
+
+        return progress
+
+    x = da.from_array(X, chunks=100)
+    with pytest.raises(Stop):
+        dgmm.select(x, [2, 3], ["full"], checkpoint=ckpt, progress=stop_after(3), **kw)
+    resumed = dgmm.select(x, [2, 3], ["full"], checkpoint=ckpt, **kw)
+    fresh = dgmm.select(x, [2, 3], ["full"], **kw)
+    assert resumed.resumed_from == 1 + 1 + 3  # profile, init and three EM passes
+    assert resumed.n_passes_ == fresh.n_passes_ + 1  # the same, plus the profile pass
+    for a, b in zip(resumed.results, fresh.results, strict=True):
+        assert a["log_likelihood"] == b["log_likelihood"]
+    assert np.array_equal(resumed.best_estimator_.means_, fresh.best_estimator_.means_)
+    # a finished checkpoint stays: the same call again only scores (and profiles)
+    again = dgmm.select(x, [2, 3], ["full"], checkpoint=ckpt, **kw)
+    assert again.resumed_from == fresh.n_passes_ - 1 + 1
+    assert [r["bic"] for r in again.results] == [r["bic"] for r in fresh.results]
+    # a checkpoint of other settings is not resumed
+    ckpt.unlink()
+    with pytest.raises(Stop):
+        dgmm.select(x, [2, 3], ["full"], checkpoint=ckpt, progress=stop_after(2), **kw)
+    other = dgmm.select(x, [2, 3], ["full"], checkpoint=ckpt, **{**kw, "max_iter": 7})
+    assert other.resumed_from is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"n_components": []}, "n_components must be"),
+        ({"n_components": [0, 2]}, "every n_components must be >= 1"),
+        ({"n_components": [True]}, "n_components must be"),
+        ({"covariance_types": "round"}, "covariance_type"),
+        ({"covariance_types": []}, "covariance_types is empty"),
+        ({"criterion": "bick"}, "criterion must be one of"),
+        ({"n_init": 0}, "'n_init' parameter must be >= 1"),
+        ({"tol": -1.0}, "'tol' parameter must be >= 0"),
+        ({"n_components": [2000]}, "Expected n_samples >= n_components"),
+    ],
+)
+def test_bad_parameters_are_named(kw, match, blobs):
+    with pytest.raises(ValueError, match=match):
+        dgmm.select(blobs[0], **{"n_components": [1, 2], **kw})
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Imports of private dgmm modules or names, and private attributes read, in a file."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dgmm"):
+            parts = node.module.split(".")
+            names = [a.name for a in node.names]
+            if any(p.startswith("_") for p in parts) or any(n.startswith("_") for n in names):
+                found.append(f"{path.name}:{node.lineno} from {node.module} import {names}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("dgmm") and any(p.startswith("_") for p in a.name.split(".")):
+                    found.append(f"{path.name}:{node.lineno} import {a.name}")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    return found
+
+
+def test_pipelines_use_only_public_dgmm():
+    """The pipeline is a shell over public API: no private module, name or attribute."""
+    uses = [u for p in sorted((ROOT / "pipelines").glob("*.py")) for u in _private_uses(p)]
+    assert uses == []
