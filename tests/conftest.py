@@ -8,6 +8,10 @@ import zarr
 from sklearn.datasets import make_blobs
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
+# tied converges slowly at tight tolerances (hundreds of passes): long tests use this list
+COV_TYPES_TIED_SLOW = [
+    pytest.param(c, marks=pytest.mark.slow) if c == "tied" else c for c in COV_TYPES
+]
 
 
 @pytest.fixture

@@ -18,7 +18,12 @@ import pytest
 import yaml
 import zarr
 
+from pipelines.cli import main
+
 from .test_pipeline import INPROC_CLUSTER, dgmm_cli
+
+# real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
 
 ROWS, COLS, CHUNK = 600, 4, 200
 
@@ -418,8 +423,21 @@ def _config(tmp: Path, data: Path, out: Path) -> dict:
     }
 
 
+# These also run as the real executable in a new interpreter; the rest run `pipelines.cli.main`
+# in this process (the same code without the interpreter's start, ~4 s a case).
+IN_A_SUBPROCESS = {"nan", "unknown key", "output is the data", "config not UTF-8"}
+
+
+def _run_cli(config: Path, subprocess: bool, capsys) -> tuple[int, str]:
+    if subprocess:
+        proc = dgmm_cli("run", config, check=False)
+        return proc.returncode, proc.stderr
+    status = main(["run", str(config)])
+    return status, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path, previous_output):
+def test_bad_input(case: Case, tmp_path, previous_output, capsys):
     out = tmp_path / "out"
     shutil.copytree(previous_output, out)
     before = _tree(out)
@@ -431,7 +449,7 @@ def test_bad_input(case: Case, tmp_path, previous_output):
     data = Path(cfg["data"]["path"])
     data_before = _tree(data) if data.is_dir() else None
 
-    proc = dgmm_cli("run", config, check=False)
+    returncode, stderr = _run_cli(config, case.id in IN_A_SUBPROCESS, capsys)
 
     expected = "dgmm: error: " + (
         case.message.replace("{data}", str(data))
@@ -439,11 +457,11 @@ def test_bad_input(case: Case, tmp_path, previous_output):
         .replace("{config}", str(config))
         .replace("{tmp}", str(tmp_path))
     )
-    assert proc.returncode == case.exit, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == expected, proc.stderr
-    assert "Traceback" not in proc.stderr.replace("Traceback: ", "")  # the log keeps them
+    assert returncode == case.exit, stderr
+    assert stderr.strip().splitlines()[-1] == expected, stderr
+    assert "Traceback" not in stderr.replace("Traceback: ", "")  # the log keeps them
     if case.exit == 2:  # refused before any cluster starts or any data is read: one line only
-        assert len(proc.stderr.strip().splitlines()) == 1
+        assert len(stderr.strip().splitlines()) == 1
         assert not (tmp_path / "out.work").exists()
     else:  # found while reading the data: the traceback is kept in the run's log
         assert "Traceback" in (tmp_path / "out.work" / "run.log").read_text()

@@ -12,7 +12,11 @@ from dgmm import GaussianMixture
 
 from .conftest import COV_TYPES, explicit_init, write_zarr
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+# a LocalCluster of worker processes per module: deselect with -m 'not slow'
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.slow,
+]
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)

@@ -7,7 +7,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dgmm import GaussianMixture
 
-from .conftest import COV_TYPES, explicit_init, write_zarr
+from .conftest import COV_TYPES, COV_TYPES_TIED_SLOW, explicit_init, write_zarr
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -27,7 +27,7 @@ def _close(a, b, tol):
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=tol)
 
 
-@pytest.mark.parametrize("cov_type", COV_TYPES)
+@pytest.mark.parametrize("cov_type", COV_TYPES_TIED_SLOW)
 def test_numpy_dask_zarr_same_fit(cov_type, blobs, tmp_path):
     X, _ = blobs
     assert sum(UNEVEN_17) == len(X)

@@ -20,6 +20,9 @@ import dgmm
 from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data
 
+# real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # One worker with two threads in the run's own process: the quickest cluster to start.
 INPROC_CLUSTER = {

@@ -17,6 +17,9 @@ from pipelines.data import make_data
 
 from .test_pipeline import ROOT, dgmm_cli
 
+# real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 
 @contextmanager
 def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator[str]:

@@ -19,6 +19,7 @@ def test_same_rows_and_same_generator_state_as_numpy(n, k):
         assert rng.randint(2**31) == expected_rng.randint(2**31)  # same draws consumed
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_population():
     import tracemalloc
 

@@ -287,6 +287,7 @@ def _as_float32(store: Path, x: np.ndarray) -> None:
     _rewrite(store, x.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "same"),
     [
@@ -390,6 +391,7 @@ def test_waiting_for_a_scheduler_is_bounded(kind, tmp_path, capsys, mixture, mon
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_scheduler_without_workers_is_a_bounded_wait(tmp_path, capsys, mixture, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sched_file = tmp_path / "scheduler.json"
@@ -423,6 +425,7 @@ def test_a_scheduler_without_workers_is_a_bounded_wait(tmp_path, capsys, mixture
 
 
 # ----------------------------------------------------------------------- one writer
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_dead_one_does_not_block(
     tmp_path, capsys, mixture, monkeypatch
 ):
@@ -455,6 +458,7 @@ def test_a_second_writer_is_refused_and_a_dead_one_does_not_block(
     assert not lock_path(tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_config_at_once(tmp_path, mixture):
     """The second of two concurrent runs refuses in one line; the first completes."""
     cfg = write_cfg(tmp_path / "run.yaml", str(mixture), str(tmp_path / "out"))
@@ -487,6 +491,7 @@ def _listening(pid: int) -> list[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [False, True])
 @pytest.mark.parametrize("dashboard", [None, ":0", "127.0.0.1:0"])
 def test_every_listening_socket_is_on_loopback(processes, dashboard):
@@ -505,6 +510,7 @@ def test_every_listening_socket_is_on_loopback(processes, dashboard):
 
 
 # ------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.slow
 def test_ctrl_c_shows_one_line(tmp_path):
     """SIGINT to the whole process group (what a terminal sends) ends with one line only."""
     data = tmp_path / "d.zarr"
@@ -617,6 +623,7 @@ def earlier_output(tmp_path_factory, mixture) -> Path:
     return d / "out"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(60))
 def test_random_configs_end_in_success_or_one_line(
     seed, tmp_path, capsys, mixture, earlier_output, monkeypatch
@@ -650,6 +657,7 @@ def test_random_configs_end_in_success_or_one_line(
 
 
 # ----------------------------------------------------------------- odd dtypes, big stats
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", ">f8", "int16", "uint8", "bool"])
 def test_odd_dtypes_run_to_the_end(dtype, tmp_path, capsys, monkeypatch):
     """Data of any numeric dtype is cast as it is read: the run, plots included, completes."""
