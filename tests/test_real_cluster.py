@@ -22,8 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator[str]:
-    """`dask scheduler` and two `dask worker`s (with nannies) on 127.0.0.1; yields the address."""
+def dask_processes(
+    d: Path, tls: list[str] | None = None, security=None, workers: int = 2
+) -> Iterator[str]:
+    """`dask scheduler` and ``workers`` `dask worker`s (with nannies) on 127.0.0.1; yields the
+    scheduler's address."""
     from distributed import Client
 
     sched_file = d / "scheduler.json"
@@ -42,7 +45,7 @@ def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator
         deadline = time.time() + 60
         while not sched_file.exists() and time.time() < deadline:
             time.sleep(0.1)
-        for i in range(2):
+        for i in range(workers):
             procs.append(
                 subprocess.Popen(
                     [
@@ -56,7 +59,8 @@ def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator
                 )
             )
         with Client(scheduler_file=str(sched_file), timeout=30, security=security) as client:
-            client.wait_for_workers(2, timeout=60)
+            if workers:
+                client.wait_for_workers(workers, timeout=60)
             yield client.scheduler.address
     finally:
         for p in reversed(procs):
@@ -71,7 +75,7 @@ def _processes(d: Path, tls: list[str] | None = None, security=None) -> Iterator
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory):
     """A scheduler and two workers (with nannies) as separate processes on 127.0.0.1."""
-    with _processes(tmp_path_factory.mktemp("cluster")) as address:
+    with dask_processes(tmp_path_factory.mktemp("cluster")) as address:
         yield address
 
 
@@ -217,7 +221,7 @@ def test_run_against_a_tls_scheduler(tmp_path):
     )
     data = tmp_path / "d.zarr"
     make_data(data, 3000, 2, 2, seed=3, chunk_rows=500)
-    with _processes(tmp_path, tls, security) as address:
+    with dask_processes(tmp_path, tls, security) as address:
         assert address.startswith("tls://127.0.0.1:")
         cluster = {"type": "address", "address": address, "timeout": 20}
         cfg = {

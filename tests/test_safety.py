@@ -34,6 +34,7 @@ from pipelines.data import make_data
 from pipelines.paths import claim, lock_path
 
 from .test_pipeline import INPROC_CLUSTER, ROOT
+from .test_real_cluster import dask_processes
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -314,7 +315,7 @@ def test_checkpoint_resumes_only_on_the_same_data(
     log = (tmp_path / "out" / "run.log").read_text()
     assert ("resuming from checkpoint" in log) is same
     assert ("the data changed" in err) is (not same), err
-    if not same:  # the result is a fresh run's on the new data
+    if change in (_one_value, _regenerated):  # the result is a fresh run's on the new data
         ref = write_cfg(tmp_path / "ref.yaml", "d.zarr", "ref", model=model)
         assert cli(capsys, "run", ref)[0] == 0
         a, b = zarr.open_group("out"), zarr.open_group("ref")
@@ -394,21 +395,7 @@ def test_waiting_for_a_scheduler_is_bounded(kind, tmp_path, capsys, mixture, mon
 @pytest.mark.slow
 def test_a_scheduler_without_workers_is_a_bounded_wait(tmp_path, capsys, mixture, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sched_file = tmp_path / "scheduler.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"),
-            *("--no-dashboard", "--scheduler-file", str(sched_file)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        address = yaml.safe_load(sched_file.read_text())["address"]
+    with dask_processes(tmp_path, workers=0) as address:
         cfg = write_cfg(tmp_path / "run.yaml", str(mixture), "out")
         data = yaml.safe_load(cfg.read_text())
         data["cluster"] = {"type": "address", "address": address, "timeout": 3}
@@ -416,9 +403,6 @@ def test_a_scheduler_without_workers_is_a_bounded_wait(tmp_path, capsys, mixture
         t0 = time.monotonic()
         status, _, err = cli(capsys, "run", cfg)
         elapsed = time.monotonic() - t0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     line = assert_one_line_error(status, err, 2)
     assert "no Dask worker joined" in line and "within 3 s" in line
     assert 3 <= elapsed < 20
@@ -624,7 +608,7 @@ def earlier_output(tmp_path_factory, mixture) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(45))
 def test_random_configs_end_in_success_or_one_line(
     seed, tmp_path, capsys, mixture, earlier_output, monkeypatch
 ):
