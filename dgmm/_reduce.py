@@ -125,6 +125,21 @@ def _check_weights_located(w: np.ndarray, block_info: dict | None = None) -> np.
     return w
 
 
+def cluster_memory_limit() -> int | None:
+    """The smallest worker memory limit of the active distributed Client (None: none, or no
+    limit)."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    limited = [m for m in limits if m > 0]
+    return min(limited) if limited else None
+
+
 def _distributed_client_active() -> bool:
     try:
         from distributed import default_client

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._reduce import SPLIT_EVERY, RowBlocks
+from ._reduce import SPLIT_EVERY, RowBlocks, cluster_memory_limit
 from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
@@ -28,6 +28,18 @@ from .validation import WEIGHTS_SUM_TO_ZERO, ColumnProfile, block_profile
 if TYPE_CHECKING:
     from .io import InputData
 
+__all__ = [
+    "DataPasses",
+    "EMState",
+    "PassPlan",
+    "TaskMemoryError",
+    "cluster_memory_limit",
+    "plan_for",
+    "plan_passes",
+    "run_em",
+    "statistics_nbytes",
+]
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,19 +49,103 @@ def statistics_nbytes(covariance_type: str, n_components: int, n_features: int) 
     return 8 * (2 + n_components + n_components * n_features + int(np.prod(shape)))
 
 
-def pass_task_nbytes(
-    candidates: list[tuple[str, int]], n_features: int, chunk_rows: int, itemsize: int
-) -> int:
-    """Peak bytes one task of a statistics pass holds, as the code allocates them.
+# What a worker holds before any task runs: the interpreter, numpy, Dask, zarr (~280 MiB measured)
+WORKER_BASELINE_BYTES = 320 * 2**20
+# Share of a worker's memory limit the passes plan to use (Dask pauses a worker at 80%)
+WORKER_BUDGET_FRACTION = 0.6
+FAN_INS = (SPLIT_EVERY, 4, 2)
 
-    A block task holds its chunk (rows × D in the compute dtype, plus a float64 copy of a
-    sub-block), sub-block temporaries and its output statistics; a combine task holds up to
-    ``SPLIT_EVERY`` inputs and its output. ``candidates`` lists (covariance type, K).
+
+class TaskMemoryError(ValueError):
+    """One candidate's statistics cannot fit a worker, even alone in its pass."""
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """How the candidates of one round of passes are grouped so that every task fits a worker.
+
+    Attributes
+    ----------
+    batches : list of (list of int, int)
+        Candidate indices of each pass, with the reduction fan-in of that pass.
+    task_bytes : int
+        The largest estimated bytes a worker holds for one pass of the plan.
+    budget : int or None
+        Bytes the plan keeps each worker under (None: no limit known, one pass).
     """
-    stats = sum(statistics_nbytes(cov, k, n_features) for cov, k in candidates)
-    chunk = chunk_rows * n_features * itemsize
-    block = chunk + 2 * SUB_BLOCK_BYTES + stats
-    return max(block, (SPLIT_EVERY + 1) * stats)
+
+    batches: list[tuple[list[int], int]]
+    task_bytes: int
+    budget: int | None
+
+
+def task_budget(memory_limit: int | None, chunk_bytes: int) -> int | None:
+    """Bytes of statistics a worker may hold at once under ``memory_limit``."""
+    if memory_limit is None:
+        return None
+    usable = WORKER_BUDGET_FRACTION * memory_limit - WORKER_BASELINE_BYTES
+    return int(usable - chunk_bytes - 2 * SUB_BLOCK_BYTES)
+
+
+def plan_passes(stats_bytes: list[int], chunk_bytes: int, memory_limit: int | None) -> PassPlan:
+    """Group candidates into passes whose statistics fit a worker's memory.
+
+    A worker holds, besides its chunk and sub-block temporaries, the statistics of the block
+    results waiting to be combined: with fan-in ``s``, up to ``s`` inputs, the output and one
+    more block result, ``(s + 2)`` sets of a pass's statistics. Candidates are packed in order
+    into as few passes as fit, at the fan-in that needs the fewest (the largest among equals).
+    With no memory limit everything is one pass at the default fan-in, so results do not
+    depend on the plan there; under a limit a candidate's sums may be added in another order
+    than alone (the same to rounding).
+
+    Raises
+    ------
+    TaskMemoryError
+        When one candidate alone does not fit at the smallest fan-in.
+    """
+    chunk = chunk_bytes + 2 * SUB_BLOCK_BYTES
+    budget = task_budget(memory_limit, chunk_bytes)
+    if budget is None:
+        held = (SPLIT_EVERY + 2) * sum(stats_bytes)
+        return PassPlan([(list(range(len(stats_bytes))), SPLIT_EVERY)], chunk + held, None)
+    largest = max(stats_bytes, default=0)
+    options = []
+    for s in FAN_INS:
+        cap = budget // (s + 2)
+        if largest > cap:
+            continue
+        batches: list[list[int]] = []
+        total = cap + 1
+        for i, b in enumerate(stats_bytes):
+            if total + b > cap:
+                batches.append([])
+                total = 0
+            batches[-1].append(i)
+            total += b
+        options.append([(b, s) for b in batches])
+    if not options:
+        s = FAN_INS[-1]
+        raise TaskMemoryError(
+            f"a candidate's statistics ({largest / 2**20:.0f} MiB) need "
+            f"{(s + 2) * largest / 2**20:.0f} MiB on a worker, more than the "
+            f"{max(budget, 0) / 2**20:.0f} MiB its memory limit ({memory_limit / 2**20:.0f} "
+            "MiB) leaves"
+        )
+    plan = min(options, key=len)  # min keeps the first (largest fan-in) among equals
+    worst = max((s + 2) * sum(stats_bytes[i] for i in b) for b, s in plan)
+    return PassPlan(plan, chunk + worst, budget)
+
+
+def plan_for(
+    candidates: list[tuple[str, int]],
+    n_features: int,
+    chunk_rows: int,
+    itemsize: int,
+    memory_limit: int | None,
+) -> PassPlan:
+    """`plan_passes` for (covariance type, K) candidates on chunks of ``chunk_rows`` rows."""
+    stats = [statistics_nbytes(cov, k, n_features) for cov, k in candidates]
+    return plan_passes(stats, chunk_rows * n_features * itemsize, memory_limit)
 
 
 @dataclass(frozen=True)
@@ -78,18 +174,28 @@ class DataPasses:
     checked for NaN/inf (the first pass checks it). Nothing else changes its state.
     """
 
-    def __init__(self, blocks: RowBlocks, shift: np.ndarray, checked: bool = False):
+    def __init__(
+        self,
+        blocks: RowBlocks,
+        shift: np.ndarray,
+        checked: bool = False,
+        memory_limit: int | None = None,
+    ):
         self.blocks = blocks
         self.shift = shift
         self.dtype = compute_dtype(blocks.x.dtype)
         self.eps = float(np.finfo(self.dtype).eps)
         self.checked = checked
+        self.memory_limit = memory_limit
         self.n_passes = 0
 
     @classmethod
     def over(cls, data: InputData) -> DataPasses:
-        """The passes over checked input (numpy input was checked on arrival)."""
-        return cls(RowBlocks(data.x, data.w, data.scheduler), data.shift(), checked=data.checked)
+        """The passes over checked input (numpy input was checked on arrival), planned to fit
+        the smallest worker of the active Dask cluster, if any."""
+        blocks = RowBlocks(data.x, data.w, data.scheduler)
+        limit = None if data.scheduler is not None else cluster_memory_limit()
+        return cls(blocks, data.shift(), checked=data.checked, memory_limit=limit)
 
     def resume(self, n_passes: int) -> None:
         """Continue the count of a resumed run, whose first pass checked the data."""
@@ -125,15 +231,27 @@ class DataPasses:
         self.n_passes += 1
         return result
 
+    def plan(self, jobs: list[StatsJob]) -> PassPlan:
+        """How `statistics` will group ``jobs`` into passes that fit the workers."""
+        d = self.blocks.x.shape[1]
+        stats = [statistics_nbytes(j.strategy.name, j.source.n_components, d) for j in jobs]
+        chunk = max(self.blocks.x.chunks[0]) * d * self.dtype.itemsize
+        return plan_passes(stats, chunk, self.memory_limit)
+
     def statistics(self, jobs: list[StatsJob], name: str = "dgmm-estep") -> list[SuffStats]:
-        """One pass over the data: the reduced statistics of every job."""
-        spec = PassSpec(jobs, self.shift, check_finite=not self.checked)
-        stats = self.blocks.map_reduce(_block_kernel, spec, sum_stats, name)
-        if stats and stats[0].n <= 0:
-            raise ValueError(WEIGHTS_SUM_TO_ZERO)
-        self.checked = True
-        self.n_passes += 1
-        return stats
+        """The reduced statistics of every job: one pass, or several when their statistics
+        would not fit a worker together (see `plan_passes`)."""
+        out: list[SuffStats | None] = [None] * len(jobs)
+        for members, fan_in in self.plan(jobs).batches if jobs else []:
+            spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
+            stats = self.blocks.map_reduce(_block_kernel, spec, sum_stats, name, fan_in)
+            if stats and stats[0].n <= 0:
+                raise ValueError(WEIGHTS_SUM_TO_ZERO)
+            self.checked = True
+            self.n_passes += 1
+            for i, st in zip(members, stats, strict=True):
+                out[i] = st
+        return out
 
 
 @dataclass

@@ -37,7 +37,28 @@ def _validate(args: argparse.Namespace) -> int:
     n = len(m.n_components) * len(m.covariance_types) * m.n_init
     shape = "to be generated" if x is None else f"{x.shape} {x.dtype}, {len(x.chunks[0])} chunks"
     print(f"config OK: {n} candidate(s); data {shape}; config hash {cfg.result_hash()}")
+    if x is not None:
+        print(memory_estimate(cfg, x))
     return 0
+
+
+def memory_estimate(cfg, x) -> str:
+    """One line: the passes per EM round and the memory a worker holds for them."""
+    from .run import check_task_memory
+    from .schema import LocalClusterConfig, local_worker_limit
+
+    local = isinstance(cfg.cluster, LocalClusterConfig)
+    limit = local_worker_limit(cfg.cluster.memory_limit, cfg.cluster.n_workers) if local else None
+    plan = check_task_memory(cfg.model, x, limit, "cluster.memory_limit")
+    where = (
+        f"a worker limit of {limit / 2**20:.0f} MiB"
+        if limit
+        else "no known worker limit (the cluster's is checked when the run connects)"
+    )
+    return (
+        f"memory: {len(plan.batches)} pass(es) per EM iteration, about "
+        f"{plan.task_bytes / 2**20:.0f} MiB of chunk and statistics per worker, under {where}"
+    )
 
 
 def _make_data(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import yaml
 from distributed import performance_report
 
 import dgmm
-from dgmm.em import pass_task_nbytes
+from dgmm import em as dgmm_em
 
 from .cluster import connect
 from .data import data_path, ensure_data, open_data
@@ -104,20 +104,23 @@ def _checked_data(cfg: RunConfig):
     return x
 
 
-def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> int:
-    """Refuse a sweep whose statistics cannot fit one worker; returns the per-task bytes."""
+def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> dgmm_em.PassPlan:
+    """The plan of the sweep's passes under a worker memory limit; refuses a sweep whose
+    largest candidate cannot fit a worker even alone in its pass."""
     cands = [(cov, k) for cov in model.covariance_types for k in model.n_components]
-    cands = cands * model.n_init
-    need = pass_task_nbytes(cands, x.shape[1], max(x.chunks[0]), x.dtype.itemsize)
-    if limit is not None and need > 0.8 * limit:
-        mib = 2**20
-        raise ConfigError(
-            f"one task of a pass needs about {need / mib:.0f} MiB ({len(cands)} candidates' "
-            f"statistics at {x.shape[1]} features, chunks of {max(x.chunks[0])} rows), more "
-            f"than 80% of the {limit / mib:.0f} MiB a worker may use; raise {setting}, or "
-            "sweep fewer K values, restarts or full-covariance candidates"
+    try:
+        return dgmm_em.plan_for(
+            cands * model.n_init, x.shape[1], max(x.chunks[0]), x.dtype.itemsize, limit
         )
-    return need
+    except dgmm_em.TaskMemoryError:
+        cov, k = max(cands, key=lambda c: dgmm_em.statistics_nbytes(*c, x.shape[1]))
+        need = dgmm_em.statistics_nbytes(cov, k, x.shape[1])
+        raise ConfigError(
+            f"the statistics of one {cov} K={k} candidate at {x.shape[1]} features "
+            f"({need / 2**20:.0f} MiB, held 4 times while combined) do not fit the "
+            f"{limit / 2**20:.0f} MiB a worker may use, even alone in a pass; raise {setting}, "
+            "or sweep smaller K or a cheaper covariance type"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -228,7 +231,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
             logger.info("run of config hash %s", cfg.result_hash())
             with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
                 if not isinstance(cfg.cluster, LocalClusterConfig):
-                    limit = _smallest_worker_limit(client)
+                    limit = dgmm_em.cluster_memory_limit()
                     check_task_memory(cfg.model, x, limit, "the workers' --memory-limit")
                 link = (
                     client.dashboard_link
@@ -251,12 +254,6 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
         publish(dirs.staging, dirs.final)
         shutil.rmtree(dirs.work, ignore_errors=True)
     return RunOutcome(dirs.final, found, sizes, text)
-
-
-def _smallest_worker_limit(client) -> int | None:
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
-    limited = [m for m in limits if m > 0]
-    return min(limited) if limited else None
 
 
 def select_model(

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import psutil
 import pytest
@@ -661,25 +662,67 @@ def test_odd_dtypes_run_to_the_end(dtype, tmp_path, capsys, monkeypatch):
 
 
 def test_statistics_too_large_for_a_worker_are_refused_before_start(tmp_path, capsys):
-    """D=256, full covariance, K=1..16 x 2 restarts: ~1.3 GB per combine task, 1 GiB workers."""
+    """D=1024, full covariance, K=16: one candidate's statistics (128 MiB, held four times while
+    combined at the smallest fan-in) cannot fit a 1 GiB worker even alone in a pass."""
     rng = np.random.default_rng(0)
     g = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
-    g.create_array("X", shape=(64, 256), chunks=(32, 256), dtype="f8")[...] = rng.normal(
-        size=(64, 256)
+    g.create_array("X", shape=(64, 1024), chunks=(32, 1024), dtype="f8")[...] = rng.normal(
+        size=(64, 1024)
     )
     cfg = write_cfg(
         tmp_path / "run.yaml",
         tmp_path / "d.zarr",
         tmp_path / "out",
-        model={"n_components": {"start": 1, "stop": 16}, "n_init": 2},
+        model={"n_components": [2, 16]},
         cluster={"memory_limit": "1GiB"},
     )
     t0 = time.monotonic()
     status, _, err = cli(capsys, "run", cfg)
     line = assert_one_line_error(status, err, 2)
-    # a combine task holds 8 + 1 sets of 32 candidates' statistics: K·D² + K·D + K + 2 floats
-    floats = 2 * sum(k * 256 * 256 + k * 256 + k + 2 for k in range(1, 17))
-    assert f"needs about {9 * 8 * floats / 2**20:.0f} MiB" in line and "1024 MiB" in line, line
-    assert "raise cluster.memory_limit" in line
+    need = (16 * 1024 * 1024 + 16 * 1024 + 16 + 2) * 8  # K·D² + K·D + K + 2 floats
+    assert f"one full K=16 candidate at 1024 features ({need / 2**20:.0f} MiB" in line, line
+    assert "1024 MiB a worker may use" in line and "raise cluster.memory_limit" in line
     assert time.monotonic() - t0 < 30
     assert not (tmp_path / "out.work").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_larger_than_a_worker_runs_in_batches(tmp_path):
+    """D=256, full, K=1..16 x 2 restarts: 143 MB of statistics per block, ~1.3 GB held by a
+    combine of fan-in 8, on 1 GiB workers. The passes are split so that none is restarted."""
+    from distributed import Client, LocalCluster
+
+    import dgmm
+    from dgmm.em import plan_for
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 256)) + np.repeat(rng.normal(scale=4, size=(4, 256)), 250, 0)
+    cands = [("full", k) for k in range(1, 17)] * 2
+    plan = plan_for(cands, 256, 250, 8, 2**30)
+    assert len(plan.batches) == 2 and plan.task_bytes < 0.8 * 2**30
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="1GiB",
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        x = da.from_array(X, chunks=(250, 256))
+        found = dgmm.select(
+            x,
+            range(1, 17),
+            "full",
+            n_init=2,
+            max_iter=1,
+            tol=0,
+            init_params="random_from_data",
+            random_state=0,
+        )
+        assert client.run(os.getpid) == pids  # no worker was restarted
+    # init, one EM iteration and scoring, each as two passes
+    assert found.n_passes_ == 3 * 2
+    assert all(r["error"] is None for r in found.results)
