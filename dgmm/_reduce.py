@@ -7,6 +7,7 @@ results are combined in a tree of fan-in ``split_every``; nothing of size N reac
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,6 +22,13 @@ from ._malloc import tune_allocator
 from .validation import check_block_finite, check_weight_block
 
 SPLIT_EVERY = 8
+# How long a pass may make no progress while every worker is paused (memory) or gone before
+# it fails; a Dask setting, so `dask.config.set({"dgmm.stall-timeout": "60s"})` changes it.
+dask.config.update_defaults({"dgmm": {"stall-timeout": "300s"}})
+
+
+class StalledError(RuntimeError):
+    """A pass made no progress: every worker was paused (out of memory) or none was there."""
 
 
 class RowBlocks:
@@ -89,8 +97,11 @@ class RowBlocks:
                 for j in range(0, len(parts), split_every)
             ]
             level += 1
+        client = _active_client() if self.scheduler is None else None
+        if client is not None:
+            return _watched(client, parts[0], name)
         with self._blas_pinned():
-            (result,) = dask.compute(parts[0], scheduler=self.scheduler)
+            (result,) = compute(parts[0], scheduler=self.scheduler)
         return result
 
     def _blas_pinned(self):
@@ -125,14 +136,72 @@ def _check_weights_located(w: np.ndarray, block_info: dict | None = None) -> np.
     return w
 
 
-def cluster_memory_limit() -> int | None:
-    """The smallest worker memory limit of the active distributed Client (None: none, or no
-    limit)."""
+def _active_client():
     try:
         from distributed import default_client
 
-        client = default_client()
+        return default_client()
     except (ImportError, ValueError):
+        return None
+
+
+def _stall(client) -> str | None:
+    """Why no task can run now (every worker paused, or none), or None if some can."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    if not workers:
+        return "no worker is connected"
+    if all(w.get("status") == "paused" for w in workers.values()):
+        limits = sorted({w.get("memory_limit") or 0 for w in workers.values()})
+        shown = ", ".join(f"{m / 2**20:.0f} MiB" for m in limits if m) or "none"
+        return f"every worker is paused for memory (worker memory limit {shown})"
+    return None
+
+
+def _watched(client, graph: Any, name: str) -> Any:
+    """Compute ``graph`` on the cluster; fail if it is stalled for the configured time."""
+    from dask.utils import parse_timedelta
+    from distributed import wait
+
+    timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
+    future = client.compute(graph)
+    stalled_since = None
+    try:
+        while True:
+            try:
+                wait(future, timeout=min(1.0, timeout))
+                return future.result()
+            except TimeoutError:
+                why = _stall(client)
+                now = time.monotonic()
+                if why is None:
+                    stalled_since = None
+                    continue
+                stalled_since = stalled_since or now
+                if now - stalled_since >= timeout:
+                    raise StalledError(
+                        f"pass '{name}' made no progress for {now - stalled_since:.0f} s: "
+                        f"{why}; give workers more memory (or use smaller chunks), or raise "
+                        "the Dask setting dgmm.stall-timeout"
+                    ) from None
+    finally:
+        if not future.done():
+            future.cancel()
+
+
+def compute(*graphs: Any, scheduler: str | None = None) -> tuple:
+    """``dask.compute`` that, on a distributed cluster, fails instead of waiting forever on
+    paused or missing workers (see `_watched`)."""
+    client = _active_client() if scheduler is None else None
+    if client is None:
+        return dask.compute(*graphs, scheduler=scheduler)
+    return tuple(_watched(client, g, "dgmm-compute") for g in graphs)
+
+
+def cluster_memory_limit() -> int | None:
+    """The smallest worker memory limit of the active distributed Client (None: none, or no
+    limit)."""
+    client = _active_client()
+    if client is None:
         return None
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     limits = [w.get("memory_limit") or 0 for w in workers]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._reduce import SPLIT_EVERY, RowBlocks, cluster_memory_limit
+from ._reduce import SPLIT_EVERY, RowBlocks, StalledError, cluster_memory_limit, compute
 from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
@@ -32,8 +32,10 @@ __all__ = [
     "DataPasses",
     "EMState",
     "PassPlan",
+    "StalledError",
     "TaskMemoryError",
     "cluster_memory_limit",
+    "compute",
     "plan_for",
     "plan_passes",
     "run_em",

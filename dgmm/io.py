@@ -230,7 +230,9 @@ class InputData:
 
     def shift(self, n_rows: int = 1024) -> np.ndarray:
         """A row-like offset near the data (mean of the first rows) to centre moments on."""
-        head = self.x_mem[:n_rows] if self.x_mem is not None else self.x[:n_rows].compute()
+        from ._reduce import compute
+
+        head = self.x_mem[:n_rows] if self.x_mem is not None else compute(self.x[:n_rows])[0]
         with np.errstate(all="ignore"):
             finite = np.where(np.isfinite(head), head, np.nan).astype(np.float64)
             shift = (

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._reduce import compute
 from .validation import check_block_finite
 
 
@@ -81,7 +82,7 @@ def _d2_combine(parts: list[list[Draw]]) -> list[Draw]:
 
 def _rows(x, indices: list[int]) -> dict[int, np.ndarray]:
     uniq = sorted(set(indices))
-    values = np.asarray(x[uniq].compute(), dtype=np.float64)
+    values = np.asarray(compute(x[uniq])[0], dtype=np.float64)
     return dict(zip(uniq, values, strict=True))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from dgmm import GaussianMixture
+from dgmm.em import compute
 
 from .paths import OUTPUT_KIND_ATTR
 
@@ -81,22 +82,22 @@ def write_assignments(
             proba.astype(np.float32),
             (1.0 - proba.max(axis=1)).astype(np.float32),
         ]
-        da.store(sources, [labels, prob_arr, unc_arr], lock=False)
+        compute(da.store(sources, [labels, prob_arr, unc_arr], lock=False, compute=False))
     else:
-        da.store(model.predict(x).astype(np.int32), labels, lock=False)
+        compute(da.store(model.predict(x).astype(np.int32), labels, lock=False, compute=False))
     return verify_labels(group_path / "labels", k)
 
 
 def verify_labels(path: Path, n_components: int) -> np.ndarray:
     """Read the labels back: every row must hold a label in range (−1 marks a missing chunk)."""
     lab = da.from_zarr(zarr.open_array(str(path), mode="r"))
-    lo, hi = da.compute(lab.min(), lab.max())
+    lo, hi = compute(lab.min(), lab.max())
     if lo < 0 or hi >= n_components:
         raise RuntimeError(
             f"labels at '{path}' are incomplete or corrupt (min {lo}, max {hi}); not marking the "
             "output complete"
         )
-    return da.bincount(lab, minlength=n_components).compute()
+    return compute(da.bincount(lab, minlength=n_components))[0]
 
 
 def mark_complete(group_path: Path, kind: str, attrs: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from dgmm.em import compute
+
 
 def package_versions() -> dict[str, str]:
     out = {}
@@ -124,7 +126,7 @@ def sample_rows(x: da.Array, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, 
     idx = np.concatenate([np.arange(starts[b], starts[b + 1]) for b in sorted(picked)])
     if idx.size > n:
         idx = np.sort(rng.choice(idx, n, replace=False))
-    return np.asarray(x[idx].compute()), idx
+    return np.asarray(compute(x[idx])[0]), idx
 
 
 def plot_scatter(rows: np.ndarray, labels: np.ndarray, path: Path, title: str) -> None:

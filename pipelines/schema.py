@@ -368,6 +368,8 @@ def check_dask_settings(settings: dict[str, Any]) -> dict[str, Any]:
     import distributed  # noqa: F401  (registers the distributed defaults)
     from dask.utils import parse_timedelta
 
+    import dgmm.em  # noqa: F401  (registers dgmm's own Dask settings, e.g. dgmm.stall-timeout)
+
     defaults = dask.config.merge(*dask.config.defaults)
     flat = _flatten(settings, defaults)
     for key, value in flat.items():

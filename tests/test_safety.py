@@ -726,3 +726,29 @@ def test_a_sweep_larger_than_a_worker_runs_in_batches(tmp_path):
     # init, one EM iteration and scoring, each as two passes
     assert found.n_passes_ == 3 * 2
     assert all(r["error"] is None for r in found.results)
+
+
+@pytest.mark.slow
+def test_paused_workers_fail_the_run_in_bounded_time(tmp_path, capsys, mixture, monkeypatch):
+    """Workers paused for memory make no progress: one line within the stall timeout, naming
+    the memory limit and the setting; the earlier output is untouched and a rerun completes."""
+    monkeypatch.chdir(tmp_path)
+    cfg = write_cfg(tmp_path / "run.yaml", str(mixture), "out")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["cluster"]["memory_limit"] = "1GiB"
+    raw["dask"] = {"distributed.worker.memory.pause": 0.01, "dgmm.stall-timeout": "3s"}
+    cfg.write_text(yaml.safe_dump(raw))
+    t0 = time.monotonic()
+    status, _, err = cli(capsys, "run", cfg)
+    elapsed = time.monotonic() - t0
+    assert status == 1 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]  # Dask's own warning that it paused may come before
+    assert line.startswith("dgmm: error: StalledError: ") and "rerun to resume" in line, err
+    assert "made no progress for 3 s: every worker is paused for memory" in line, line
+    assert "worker memory limit 1024 MiB" in line and "dgmm.stall-timeout" in line
+    assert elapsed < 3 + 30
+    assert not (tmp_path / "out").exists()
+    del raw["dask"]
+    cfg.write_text(yaml.safe_dump(raw))
+    status, _, err = cli(capsys, "run", cfg)
+    assert status == 0, err
