@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ._malloc import tune_allocator
+from ._malloc import trim_if_high, tune_allocator
 from .validation import check_block_finite, check_weight_block
 
 SPLIT_EVERY = 8
@@ -114,7 +114,10 @@ class RowBlocks:
 
 def _run_kernel(kernel: Callable[..., Any], xb, wb, row0: int, spec: Any) -> Any:
     tune_allocator()
-    return kernel(xb, wb, row0, spec)
+    try:
+        return kernel(xb, wb, row0, spec)
+    finally:
+        trim_if_high()
 
 
 def _apply_rows(
@@ -163,13 +166,15 @@ def _watched(client, graph: Any, name: str) -> Any:
     from distributed import wait
 
     timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
-    future = client.compute(graph)
+    submitted = client.compute(graph)  # a future, or a list of them for a list of graphs
+    futures = list(submitted) if isinstance(submitted, (list, tuple)) else [submitted]
     stalled_since = None
     try:
         while True:
             try:
-                wait(future, timeout=min(1.0, timeout))
-                return future.result()
+                wait(futures, timeout=min(1.0, timeout))
+                results = client.gather(futures)
+                return results if isinstance(submitted, (list, tuple)) else results[0]
             except TimeoutError:
                 why = _stall(client)
                 now = time.monotonic()
@@ -184,8 +189,7 @@ def _watched(client, graph: Any, name: str) -> Any:
                         "the Dask setting dgmm.stall-timeout"
                     ) from None
     finally:
-        if not future.done():
-            future.cancel()
+        client.cancel([f for f in futures if not f.done()])
 
 
 def compute(*graphs: Any, scheduler: str | None = None) -> tuple:

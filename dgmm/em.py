@@ -51,10 +51,13 @@ def statistics_nbytes(covariance_type: str, n_components: int, n_features: int) 
     return 8 * (2 + n_components + n_components * n_features + int(np.prod(shape)))
 
 
-# What a worker holds before any task runs: the interpreter, numpy, Dask, zarr (~280 MiB measured)
-WORKER_BASELINE_BYTES = 320 * 2**20
+# What a worker holds before any task runs: the interpreter, numpy, Dask, zarr (~280 MiB measured
+# with its first tasks' imports; 256 MiB is the part the budget sets aside)
+WORKER_BASELINE_BYTES = 256 * 2**20
 # Share of a worker's memory limit the passes plan to use (Dask pauses a worker at 80%)
-WORKER_BUDGET_FRACTION = 0.6
+WORKER_BUDGET_FRACTION = 0.75
+# Statistics that small always go: a worker that cannot hold them cannot hold a chunk either
+MIN_TASK_BUDGET = 16 * 2**20
 FAN_INS = (SPLIT_EVERY, 4, 2)
 
 
@@ -86,7 +89,7 @@ def task_budget(memory_limit: int | None, chunk_bytes: int) -> int | None:
     if memory_limit is None:
         return None
     usable = WORKER_BUDGET_FRACTION * memory_limit - WORKER_BASELINE_BYTES
-    return int(usable - chunk_bytes - 2 * SUB_BLOCK_BYTES)
+    return int(max(usable - chunk_bytes - 2 * SUB_BLOCK_BYTES, MIN_TASK_BUDGET))
 
 
 def plan_passes(stats_bytes: list[int], chunk_bytes: int, memory_limit: int | None) -> PassPlan:

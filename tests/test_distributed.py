@@ -78,6 +78,12 @@ def _allocator_tuned() -> bool:
     return _malloc._done
 
 
+def _allocator_thresholds() -> tuple[int, int] | None:
+    from dgmm import _malloc
+
+    return _malloc.thresholds
+
+
 def test_workers_run_kernels_with_the_tuned_allocator(blobs, local_cluster):
     """The nanny's MALLOC_TRIM_THRESHOLD_ makes every sub-block temporary a fresh mmap; the
     block tasks set glibc's thresholds in each worker that runs them (see dgmm._malloc)."""
@@ -89,6 +95,28 @@ def test_workers_run_kernels_with_the_tuned_allocator(blobs, local_cluster):
     GaussianMixture(2, max_iter=2, random_state=0).fit(da.from_array(X, chunks=(100, 3)))
     tuned = local_cluster.run(_allocator_tuned)
     assert len(tuned) == 2 and all(tuned.values())
+    # 1 GiB workers: 1/16 of the limit is the full 64 MiB
+    assert set(local_cluster.run(_allocator_thresholds).values()) == {(2**26, 2**26)}
+
+
+def test_small_workers_retain_at_most_a_sixteenth_of_their_limit(blobs):
+    """On 512 MiB workers the allocator keeps at most 32 MiB blocks and free heap."""
+    from distributed import Client, LocalCluster
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc allocator settings")
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            memory_limit="512MiB",
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        GaussianMixture(2, max_iter=2, random_state=0).fit(da.from_array(blobs[0], chunks=100))
+        assert list(client.run(_allocator_thresholds).values()) == [(2**25, 2**25)]
 
 
 def test_allocator_tuning_can_be_turned_off():
