@@ -485,7 +485,11 @@ def test_every_listening_socket_is_on_loopback(processes, dashboard):
 
     before = set(_listening(os.getpid()))
     cfg = LocalClusterConfig(
-        n_workers=1, processes=processes, dashboard_address=dashboard, memory_limit="1GiB"
+        # an in-process worker shares the test process's memory: no limit it could reach
+        n_workers=1,
+        processes=processes,
+        dashboard_address=dashboard,
+        memory_limit=None,
     )
     with connect(cfg) as client:
         assert client.submit(sum, [1, 2]).result() == 3
@@ -566,7 +570,8 @@ _POOLS = {
     ("output", "path"): ["OUT", "OUT", "OUT", ".", "", "DATA", "DATA/X", "FILE", "FILE/o", "CONF"],
     ("data", "array"): ["X", "X", "labels", "nope", None],
     ("data", "chunk_rows"): [None, 100, 0, -5, "many"],
-    ("cluster", "memory_limit"): [None, "1GiB", "lots", 0.5, -1, "1 KB"],
+    # in-process workers: a limit the test process could reach would pause them
+    ("cluster", "memory_limit"): [None, "16GiB", "lots", 0.75, -1, "1 KB"],
     ("cluster", "n_workers"): [1, 0, "two"],
     ("dask", "distributed.comm.timeouts.connect"): ["5s", "5 sex", 3],
     ("dask", "no.such.key"): [1],
@@ -749,6 +754,7 @@ def test_paused_workers_fail_the_run_in_bounded_time(tmp_path, capsys, mixture, 
     assert elapsed < 3 + 30
     assert not (tmp_path / "out").exists()
     del raw["dask"]
+    raw["cluster"]["memory_limit"] = None  # the worker shares this process's memory
     cfg.write_text(yaml.safe_dump(raw))
     status, _, err = cli(capsys, "run", cfg)
     assert status == 0, err
