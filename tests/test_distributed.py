@@ -100,7 +100,8 @@ def test_workers_run_kernels_with_the_tuned_allocator(blobs, local_cluster):
 
 
 def test_small_workers_retain_at_most_a_sixteenth_of_their_limit(blobs):
-    """On 512 MiB workers the allocator keeps at most 32 MiB blocks and free heap."""
+    """On 800 MiB workers the allocator keeps at most 50 MiB blocks and free heap (a worker
+    spawned by the test process starts near 470 MiB, too close to a 512 MiB worker's pause)."""
     from distributed import Client, LocalCluster
 
     if not sys.platform.startswith("linux"):
@@ -109,14 +110,14 @@ def test_small_workers_retain_at_most_a_sixteenth_of_their_limit(blobs):
         LocalCluster(
             n_workers=1,
             threads_per_worker=1,
-            memory_limit="512MiB",
+            memory_limit="800MiB",
             host="127.0.0.1",
             dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):
         GaussianMixture(2, max_iter=2, random_state=0).fit(da.from_array(blobs[0], chunks=100))
-        assert list(client.run(_allocator_thresholds).values()) == [(2**25, 2**25)]
+        assert list(client.run(_allocator_thresholds).values()) == [(50 * 2**20, 50 * 2**20)]
 
 
 def test_allocator_tuning_can_be_turned_off():
