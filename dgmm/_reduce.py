@@ -108,7 +108,7 @@ class RowBlocks:
         local = self.scheduler in ("threads", "threading", "sync", "synchronous")
         if self.scheduler is None:
             local = dask.config.get("scheduler", None) in (None, "threads", "threading")
-            local = local and not _distributed_client_active()
+            local = local and _active_client() is None
         return threadpool_limits(limits=1) if local else nullcontext()
 
 
@@ -211,16 +211,6 @@ def cluster_memory_limit() -> int | None:
     limits = [w.get("memory_limit") or 0 for w in workers]
     limited = [m for m in limits if m > 0]
     return min(limited) if limited else None
-
-
-def _distributed_client_active() -> bool:
-    try:
-        from distributed import default_client
-
-        default_client()
-        return True
-    except (ImportError, ValueError):
-        return False
 
 
 def map_rows(

@@ -21,7 +21,7 @@ from .estep import ApplySpec, apply_block, compute_dtype
 from .init import INIT_METHODS, UserInit
 from .io import InputData, load_input, load_model, save_model
 from .params import GaussianParams
-from .selection import Candidate, Sweep, information_criteria
+from .selection import Candidate, Sweep, best_restart, information_criteria
 from .validation import check_n_components, check_number
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ default='kmeans'
                 raise ValueError(c.init_error)
             if c.state.failed:
                 raise ValueError(c.state.error)
-        from_candidate(_best(cands), self, n_features, passes.n_passes)
+        from_candidate(best_restart(cands), self, n_features, passes.n_passes)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -432,12 +432,3 @@ def from_candidate(
     gm.n_features_in_ = n_features
     gm.n_passes_ = n_passes
     return gm
-
-
-def _best(cands: list[Candidate]) -> Candidate:
-    """scikit-learn's choice: the first strictly largest final lower bound."""
-    best, best_lb = cands[0], -np.inf
-    for c in cands:
-        if c.state.lower_bound > best_lb or best_lb == -np.inf:
-            best, best_lb = c, c.state.lower_bound
-    return best

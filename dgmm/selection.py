@@ -371,11 +371,12 @@ class Sweep:
 
 
 def best_restart(restarts: Iterable[Candidate]) -> Candidate | None:
-    """scikit-learn's choice among restarts: the first largest final lower bound."""
-    best = None
+    """scikit-learn's choice among the restarts that fitted: the first strictly largest final
+    lower bound, or the last one while every bound is still −inf (``max_iter=0``)."""
+    best, best_lb = None, -np.inf
     for c in restarts:
-        if c.error is None and (best is None or c.state.lower_bound > best.state.lower_bound):
-            best = c
+        if c.error is None and (c.state.lower_bound > best_lb or best_lb == -np.inf):
+            best, best_lb = c, c.state.lower_bound
     return best
 
 

@@ -161,8 +161,15 @@ class _Progress:
     before its last M-step); ICL's entropy term is known only after scoring, so BIC stands in.
     """
 
-    def __init__(self, n_rows: int, criterion: str, enabled: bool, total: int):
-        self.n, self.bar, self.then = n_rows, None, None
+    def __init__(
+        self,
+        n_rows: int,
+        criterion: str,
+        enabled: bool,
+        total: int,
+        then: Callable[[list, list[int]], None] | None = None,
+    ):
+        self.n, self.bar, self.then = n_rows, None, then
         self.criterion = "bic" if criterion == "icl" else criterion
         if enabled:
             from tqdm import tqdm
@@ -275,8 +282,9 @@ def select_model(
         f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
         f"({len(x.chunks[0])} chunks), config hash {cfg.result_hash()}"
     )
-    progress = _Progress(x.shape[0], cfg.selection.criterion, cfg.output.progress, m.max_iter)
-    progress.then = on_pass
+    progress = _Progress(
+        x.shape[0], cfg.selection.criterion, cfg.output.progress, m.max_iter, on_pass
+    )
     t0 = time.perf_counter()
     try:
         found = dgmm.select(

@@ -207,3 +207,15 @@ def test_pipelines_use_only_public_dgmm():
     """The pipeline is a shell over public API: no private module, name or attribute."""
     uses = [u for p in sorted((ROOT / "pipelines").glob("*.py")) for u in _private_uses(p)]
     assert uses == []
+
+
+def test_max_iter_zero_keeps_scikit_learns_restart(blobs):
+    """With every lower bound −inf (max_iter=0) scikit-learn keeps the last restart; the
+    estimator and every cell of a sweep keep the same one."""
+    X = blobs[0]
+    kw = dict(n_init=3, max_iter=0, init_params="random_from_data", random_state=4)
+    sk = SkGaussianMixture(3, covariance_type="diag", **kw).fit(X)
+    ours = dgmm.GaussianMixture(3, covariance_type="diag", **kw).fit(X)
+    cell = dgmm.select(X, [2, 3], ["diag"], **kw).estimator(3, "diag")
+    np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-12)
+    assert np.array_equal(cell.means_, ours.means_)
