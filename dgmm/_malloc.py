@@ -44,14 +44,17 @@ def _worker_memory_limit() -> int | None:
         return None
 
 
-def tune_allocator() -> bool:
-    """Apply the settings once per process; whether they are in effect."""
+def tune_allocator(memory_limit: int | None = None) -> bool:
+    """Apply the settings once per process; whether they are in effect.
+
+    ``memory_limit`` is the Dask worker's limit; None looks it up from the running task.
+    """
     global _done, _limit, thresholds
     if _done:
         return True
     if not sys.platform.startswith("linux") or os.environ.get("DGMM_MALLOC_TUNE", "1") == "0":
         return False
-    _limit = _worker_memory_limit()
+    _limit = memory_limit or _worker_memory_limit()
     cap = MMAP_THRESHOLD if _limit is None else min(MMAP_THRESHOLD, _limit // 16)
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -70,7 +70,8 @@ def _local(config: LocalClusterConfig) -> Iterator[Client]:
     if config.processes:
         # Workers are processes talking TCP on the configured host. Their own log goes straight
         # to the terminal: warnings (a task cancelled on shutdown, after Ctrl-C) stay off it.
-        network = {"host": host, "silence_logs": logging.ERROR}
+        # `dgmm.worker` keeps unused imports out of the workers (~58 MiB each).
+        network = {"host": host, "silence_logs": logging.ERROR, "preload": ["dgmm.worker"]}
     else:
         # Workers are threads of this process talking inproc:// (no port); the scheduler's and
         # workers' HTTP servers still listen, so they are put on the configured host too.

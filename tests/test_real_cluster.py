@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 import zarr
+from distributed import Client
 
 from pipelines.data import make_data
 
@@ -52,7 +53,7 @@ def dask_processes(
                         *(sys.executable, "-m", "dask", "worker"),
                         *("--scheduler-file", str(sched_file), "--host", "127.0.0.1"),
                         *("--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard"),
-                        *("--name", f"w{i}", *(tls or [])),
+                        *("--name", f"w{i}", "--preload", "dgmm.worker", *(tls or [])),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -95,6 +96,22 @@ def test_job_command_against_real_scheduler(real_cluster, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["selected"]["n_components"] == 3
     assert zarr.open_group(str(tmp_path / "out")).attrs["complete"] is True
+    # `--preload dgmm.worker` (as in docker/): the workers ran the whole sweep without loading
+    # sparse/numba, and set the allocator up for their 1 GiB limit
+    with Client(real_cluster, timeout=20) as client:
+        seen = client.run(_worker_state)
+    assert len(seen) == 2
+    for state in seen.values():
+        assert state["dgmm.estep"], "the sweep did not run on this worker"
+        assert not state["numba"] and not state["sparse"]
+        assert state["thresholds"] is not None and max(state["thresholds"]) <= 2**30 // 16
+
+
+def _worker_state() -> dict:
+    from dgmm import _malloc
+
+    loaded = {name: sys.modules.get(name) is not None for name in ("dgmm.estep", "numba", "sparse")}
+    return {**loaded, "thresholds": _malloc.thresholds}
 
 
 def test_unreachable_scheduler_fails_fast(tmp_path):
@@ -318,3 +335,5 @@ def test_local_cluster_listens_on_loopback_by_default():
         workers = client.scheduler_info()["workers"]
         assert workers and all(a.startswith("tcp://127.0.0.1:") for a in workers)
         assert client.dashboard_link.startswith("http://127.0.0.1:")
+        # the run's own workers load the dgmm.worker preload
+        assert all(client.run(lambda: "dgmm.worker" in sys.modules).values())

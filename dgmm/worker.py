@@ -1,0 +1,36 @@
+"""A Dask worker preload for dgmm's passes: ``dask worker --preload dgmm.worker ...``.
+
+A dgmm block task needs numpy, scipy.linalg, Dask and zarr, nothing else. The run's own
+LocalCluster loads this module into every worker, and it is worth adding to hand-started
+workers whose memory limit is small (the images in ``docker/`` do). It
+
+- keeps the ``sparse`` package (and through it numba, ~58 MiB resident) out of the worker:
+  ``dask.array`` imports it only to register sparse chunks, which dgmm never makes;
+- sets the allocator up before the first task (see `dgmm._malloc`).
+
+A worker that has already imported ``sparse`` keeps it. dask-ml's k-means (``init_params``
+'kmeans' or 'k-means||' on Dask input) imports numba, scikit-learn and pandas on the workers
+anyway (~220 MiB more); ``k-means++`` and ``random_from_data`` do not.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._malloc import tune_allocator
+
+
+def keep_out_unused_imports() -> bool:
+    """Make ``import sparse`` fail in this process, unless it is imported already."""
+    if "sparse" in sys.modules:
+        return False
+    sys.modules["sparse"] = None  # type: ignore[assignment]  # import sparse -> ImportError
+    return True
+
+
+keep_out_unused_imports()
+
+
+def dask_setup(worker) -> None:
+    """Called by Dask once the worker starts: tune the allocator for its memory limit."""
+    tune_allocator(worker.memory_manager.memory_limit or None)
