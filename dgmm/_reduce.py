@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -22,13 +23,14 @@ from ._malloc import trim_if_high, tune_allocator
 from .validation import check_block_finite, check_weight_block
 
 SPLIT_EVERY = 8
-# How long a pass may make no progress while every worker is paused (memory) or gone before
-# it fails; a Dask setting, so `dask.config.set({"dgmm.stall-timeout": "60s"})` changes it.
+# How long a pass may finish no task while every worker is paused (memory), gone or being
+# restarted before it fails (see `Watch`); a Dask setting, so
+# `dask.config.set({"dgmm.stall-timeout": "60s"})` changes it.
 dask.config.update_defaults({"dgmm": {"stall-timeout": "300s"}})
 
 
 class StalledError(RuntimeError):
-    """A pass made no progress: every worker was paused (out of memory) or none was there."""
+    """A pass made no progress: every worker was paused (out of memory), restarted or gone."""
 
 
 class RowBlocks:
@@ -73,11 +75,13 @@ class RowBlocks:
         combine: Callable[[list[Any]], Any],
         name: str,
         split_every: int = SPLIT_EVERY,
+        need: int | None = None,
     ) -> Any:
         """Compute ``combine`` over ``kernel(block, weights, row0, spec)`` of every block.
 
         Task keys are named ``{name}-<token>`` for the block tasks and ``dgmm-combine-<token>``
-        for the reduction, so the dashboard shows what runs.
+        for the reduction, so the dashboard shows what runs. ``need`` (bytes a task holds, by
+        dgmm's estimate) is named if the pass stalls.
         """
         token = uuid.uuid4().hex[:12]
         spec_d = dask.delayed(spec, name=f"dgmm-params-{token}", traverse=False)
@@ -99,7 +103,7 @@ class RowBlocks:
             level += 1
         client = _active_client() if self.scheduler is None else None
         if client is not None:
-            return _watched(client, parts[0], name)
+            return _watched(client, parts[0], name, need)
         with self._blas_pinned():
             (result,) = compute(parts[0], scheduler=self.scheduler)
         return result
@@ -148,27 +152,91 @@ def _active_client():
         return None
 
 
-def _stall(client) -> str | None:
-    """Why no task can run now (every worker paused, or none), or None if some can."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    if not workers:
-        return "no worker is connected"
-    if all(w.get("status") == "paused" for w in workers.values()):
-        limits = sorted({w.get("memory_limit") or 0 for w in workers.values()})
-        shown = ", ".join(f"{m / 2**20:.0f} MiB" for m in limits if m) or "none"
-        return f"every worker is paused for memory (worker memory limit {shown})"
-    return None
+def _finished_tasks(dask_scheduler) -> int:
+    """Tasks that have ever finished on this scheduler (runs there; a counter that only grows)."""
+    return sum(p.state_counts["memory"] for p in dask_scheduler.task_prefixes.values())
 
 
-def _watched(client, graph: Any, name: str) -> Any:
+@dataclass
+class Watch:
+    """Decides, from what the scheduler reports once a second, whether a pass is stalled.
+
+    A pass is stalled when no task has finished on the cluster for ``timeout`` seconds and the
+    cluster cannot work: every worker is paused for memory, none is connected, or workers keep
+    being restarted (two or more left since the last finished task, as when a nanny kills a
+    worker over its memory limit again and again). A long task on a healthy cluster is never
+    stalled. Without a finished-task count (``finished`` None) progress is assumed whenever
+    some worker can run.
+    """
+
+    timeout: float
+    need: int | None = None  # dgmm's estimate of a task's bytes, for the message
+    since: float = field(default_factory=time.monotonic)  # the last progress
+    finished: int | None = None
+    workers: frozenset[str] | None = None
+    restarts: int = 0
+
+    def observe(self, finished: int | None, workers: dict[str, dict], now: float) -> str | None:
+        """Take one report (``scheduler_info()['workers']``); why the pass is stalled, or None."""
+        seen = frozenset(workers)
+        if self.workers is not None:
+            self.restarts += len(self.workers - seen)
+        self.workers = seen
+        paused = bool(workers) and all(w.get("status") == "paused" for w in workers.values())
+        stuck = not workers or paused
+        if finished is not None:
+            if self.finished is not None and finished > self.finished:
+                self.since, self.restarts = now, 0
+            self.finished = finished
+        elif not stuck:
+            self.since, self.restarts = now, 0
+        if now - self.since < self.timeout or not (stuck or self.restarts >= 2):
+            return None
+        return self._why(workers, paused, now)
+
+    def _why(self, workers: dict[str, dict], paused: bool, now: float) -> str:
+        if not workers:
+            state = "no worker is connected"
+        elif paused:
+            state = "every worker is paused for memory"
+        else:
+            state = "workers keep being restarted"
+        if self.restarts:
+            state += f" ({self.restarts} restarted or left)"
+        limits = sorted({w.get("memory_limit") or 0 for w in workers.values()} - {0})
+        used = sorted((w.get("metrics") or {}).get("memory", 0) for w in workers.values())
+        facts = []
+        if used:
+            facts.append("workers hold " + ", ".join(f"{m / 2**20:.0f}" for m in used) + " MiB")
+        if limits:
+            facts.append("memory limit " + ", ".join(f"{m / 2**20:.0f}" for m in limits) + " MiB")
+        if self.need:
+            facts.append(f"a task needs ~{self.need / 2**20:.0f} MiB")
+        detail = f" ({'; '.join(facts)})" if facts else ""
+        return (
+            f"made no progress for {now - self.since:.0f} s: {state}{detail}; give workers more "
+            "memory (the cluster's memory_limit) or use smaller chunks, or raise the Dask "
+            "setting dgmm.stall-timeout"
+        )
+
+
+def _report(client) -> tuple[int | None, dict[str, dict]]:
+    try:
+        finished = client.run_on_scheduler(_finished_tasks)
+    except Exception:  # a scheduler that refuses or lacks the counter: fall back to states
+        finished = None
+    return finished, client.scheduler_info(n_workers=-1)["workers"]
+
+
+def _watched(client, graph: Any, name: str, need: int | None = None) -> Any:
     """Compute ``graph`` on the cluster; fail if it is stalled for the configured time."""
     from dask.utils import parse_timedelta
     from distributed import wait
 
     timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
+    watch = Watch(timeout, need)  # the clock starts now; reports begin after a second
     submitted = client.compute(graph)  # a future, or a list of them for a list of graphs
     futures = list(submitted) if isinstance(submitted, (list, tuple)) else [submitted]
-    stalled_since = None
     try:
         while True:
             try:
@@ -176,18 +244,9 @@ def _watched(client, graph: Any, name: str) -> Any:
                 results = client.gather(futures)
                 return results if isinstance(submitted, (list, tuple)) else results[0]
             except TimeoutError:
-                why = _stall(client)
-                now = time.monotonic()
-                if why is None:
-                    stalled_since = None
-                    continue
-                stalled_since = stalled_since or now
-                if now - stalled_since >= timeout:
-                    raise StalledError(
-                        f"pass '{name}' made no progress for {now - stalled_since:.0f} s: "
-                        f"{why}; give workers more memory (or use smaller chunks), or raise "
-                        "the Dask setting dgmm.stall-timeout"
-                    ) from None
+                why = watch.observe(*_report(client), time.monotonic())
+                if why is not None:
+                    raise StalledError(f"pass '{name}' {why}") from None
     finally:
         client.cancel([f for f in futures if not f.done()])
 

@@ -247,9 +247,12 @@ class DataPasses:
         """The reduced statistics of every job: one pass, or several when their statistics
         would not fit a worker together (see `plan_passes`)."""
         out: list[SuffStats | None] = [None] * len(jobs)
-        for members, fan_in in self.plan(jobs).batches if jobs else []:
+        plan = self.plan(jobs) if jobs else PassPlan([], 0, None)
+        for members, fan_in in plan.batches:
             spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
-            stats = self.blocks.map_reduce(_block_kernel, spec, sum_stats, name, fan_in)
+            stats = self.blocks.map_reduce(
+                _block_kernel, spec, sum_stats, name, fan_in, need=plan.task_bytes
+            )
             if stats and stats[0].n <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
             self.checked = True

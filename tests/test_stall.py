@@ -1,0 +1,107 @@
+"""No silent stall, and no false alarm: the rule that fails a pass whose cluster cannot work.
+
+The rule (`Watch`) is checked on generated traces of what the scheduler reports once a second:
+finished-task counts, worker states and addresses. The real paused-worker run is in
+test_safety.py; here a long task on a healthy cluster must run to its end.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import dask
+import pytest
+from distributed import Client, LocalCluster
+
+from dgmm._reduce import Watch
+from dgmm.em import compute
+
+
+def _workers(addresses: list[str], status: str) -> dict[str, dict]:
+    return {
+        a: {"status": status, "memory_limit": 512 * 2**20, "metrics": {"memory": 400 * 2**20}}
+        for a in addresses
+    }
+
+
+def _trace(rng: random.Random, kind: str, n: int = 60):
+    """Polls of one kind of cluster: (time, finished count or None, workers)."""
+    t, finished, gen = 0.0, 0, 0
+    counted = kind != "no-counter"
+    for _ in range(n):
+        t += rng.uniform(0.05, 1.5)
+        if kind == "progress":  # tasks finish, whatever the workers look like
+            finished += rng.randint(1, 5)
+            status = rng.choice(["running", "paused"])
+            workers = _workers([f"w{gen}-{i}" for i in range(2)], status)
+        elif kind in ("long-task", "no-counter"):  # healthy, nothing finishes (one slow task)
+            workers = _workers(["a", "b"], "running")
+        elif kind == "one-restart":  # one worker replaced once, then a long task
+            workers = _workers(["a", "b" if t < 3 else "c"], "running")
+        elif kind == "paused":
+            workers = _workers(["a", "b"], "paused")
+        elif kind == "gone":
+            workers = {}
+        elif kind == "restart-loop":  # a nanny kills and restarts a worker at every poll
+            gen += 1
+            workers = _workers(["a", f"b{gen}"], "running")
+        else:
+            raise AssertionError(kind)
+        yield t, (finished if counted else None), workers
+
+
+STALLS = ("paused", "gone", "restart-loop")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_stalled_cluster_fails_within_the_timeout_and_a_working_one_never(seed):
+    rng = random.Random(seed)
+    timeout = rng.uniform(0.5, 20)
+    for kind in ("progress", "long-task", "no-counter", "one-restart", *STALLS):
+        watch = Watch(timeout, need=rng.choice([None, 50 * 2**20]), since=0.0)
+        failed_at, why = None, None
+        for t, finished, workers in _trace(rng, kind, n=int(4 * timeout) + 40):
+            why = watch.observe(finished, workers, t)
+            if why is not None:
+                failed_at = t
+                break
+        if kind not in STALLS:
+            assert failed_at is None, (kind, timeout, why)
+            continue
+        # nothing ever finished: the pass fails at the first report at or after the timeout
+        # (a restart loop needs two workers gone first, its second report at the latest)
+        assert failed_at is not None, (kind, timeout)
+        assert failed_at >= timeout and why.startswith(f"made no progress for {failed_at:.0f} s")
+        assert failed_at <= timeout + 3.0, (kind, timeout, failed_at)
+        assert "dgmm.stall-timeout" in why and "memory" in why
+        if kind == "paused":
+            assert "paused for memory" in why and "memory limit 512 MiB" in why
+            assert "workers hold 400, 400 MiB" in why
+        if kind == "restart-loop":
+            assert "restarted" in why
+
+
+def test_a_finished_task_restarts_the_clock():
+    watch = Watch(10.0, since=0.0)
+    paused = _workers(["a"], "paused")
+    assert watch.observe(0, paused, 9.0) is None
+    assert watch.observe(1, paused, 9.5) is None  # a task finished: progress
+    assert watch.observe(1, paused, 19.0) is None
+    assert "paused" in watch.observe(1, paused, 19.5)
+
+
+@pytest.mark.slow
+def test_a_task_longer_than_the_stall_timeout_on_a_healthy_cluster_completes():
+    def slow(x):
+        time.sleep(4)
+        return x + 1
+
+    with (
+        dask.config.set({"dgmm.stall-timeout": "1s"}),
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        t0 = time.monotonic()
+        (got,) = compute(dask.delayed(slow)(1))
+        assert got == 2 and time.monotonic() - t0 >= 4
