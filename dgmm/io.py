@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.array.core import PerformanceWarning
 
 MODEL_FORMAT = "dgmm-gaussian-mixture"
 MODEL_VERSION = 1
@@ -70,11 +72,22 @@ class _ChunkReader:
             return self.arr[key]
         except Exception as e:
             rows = key[0] if isinstance(key, tuple) else key
+            bad, e = self._failing_row(rows, e)
             raise ZarrChunkError(
                 f"cannot read rows {rows.start} to {rows.stop - 1} of the Zarr array "
-                f"'{_where(self.arr)}': chunk {_chunk_names(self.arr, rows.start)} is corrupt or "
+                f"'{_where(self.arr)}': chunk {_chunk_names(self.arr, bad)} is corrupt or "
                 f"unreadable ({type(e).__name__}: {e})"
             ) from e
+
+    def _failing_row(self, rows: slice, error: Exception) -> tuple[int, Exception]:
+        """The first row of the stored chunk that fails, when a block spans several."""
+        step = self.arr.chunks[0]
+        for r0 in range(rows.start, rows.stop, step):
+            try:
+                self.arr[r0 : min(r0 + step, rows.stop)]
+            except Exception as e:
+                return r0, e
+        return rows.start, error
 
 
 def _where(arr: zarr.Array) -> str:
@@ -115,14 +128,33 @@ def missing_chunks(arr: zarr.Array) -> list[tuple[str, int, int]]:
     return out
 
 
+# Small Zarr chunks are read several to a Dask block, up to this many bytes, while at least
+# MIN_BLOCKS blocks remain for the workers to share: every block is a few tasks, and a task costs
+# the scheduler about a millisecond however little it reads (benchmarks/many_blocks.py).
+TARGET_BLOCK_BYTES = 16 * 2**20
+MIN_BLOCKS = 64
+
+
+def block_rows(n_rows: int, row_bytes: int, stored_rows: int) -> int:
+    """Rows per Dask block over stored chunks of ``stored_rows``: a multiple of them."""
+    n_stored = -(-n_rows // stored_rows) if n_rows else 0
+    by_size = TARGET_BLOCK_BYTES // max(stored_rows * row_bytes, 1)
+    group = max(1, min(by_size, n_stored // MIN_BLOCKS))
+    return stored_rows * group
+
+
 def zarr_to_dask(arr: zarr.Array) -> da.Array:
-    """A Dask view of a Zarr array, one Dask block per Zarr chunk row, columns in one block.
+    """A Dask view of a Zarr array, columns in one block and rows in blocks of whole stored
+    chunks (one each, or several when they are small; see `block_rows`).
 
     The array is inlined into each read task (no separate "original" key): otherwise Dask's graph
     optimisation gives one chunk key different definitions in different passes, which the
     distributed scheduler warns about (dask/dask#9888).
     """
-    chunks = (arr.chunks[0], *arr.shape[1:]) if arr.ndim == 2 else arr.chunks
+    stored = arr.chunks[0]  # a shard's inner chunks can be read alone
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    rows = block_rows(arr.shape[0], row_bytes, stored)
+    chunks = (rows, *arr.shape[1:]) if arr.ndim == 2 else (rows,)
     reader = _ChunkReader(arr)
     return da.from_array(
         reader,
@@ -249,6 +281,27 @@ def in_memory_chunk_rows(n_samples: int, n_features: int, itemsize: int) -> int:
     return int(max(4096, min(by_bytes, by_cores)))
 
 
+# Above this many row blocks, blocks smaller than SMALL_BLOCK_BYTES get a warning: each costs
+# the scheduler ~12 ms per pass on 2 cores (benchmarks/many_blocks.py), their data far less.
+MANY_BLOCKS = 1000
+SMALL_BLOCK_BYTES = 2**20
+
+
+def _warn_small_blocks(x: da.Array, name: str) -> None:
+    n_blocks = x.numblocks[0]
+    mean_bytes = x.nbytes / max(n_blocks, 1)
+    if n_blocks <= MANY_BLOCKS or mean_bytes >= SMALL_BLOCK_BYTES:
+        return
+    rows = block_rows(x.shape[0], x.shape[1] * x.dtype.itemsize, 1)
+    warnings.warn(
+        f"{name} has {n_blocks} row blocks of ~{mean_bytes / 2**10:.0f} KiB: every block costs "
+        "the Dask scheduler milliseconds per pass, more than its data; rechunk to fewer, "
+        f"larger blocks, e.g. {name}.rechunk({{0: {rows}}})",
+        PerformanceWarning,
+        stacklevel=4,
+    )
+
+
 def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
     """Check and wrap numpy / Dask / Zarr input (or a path to a Zarr array)."""
     from .validation import as_numpy_2d, check_dtype_and_shape, check_sample_weight
@@ -267,6 +320,7 @@ def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
         x = X.astype(dtype) if X.dtype != dtype else X
         if len(x.chunks[1]) != 1:
             x = x.rechunk({1: -1})
+        _warn_small_blocks(x, name)
         w = None
         if sample_weight is not None:
             w = da.asarray(sample_weight).astype(np.float64)

@@ -116,3 +116,63 @@ def test_first_pass_counts(blobs):
     with pytest.warns(ConvergenceWarning):
         gm.fit(X)
     assert gm.n_passes_ == 1 + 5  # five restarts share the init pass and every EM pass
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_small_zarr_chunks_are_read_several_to_a_block(tmp_path, seed):
+    """Whatever the stored chunking, the Dask view's blocks are whole stored chunks, no bigger
+    than the target unless one chunk is, at least MIN_BLOCKS of them where the chunks allow,
+    and they read the stored values; a corrupt chunk inside a block is named exactly."""
+    import zarr
+
+    from dgmm.io import MIN_BLOCKS, TARGET_BLOCK_BYTES, ZarrChunkError, zarr_to_dask
+
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(1, 40))
+    if seed % 2:  # any chunking
+        chunk = int(rng.choice([1, 3, 7, 64, 500, 4096, 40_000]))
+        n_stored = int(rng.integers(1, max(2, min(1500, 200_000 // chunk))))
+    else:  # many small chunks: grouped
+        chunk, n_stored = int(rng.choice([1, 3, 7, 64])), int(rng.integers(200, 1500))
+    n = (n_stored - 1) * chunk + int(rng.integers(1, chunk + 1))
+    dtype = rng.choice(["float32", "float64", "int16"])
+    data = rng.normal(size=(n, d)).astype(dtype)
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=(n, d), chunks=(chunk, d), dtype=dtype)
+    z[:] = data
+    x = zarr_to_dask(zarr.open_array(str(tmp_path / "x.zarr"), mode="r"))
+    rows = x.chunks[0]
+    n_stored = -(-n // chunk)
+    assert sum(rows) == n and x.chunks[1] == (d,)
+    assert all(r % chunk == 0 for r in rows[:-1])
+    assert max(rows) * d * data.itemsize <= max(TARGET_BLOCK_BYTES, chunk * d * data.itemsize)
+    assert len(rows) >= min(n_stored, MIN_BLOCKS)
+    np.testing.assert_array_equal(x.compute(scheduler="sync"), data)
+    assert seed % 2 or rows[0] > chunk
+    if len(rows) > 1 and rows[0] > chunk:  # several chunks in the first block: break its last
+        bad = rows[0] // chunk - 1
+        (tmp_path / "x.zarr" / "c" / str(bad) / "0").write_bytes(b"\x00garbage" * 8)
+        with pytest.raises(ZarrChunkError, match=rf"chunk c/{bad}/0 is corrupt"):
+            x.blocks[0].compute(scheduler="sync")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_many_tiny_dask_blocks_get_a_warning_with_a_rechunk_that_silences_it(seed):
+    import re
+    import warnings
+
+    from dask.array.core import PerformanceWarning
+
+    from dgmm.io import MANY_BLOCKS, load_input
+
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(1, 20))
+    n_blocks = int(rng.integers(MANY_BLOCKS + 1, 5 * MANY_BLOCKS))
+    x = da.ones((n_blocks * int(rng.integers(1, 30)), d), chunks=(-1, d))
+    x = x.rechunk({0: x.shape[0] // n_blocks})
+    with pytest.warns(PerformanceWarning, match="rechunk to fewer, larger blocks") as rec:
+        load_input(x)
+    rows = int(re.search(r"rechunk\(\{0: (\d+)\}\)", str(rec[0].message)).group(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)
+        load_input(x.rechunk({0: rows}))
+        load_input(da.ones((x.shape[0], d), chunks=(max(1, x.shape[0] // 500), d)))
