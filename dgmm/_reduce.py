@@ -76,22 +76,49 @@ class RowBlocks:
         name: str,
         split_every: int = SPLIT_EVERY,
         need: int | None = None,
+        accumulate: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
         """Compute ``combine`` over ``kernel(block, weights, row0, spec)`` of every block.
 
         Task keys are named ``{name}-<token>`` for the block tasks and ``dgmm-combine-<token>``
         for the reduction, so the dashboard shows what runs. ``need`` (bytes a task holds, by
-        dgmm's estimate) is named if the pass stalls.
+        dgmm's estimate) is named if the pass stalls. With ``accumulate(running, part)`` (equal to
+        ``combine([running, part])``, and free to add into ``running`` in place), the blocks of
+        each first-level group are folded one after another.
         """
         token = uuid.uuid4().hex[:12]
         spec_d = dask.delayed(spec, name=f"dgmm-params-{token}", traverse=False)
-        parts = [
-            dask.delayed(_run_kernel, pure=True)(
-                kernel, xb, wb, int(r0), spec_d, dask_key_name=(f"{name}-{token}", i)
-            )
-            for i, (xb, wb, r0) in enumerate(zip(self._xb, self._wb, self.offsets, strict=True))
-        ]
-        level = 0
+        blocks = list(zip(self._xb, self._wb, self.offsets, strict=True))
+        if accumulate is not None and len(blocks) > 1:
+            # The first level of the tree runs as chains: each group of ``split_every``
+            # consecutive blocks is folded block after block into one running result, the same
+            # left fold (and so the same bits) as ``combine`` over the group, but holding one
+            # result per group in progress instead of every finished block of it.
+            parts = []
+            for g in range(0, len(blocks), split_every):
+                running = None
+                for i in range(g, min(g + split_every, len(blocks))):
+                    xb, wb, r0 = blocks[i]
+                    running = dask.delayed(_chain_step, pure=True)(
+                        kernel,
+                        accumulate,
+                        running,
+                        xb,
+                        wb,
+                        int(r0),
+                        spec_d,
+                        dask_key_name=(f"{name}-{token}", i),
+                    )
+                parts.append(running)
+            level = 1
+        else:
+            parts = [
+                dask.delayed(_run_kernel, pure=True)(
+                    kernel, xb, wb, int(r0), spec_d, dask_key_name=(f"{name}-{token}", i)
+                )
+                for i, (xb, wb, r0) in enumerate(blocks)
+            ]
+            level = 0
         while len(parts) > 1:
             parts = [
                 dask.delayed(combine, pure=True)(
@@ -114,6 +141,11 @@ class RowBlocks:
             local = dask.config.get("scheduler", None) in (None, "threads", "threading")
             local = local and _active_client() is None
         return threadpool_limits(limits=1) if local else nullcontext()
+
+
+def _chain_step(kernel, accumulate, running, xb, wb, row0: int, spec: Any) -> Any:
+    part = _run_kernel(kernel, xb, wb, row0, spec)
+    return part if running is None else accumulate(running, part)
 
 
 def _run_kernel(kernel: Callable[..., Any], xb, wb, row0: int, spec: Any) -> Any:
@@ -162,8 +194,8 @@ class Watch:
     """Decides, from what the scheduler reports once a second, whether a pass is stalled.
 
     A pass is stalled when no task has finished on the cluster for ``timeout`` seconds and the
-    cluster cannot work: every worker is paused for memory, none is connected, or workers keep
-    being restarted (two or more left since the last finished task, as when a nanny kills a
+    cluster cannot work: a worker is paused for memory (the others may be waiting for the data
+    it holds), none is connected, or workers keep being restarted (two or more left since the last finished task, as when a nanny kills a
     worker over its memory limit again and again). A long task on a healthy cluster is never
     stalled. Without a finished-task count (``finished`` None) progress is assumed whenever
     some worker can run.
@@ -182,8 +214,8 @@ class Watch:
         if self.workers is not None:
             self.restarts += len(self.workers - seen)
         self.workers = seen
-        paused = bool(workers) and all(w.get("status") == "paused" for w in workers.values())
-        stuck = not workers or paused
+        paused = sum(w.get("status") == "paused" for w in workers.values())
+        stuck = not workers or paused > 0
         if finished is not None:
             if self.finished is not None and finished > self.finished:
                 self.since, self.restarts = now, 0
@@ -194,11 +226,13 @@ class Watch:
             return None
         return self._why(workers, paused, now)
 
-    def _why(self, workers: dict[str, dict], paused: bool, now: float) -> str:
+    def _why(self, workers: dict[str, dict], paused: int, now: float) -> str:
         if not workers:
             state = "no worker is connected"
-        elif paused:
+        elif paused == len(workers):
             state = "every worker is paused for memory"
+        elif paused:
+            state = f"{paused} of {len(workers)} workers are paused for memory"
         else:
             state = "workers keep being restarted"
         if self.restarts:

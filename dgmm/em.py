@@ -22,7 +22,7 @@ from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
 from .params import GaussianParams
-from .stats import SuffStats, sum_stats
+from .stats import SuffStats, add_stats_into, sum_stats
 from .validation import WEIGHTS_SUM_TO_ZERO, ColumnProfile, block_profile
 
 if TYPE_CHECKING:
@@ -249,10 +249,26 @@ class DataPasses:
         would not fit a worker together (see `plan_passes`)."""
         out: list[SuffStats | None] = [None] * len(jobs)
         plan = self.plan(jobs) if jobs else PassPlan([], 0, None)
+        d = self.blocks.x.shape[1]
+        chunk = max(self.blocks.x.chunks[0]) * d * self.dtype.itemsize
         for members, fan_in in plan.batches:
             spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
+            size = sum(
+                statistics_nbytes(jobs[i].strategy.name, jobs[i].source.n_components, d)
+                for i in members
+            )
+            # Statistics larger than the chunk dominate a worker's memory: fold the blocks of a
+            # group one after another (same bits, one result held per group) rather than in
+            # parallel (every finished block's result held until its group is combined).
+            chained = plan.budget is not None and size > chunk
             stats = self.blocks.map_reduce(
-                _block_kernel, spec, sum_stats, name, fan_in, need=plan.task_bytes
+                _block_kernel,
+                spec,
+                sum_stats,
+                name,
+                fan_in,
+                need=plan.task_bytes,
+                accumulate=add_stats_into if chained else None,
             )
             if stats and stats[0].n <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)

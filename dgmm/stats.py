@@ -63,3 +63,17 @@ def sum_stats(parts: list[list[SuffStats]]) -> list[SuffStats]:
     for p in parts[1:]:
         out = [a + b for a, b in zip(out, p, strict=True)]
     return out
+
+
+def add_stats_into(running: list[SuffStats], part: list[SuffStats]) -> list[SuffStats]:
+    """``sum_stats([running, part])`` adding into ``running``'s arrays (no new arrays): a lane
+    of a pass folds its blocks this way, holding one set of statistics."""
+    out = []
+    for a, b in zip(running, part, strict=True):
+        a.nk.__iadd__(b.nk)
+        a.sx.__iadd__(b.sx)
+        a.sxx.__iadd__(b.sxx)
+        out.append(
+            SuffStats(a.n + b.n, a.loglik + b.loglik, a.nk, a.sx, a.sxx, a.entropy + b.entropy)
+        )
+    return out

@@ -37,3 +37,47 @@ def test_peak_memory_does_not_grow_with_rows(cov):
     # 400k rows x 16 features is 51 MB of data; the kernel's extra memory stays a few sub-blocks
     assert large < 4 * SUB_BLOCK_BYTES
     assert large < 1.5 * small + 2**20
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_chained_first_level_gives_the_tree_bits_and_holds_one_result_per_group(seed):
+    """Folding each group's blocks one after another (statistics added in place, one result
+    held per group) gives the same bits as combining the group's finished blocks, for any
+    layout, weights and fan-in."""
+    import dask.array as da
+
+    from dgmm._reduce import RowBlocks
+    from dgmm.em import PassSpec, _block_kernel
+    from dgmm.stats import add_stats_into, sum_stats
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(50, 3000)), int(rng.integers(1, 6))
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 1e3)
+    rows = int(rng.integers(1, max(2, n // 3)))
+    xd = da.from_array(x, chunks=(rows, d))
+    w = da.from_array(rng.uniform(0, 2, size=n), chunks=(rows,)) if seed % 2 else None
+    jobs = []
+    for cov in COV_TYPES:
+        k = int(rng.integers(1, 5))
+        strat = get_covariance_type(cov)
+        covs = {
+            "full": np.stack([np.eye(d)] * k),
+            "tied": np.eye(d),
+            "diag": np.ones((k, d)),
+            "spherical": np.ones(k),
+        }[cov]
+        p = GaussianParams(
+            cov, np.full(k, 1 / k), x[:k].copy(), covs, strat.precision_cholesky(covs)
+        )
+        jobs.append(StatsJob(Posterior(p.shifted(np.zeros(d), x.dtype)), strat))
+    spec = PassSpec(jobs, np.zeros(d), False)
+    blocks = RowBlocks(xd, w, scheduler="threads")
+    fan_in = int(rng.choice([2, 3, 4, 8]))
+    tree = blocks.map_reduce(_block_kernel, spec, sum_stats, "t", fan_in)
+    chain = blocks.map_reduce(
+        _block_kernel, spec, sum_stats, "c", fan_in, accumulate=add_stats_into
+    )
+    for a, b in zip(tree, chain, strict=True):
+        assert (a.n, a.loglik) == (b.n, b.loglik)
+        for name in ("nk", "sx", "sxx"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))

@@ -41,6 +41,8 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
             workers = _workers(["a", "b" if t < 3 else "c"], "running")
         elif kind == "paused":
             workers = _workers(["a", "b"], "paused")
+        elif kind == "one-paused":  # the other waits for the data the paused one holds
+            workers = {**_workers(["a"], "paused"), **_workers(["b"], "running")}
         elif kind == "gone":
             workers = {}
         elif kind == "restart-loop":  # a nanny kills and restarts a worker at every poll
@@ -51,7 +53,7 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
         yield t, (finished if counted else None), workers
 
 
-STALLS = ("paused", "gone", "restart-loop")
+STALLS = ("paused", "one-paused", "gone", "restart-loop")
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -78,6 +80,8 @@ def test_stalled_cluster_fails_within_the_timeout_and_a_working_one_never(seed):
         if kind == "paused":
             assert "paused for memory" in why and "memory limit 512 MiB" in why
             assert "workers hold 400, 400 MiB" in why
+        if kind == "one-paused":
+            assert "1 of 2 workers are paused for memory" in why
         if kind == "restart-loop":
             assert "restarted" in why
 
