@@ -195,10 +195,10 @@ class Watch:
 
     A pass is stalled when no task has finished on the cluster for ``timeout`` seconds and the
     cluster cannot work: a worker is paused for memory (the others may be waiting for the data
-    it holds), none is connected, or workers keep being restarted (two or more left since the last finished task, as when a nanny kills a
-    worker over its memory limit again and again). A long task on a healthy cluster is never
-    stalled. Without a finished-task count (``finished`` None) progress is assumed whenever
-    some worker can run.
+    it holds), none is connected, or workers keep being restarted (two or more left since the
+    last finished task, as when a nanny kills a worker over its memory limit again and again).
+    A long task on a healthy cluster is never stalled. Without a finished-task count
+    (``finished`` None) progress is assumed whenever some worker can run.
     """
 
     timeout: float
