@@ -237,6 +237,10 @@ class DataPasses:
         self.n_passes += 1
         return result
 
+    def weight_scale(self, stats: SuffStats) -> float:
+        """The mean row weight of a pass over every row (exactly 1.0 without weights)."""
+        return stats.n / self.blocks.x.shape[0]
+
     def plan(self, jobs: list[StatsJob]) -> PassPlan:
         """How `statistics` will group ``jobs`` into passes that fit the workers."""
         d = self.blocks.x.shape[1]
@@ -340,7 +344,14 @@ def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
     """M-step and convergence test of one candidate; whether it keeps running."""
     lb = st.loglik / st.n
     try:
-        s.params = m_step(st, s.params.strategy, s.reg_covar, passes.shift, passes.eps)
+        s.params = m_step(
+            st,
+            s.params.strategy,
+            s.reg_covar,
+            passes.shift,
+            passes.eps,
+            weight_scale=passes.weight_scale(st),
+        )
     except DegenerateCovarianceError as e:
         s.error = str(e)
         logger.info("candidate failed at iteration %d: %s", s.n_iter + 1, e)

@@ -178,6 +178,7 @@ def initial_parameters(
                     passes.shift,
                     passes.eps,
                     weights_denominator=est.n,
+                    weight_scale=passes.weight_scale(est),
                 )
             out.append(_apply_user(est, r.strategy, r.user))
         except DegenerateCovarianceError as e:

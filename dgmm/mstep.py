@@ -16,6 +16,7 @@ def m_step(
     shift: np.ndarray,
     eps: float,
     weights_denominator: float | None = None,
+    weight_scale: float = 1.0,
 ) -> GaussianParams:
     """New parameters from the statistics of one pass, with scikit-learn's conventions.
 
@@ -29,16 +30,20 @@ def m_step(
     shift : ndarray of shape (n_features,)
         The offset the statistics were taken around.
     eps : float
-        Machine epsilon of the data's dtype; ``10·eps`` is added to each count.
+        Machine epsilon of the data's dtype; ``10·eps·weight_scale`` is added to each count.
     weights_denominator : float, optional
         Divide counts by this instead of their sum (the initialisation divides by n_samples).
+    weight_scale : float
+        The mean row weight (1 without weights). scikit-learn adds ``10·eps`` to counts of
+        unit-weight rows; scaling the floor with the weights keeps the fit of ``c·w`` that of
+        ``w`` for any ``c > 0``.
 
     Raises
     ------
     DegenerateCovarianceError
         If a covariance is not positive definite; the message names the component.
     """
-    nk = stats.nk + 10.0 * eps
+    nk = stats.nk + 10.0 * eps * weight_scale
     means_s = stats.sx / nk[:, None]
     covariances = strategy.covariances(nk, means_s, stats.sxx, reg_covar)
     try:
