@@ -261,23 +261,30 @@ def chunk_statistics(
     return [SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy) for a in accs]
 
 
-def block_log_resp(
-    x: np.ndarray, params: ShiftedParams, shift: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row log-likelihood (n,) and log responsibilities (K, n) of one row block."""
+def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output: str):
+    """``labels`` (n,), ``proba`` (n, K) or ``score`` (per-row log-likelihood, n) of one row
+    block, sub-block by sub-block.
+
+    Probabilities are normalised directly (``exp(lp − max) / Σ``), not taken as
+    ``exp(lp − lse)``: for a row far from every component ``lse`` rounds to the largest ``lp``
+    (``log K`` is lost next to it) and ``exp(lp − lse)`` would sum to up to K.
+    """
     dtype = compute_dtype(x.dtype)
     n, d = x.shape
     k = params.means_s.shape[0]
     step = sub_block_rows(_row_values(params.strategy, k, d), dtype.itemsize)
-    lse = np.empty(n, dtype=dtype)
-    log_resp = np.empty((k, n), dtype=dtype)
+    out = np.empty(
+        (n, k) if output == "proba" else n, dtype=np.intp if output == "labels" else dtype
+    )
     shift_c = shift.astype(dtype)
     for s in range(0, n, step):
         lp = params.weighted_log_prob(x[s : s + step].astype(dtype, copy=False) - shift_c)
-        m, _ = logsumexp_rows(lp)
-        lse[s : s + step] = m
-        log_resp[:, s : s + step] = lp - m
-    return lse, log_resp
+        if output == "labels":
+            out[s : s + step] = lp.argmax(axis=0)
+            continue
+        lse, resp = logsumexp_rows(lp)
+        out[s : s + step] = resp.T if output == "proba" else lse
+    return out
 
 
 @dataclass(frozen=True)
@@ -293,9 +300,4 @@ def apply_block(x: np.ndarray, spec: ApplySpec, block_info: dict | None = None) 
     """Labels, probabilities or per-row log-likelihoods of one row block of new data."""
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
     check_block_finite(x, row0)
-    lse, log_resp = block_log_resp(x, spec.params, spec.shift)
-    if spec.output == "labels":
-        return log_resp.argmax(axis=0)
-    if spec.output == "proba":
-        return np.exp(log_resp.T)
-    return lse
+    return block_output(x, spec.params, spec.shift, spec.output)
