@@ -168,8 +168,11 @@ def _address(config: AddressClusterConfig) -> Iterator[Client]:
         yield client
 
 
-@contextmanager
-def _jobqueue(config: JobqueueClusterConfig) -> Iterator[Client]:
+def jobqueue_cluster(config: JobqueueClusterConfig):
+    """The dask-jobqueue cluster of the config, not yet scaled (no job submitted).
+
+    Its workers get ``--preload dgmm.worker`` (see `dgmm.worker`) unless the options name it.
+    """
     try:
         import dask_jobqueue
     except ImportError:
@@ -177,7 +180,17 @@ def _jobqueue(config: JobqueueClusterConfig) -> Iterator[Client]:
             f"cluster type '{config.type}' needs dask-jobqueue: pip install 'dgmm[jobqueue]'"
         ) from None
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[config.type]
-    with cls(**config.options) as cluster:
+    options = dict(config.options)
+    extra = list(options.get("worker_extra_args") or [])
+    if "dgmm.worker" not in extra:
+        extra += ["--preload", "dgmm.worker"]
+    options["worker_extra_args"] = extra
+    return cls(**options)
+
+
+@contextmanager
+def _jobqueue(config: JobqueueClusterConfig) -> Iterator[Client]:
+    with jobqueue_cluster(config) as cluster:
         logger.info("job script:\n%s", cluster.job_script())
         cluster.scale(jobs=config.jobs)
         with Client(cluster) as client:

@@ -71,3 +71,56 @@ def test_shipped_configs_are_valid(name):
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
     assert cfg.model.n_components
     assert cfg.cluster.type in ("local", "address", "slurm", "pbs")
+
+
+@pytest.mark.parametrize(
+    ("name", "directives"),
+    [
+        (
+            "slurm.yaml",
+            [
+                "#SBATCH -p normal",
+                "#SBATCH -A myproject",
+                "#SBATCH -t 04:00:00",
+                "--cpus-per-task=8",
+            ],
+        ),
+        ("pbs.yaml", ["#PBS -q workq", "#PBS -l walltime=02:00:00", "ncpus=16"]),
+    ],
+)
+def test_shipped_jobqueue_configs_render_their_job_scripts(name, directives):
+    """What a batch run would submit, rendered by dask-jobqueue itself (no queue needed):
+    the resources of the config, and a worker command with its memory limit and dgmm's
+    worker preload."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from pipelines.cluster import jobqueue_cluster
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name).cluster
+    with jobqueue_cluster(cfg) as cluster:
+        script = cluster.job_script()
+    for line in directives:
+        assert line in script, script
+    command = shlex.split(next(ln for ln in script.splitlines() if "dask_worker" in ln))
+    opts = cfg.options
+    assert command[command.index("--nthreads") + 1] == str(opts["cores"] // opts["processes"])
+    assert command[command.index("--nworkers") + 1] == str(opts["processes"])
+    assert command[command.index("--preload") + 1] == "dgmm.worker"
+    memory = re.findall(r"--memory-limit[ =](\S+)", script)
+    expected = opts.get("worker_extra_args", [])
+    if "--memory-limit" in expected:  # the config's own limit wins over jobqueue's share
+        assert memory[-1] == expected[expected.index("--memory-limit") + 1]
+    else:
+        assert memory, script
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    import dgmm
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dgmm {dgmm.__version__}"
