@@ -195,34 +195,58 @@ class Watch:
 
     A pass is stalled when no task has finished on the cluster for ``timeout`` seconds and the
     cluster cannot work: a worker is paused for memory (the others may be waiting for the data
-    it holds), none is connected, or workers keep being restarted (two or more left since the
-    last finished task, as when a nanny kills a worker over its memory limit again and again).
-    A long task on a healthy cluster is never stalled. Without a finished-task count
-    (``finished`` None) progress is assumed whenever some worker can run.
+    it holds), none is connected, or workers keep being restarted (two or more came back under
+    their name since the last finished task, as when a nanny kills a worker over its memory
+    limit again and again; a worker that leaves for good is not a restart). A long task on a
+    healthy cluster is never stalled.
+
+    The count of finished tasks is asked for (``count``) only while the cluster looks troubled,
+    so a healthy pass costs the scheduler nothing more than ``scheduler_info``. Without a count
+    (``count`` returns None: the scheduler would not run it) a pass is stalled only when every
+    worker is paused or none is connected.
     """
 
     timeout: float
     need: int | None = None  # dgmm's estimate of a task's bytes, for the message
     since: float = field(default_factory=time.monotonic)  # the last progress
+    counted: bool = True
     finished: int | None = None
-    workers: frozenset[str] | None = None
+    names: dict[str, str] | None = None  # address -> worker name at the last report
+    gone: set[str] = field(default_factory=set)  # names of workers that left
     restarts: int = 0
 
-    def observe(self, finished: int | None, workers: dict[str, dict], now: float) -> str | None:
+    def observe(
+        self, workers: dict[str, dict], now: float, count: Callable[[], int | None] = lambda: None
+    ) -> str | None:
         """Take one report (``scheduler_info()['workers']``); why the pass is stalled, or None."""
-        seen = frozenset(workers)
-        if self.workers is not None:
-            self.restarts += len(self.workers - seen)
-        self.workers = seen
+        names = {a: str(w.get("name", a)) for a, w in workers.items()}
+        if self.names is not None:
+            self.gone |= {self.names[a] for a in self.names.keys() - names.keys()}
+        back = self.gone & set(names.values())
+        self.gone -= back
+        self.restarts += len(back)
+        self.names = names
         paused = sum(w.get("status") == "paused" for w in workers.values())
-        stuck = not workers or paused > 0
-        if finished is not None:
-            if self.finished is not None and finished > self.finished:
+        if self.counted:
+            troubled = not workers or paused > 0 or self.restarts > 0
+        else:
+            troubled = not workers or paused == len(workers)
+        if not troubled:
+            self.since, self.restarts, self.finished = now, 0, None
+            return None
+        if self.counted:
+            finished = count()
+            if finished is None:  # no counter on this scheduler: the strict rule from now on
+                self.counted = False
+                return self.observe(workers, now)
+            if self.finished is None:  # trouble begins: the clock starts with the count
+                self.since = now
+            elif finished > self.finished:
                 self.since, self.restarts = now, 0
             self.finished = finished
-        elif not stuck:
-            self.since, self.restarts = now, 0
-        if now - self.since < self.timeout or not (stuck or self.restarts >= 2):
+        if now - self.since < self.timeout:
+            return None
+        if workers and not paused and self.restarts < 2:
             return None
         return self._why(workers, paused, now)
 
@@ -236,7 +260,7 @@ class Watch:
         else:
             state = "workers keep being restarted"
         if self.restarts:
-            state += f" ({self.restarts} restarted or left)"
+            state += f" ({self.restarts} restarts)"
         limits = sorted({w.get("memory_limit") or 0 for w in workers.values()} - {0})
         used = sorted((w.get("metrics") or {}).get("memory", 0) for w in workers.values())
         facts = []
@@ -254,12 +278,11 @@ class Watch:
         )
 
 
-def _report(client) -> tuple[int | None, dict[str, dict]]:
+def _count(client) -> int | None:
     try:
-        finished = client.run_on_scheduler(_finished_tasks)
+        return client.run_on_scheduler(_finished_tasks)
     except Exception:  # a scheduler that refuses or lacks the counter: fall back to states
-        finished = None
-    return finished, client.scheduler_info(n_workers=-1)["workers"]
+        return None
 
 
 def _watched(client, graph: Any, name: str, need: int | None = None) -> Any:
@@ -278,7 +301,8 @@ def _watched(client, graph: Any, name: str, need: int | None = None) -> Any:
                 results = client.gather(futures)
                 return results if isinstance(submitted, (list, tuple)) else results[0]
             except TimeoutError:
-                why = watch.observe(*_report(client), time.monotonic())
+                workers = client.scheduler_info(n_workers=-1)["workers"]
+                why = watch.observe(workers, time.monotonic(), lambda: _count(client))
                 if why is not None:
                     raise StalledError(f"pass '{name}' {why}") from None
     finally:

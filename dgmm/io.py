@@ -152,7 +152,9 @@ def zarr_to_dask(arr: zarr.Array) -> da.Array:
     distributed scheduler warns about (dask/dask#9888).
     """
     stored = arr.chunks[0]  # a shard's inner chunks can be read alone
-    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    # blocks are sized as computed: other dtypes than float32 become float64 as they are read
+    itemsize = max(arr.dtype.itemsize, 4 if arr.dtype == np.float32 else 8)
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * itemsize
     rows = block_rows(arr.shape[0], row_bytes, stored)
     chunks = (rows, *arr.shape[1:]) if arr.ndim == 2 else (rows,)
     reader = _ChunkReader(arr)

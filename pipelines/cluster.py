@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
@@ -181,10 +182,14 @@ def jobqueue_cluster(config: JobqueueClusterConfig):
         ) from None
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[config.type]
     options = dict(config.options)
-    extra = list(options.get("worker_extra_args") or [])
-    if "dgmm.worker" not in extra:
-        extra += ["--preload", "dgmm.worker"]
-    options["worker_extra_args"] = extra
+    if "extra" not in options:  # the deprecated spelling is left as it is
+        extra = options.get("worker_extra_args")
+        if extra is None:  # the site's jobqueue settings, as dask-jobqueue would take them
+            extra = dask.config.get(f"jobqueue.{config.type}.worker-extra-args", None) or []
+        extra = list(extra)
+        if "dgmm.worker" not in extra:
+            extra += ["--preload", "dgmm.worker"]
+        options["worker_extra_args"] = extra
     return cls(**options)
 
 

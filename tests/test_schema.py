@@ -124,3 +124,17 @@ def test_version_flag_prints_the_package_version(capsys):
         main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.strip() == f"dgmm {dgmm.__version__}"
+
+
+def test_jobqueue_workers_keep_the_sites_worker_arguments():
+    """Worker arguments from the site's jobqueue settings survive the added preload."""
+    import dask
+
+    from pipelines.cluster import jobqueue_cluster
+    from pipelines.schema import JobqueueClusterConfig
+
+    cfg = JobqueueClusterConfig(type="pbs", options={"cores": 2, "memory": "4GB"})
+    with dask.config.set({"jobqueue.pbs.worker-extra-args": ["--lifetime", "55m"]}):
+        with jobqueue_cluster(cfg) as cluster:
+            script = cluster.job_script()
+    assert "--lifetime 55m" in script and "--preload dgmm.worker" in script, script

@@ -19,8 +19,14 @@ from dgmm.em import compute
 
 
 def _workers(addresses: list[str], status: str) -> dict[str, dict]:
+    """Worker reports; a worker's name is its address up to a '#' (a restart keeps the name)."""
     return {
-        a: {"status": status, "memory_limit": 512 * 2**20, "metrics": {"memory": 400 * 2**20}}
+        a: {
+            "name": a.split("#")[0],
+            "status": status,
+            "memory_limit": 512 * 2**20,
+            "metrics": {"memory": 400 * 2**20},
+        }
         for a in addresses
     }
 
@@ -37,8 +43,11 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
             workers = _workers([f"w{gen}-{i}" for i in range(2)], status)
         elif kind in ("long-task", "no-counter"):  # healthy, nothing finishes (one slow task)
             workers = _workers(["a", "b"], "running")
-        elif kind == "one-restart":  # one worker replaced once, then a long task
-            workers = _workers(["a", "b" if t < 3 else "c"], "running")
+        elif kind == "one-restart":  # one worker restarted once, then a long task
+            workers = _workers(["a", "b" if t < 3 else "b#2"], "running")
+        elif kind == "scale-down":  # workers retire for good one after another (long task)
+            gen += 1
+            workers = _workers([f"w{gen}", f"w{gen + 1}"], "running")
         elif kind == "paused":
             workers = _workers(["a", "b"], "paused")
         elif kind == "one-paused":  # the other waits for the data the paused one holds
@@ -47,7 +56,7 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
             workers = {}
         elif kind == "restart-loop":  # a nanny kills and restarts a worker at every poll
             gen += 1
-            workers = _workers(["a", f"b{gen}"], "running")
+            workers = _workers(["a", f"b#{gen}"], "running")
         else:
             raise AssertionError(kind)
         yield t, (finished if counted else None), workers
@@ -60,11 +69,11 @@ STALLS = ("paused", "one-paused", "gone", "restart-loop")
 def test_stalled_cluster_fails_within_the_timeout_and_a_working_one_never(seed):
     rng = random.Random(seed)
     timeout = rng.uniform(0.5, 20)
-    for kind in ("progress", "long-task", "no-counter", "one-restart", *STALLS):
+    for kind in ("progress", "long-task", "no-counter", "one-restart", "scale-down", *STALLS):
         watch = Watch(timeout, need=rng.choice([None, 50 * 2**20]), since=0.0)
         failed_at, why = None, None
         for t, finished, workers in _trace(rng, kind, n=int(4 * timeout) + 40):
-            why = watch.observe(finished, workers, t)
+            why = watch.observe(workers, t, lambda f=finished: f)
             if why is not None:
                 failed_at = t
                 break
@@ -74,8 +83,11 @@ def test_stalled_cluster_fails_within_the_timeout_and_a_working_one_never(seed):
         # nothing ever finished: the pass fails at the first report at or after the timeout
         # (a restart loop needs two workers gone first, its second report at the latest)
         assert failed_at is not None, (kind, timeout)
-        assert failed_at >= timeout and why.startswith(f"made no progress for {failed_at:.0f} s")
-        assert failed_at <= timeout + 3.0, (kind, timeout, failed_at)
+        # the clock runs from the first troubled report (a restart loop shows at the second)
+        stalled_for = failed_at - watch.since
+        assert watch.since <= 3.0 and stalled_for >= timeout
+        assert why.startswith(f"made no progress for {stalled_for:.0f} s")
+        assert stalled_for <= timeout + 3.0, (kind, timeout, failed_at)
         assert "dgmm.stall-timeout" in why and "memory" in why
         if kind == "paused":
             assert "paused for memory" in why and "memory limit 512 MiB" in why
@@ -89,10 +101,30 @@ def test_stalled_cluster_fails_within_the_timeout_and_a_working_one_never(seed):
 def test_a_finished_task_restarts_the_clock():
     watch = Watch(10.0, since=0.0)
     paused = _workers(["a"], "paused")
-    assert watch.observe(0, paused, 9.0) is None
-    assert watch.observe(1, paused, 9.5) is None  # a task finished: progress
-    assert watch.observe(1, paused, 19.0) is None
-    assert "paused" in watch.observe(1, paused, 19.5)
+    assert watch.observe(paused, 9.0, lambda: 0) is None
+    assert watch.observe(paused, 9.5, lambda: 1) is None  # a task finished: progress
+    assert watch.observe(paused, 19.0, lambda: 1) is None
+    assert "paused" in watch.observe(paused, 19.5, lambda: 1)
+
+
+def test_without_a_counter_one_paused_worker_is_not_a_stall():
+    """A scheduler that will not count finished tasks: only every worker paused (or none) is a
+    stall, since the running workers may be making progress."""
+    watch = Watch(5.0, since=0.0)
+    one = {**_workers(["a"], "paused"), **_workers(["b"], "running")}
+    for t in range(1, 60):
+        assert watch.observe(one, float(t), lambda: None) is None
+    assert "every worker is paused" in watch.observe(_workers(["a", "b"], "paused"), 70.0)
+
+
+def test_the_counter_is_asked_only_while_the_cluster_looks_troubled():
+    asked = []
+    watch = Watch(5.0, since=0.0)
+    for t in range(1, 20):
+        watch.observe(_workers(["a", "b"], "running"), float(t), lambda t=t: asked.append(t) or 0)
+    assert asked == []
+    watch.observe(_workers(["a"], "paused"), 21.0, lambda: asked.append(21) or 0)
+    assert asked == [21]
 
 
 @pytest.mark.slow
