@@ -169,6 +169,13 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
 _DATA_KEYS = ("shape", "dtype", "row_chunks", "digest")
 
 
+def _brief(value: Any) -> str:
+    """A key value for a message: long lists (row chunks) by their length and ends."""
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{value[0]}, {value[1]}, ... {value[-1]}] ({len(value)} values)"
+    return str(value)
+
+
 def _key_difference(old: Any, new: dict) -> str | None:
     """Why a checkpoint made under key ``old`` may not resume under ``new`` (None: it may)."""
     if not isinstance(old, dict):
@@ -179,7 +186,8 @@ def _key_difference(old: Any, new: dict) -> str | None:
     data = [k for k in diff if k in _DATA_KEYS]
     settings = [k for k in diff if k not in _DATA_KEYS]
     parts = [
-        f"the {what} changed ({'; '.join(f'{k} {old.get(k)} -> {new.get(k)}' for k in keys)})"
+        f"the {what} changed "
+        f"({'; '.join(f'{k} {_brief(old.get(k))} -> {_brief(new.get(k))}' for k in keys)})"
         for what, keys in (("settings", settings), ("data", data))
         if keys
     ]

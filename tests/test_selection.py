@@ -219,3 +219,12 @@ def test_max_iter_zero_keeps_scikit_learns_restart(blobs):
     cell = dgmm.select(X, [2, 3], ["diag"], **kw).estimator(3, "diag")
     np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-12)
     assert np.array_equal(cell.means_, ours.means_)
+
+
+def test_a_checkpoint_key_difference_stays_one_short_line():
+    """Row chunks of a 20,000-block array are summarised, not printed whole."""
+    from dgmm.selection import _key_difference
+
+    msg = _key_difference({"row_chunks": [100] * 20_000}, {"row_chunks": [25_000] * 80})
+    assert msg.startswith("the data changed (row_chunks [100, 100, ... 100] (20000 values) ->")
+    assert "(80 values)" in msg and len(msg) < 200 and "\n" not in msg
