@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import psutil
+from out_of_core import PeakRSS  # this folder is on the path when a script here runs
 
 # Worker processes are spawned and re-run this file's top-level imports: anything heavier than
 # numpy is imported inside the functions, so the workers hold what a `dgmm run`'s workers hold.
@@ -35,33 +35,6 @@ CASES = {
     "full256": {"n_features": 256, "covariance_types": ["full"], "ks": range(1, 17), "n_init": 2},
     "diag1024": {"n_features": 1024, "covariance_types": ["diag"], "ks": range(1, 33), "n_init": 1},
 }
-
-
-class WorkerPeaks:
-    """Peak RSS of each process in ``pids``, sampled on a thread."""
-
-    def __init__(self, pids: list[int], interval: float = 0.2):
-        self.procs = [psutil.Process(p) for p in pids]
-        self.peaks = dict.fromkeys(pids, 0)
-        self.interval, self._stop = interval, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for p in self.procs:
-                try:
-                    self.peaks[p.pid] = max(self.peaks[p.pid], p.memory_info().rss)
-                except psutil.Error:
-                    pass
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _data(path: Path, n: int, d: int, chunk: int):
@@ -103,7 +76,7 @@ def run_case(name: str, memory_limit: str, rows: int, chunk: int, max_iter: int)
             cands = [(c, k) for c in types for k in ks] * case["n_init"]
             plan = plan_for(cands, d, chunk, 4, limit)
             t = time.perf_counter()
-            with WorkerPeaks(list(pids.values())) as peaks, warnings.catch_warnings():
+            with PeakRSS() as rss, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 found = dgmm.select(
                     x,
@@ -130,7 +103,7 @@ def run_case(name: str, memory_limit: str, rows: int, chunk: int, max_iter: int)
         "planned_task_bytes": plan.task_bytes,
         "passes": found.n_passes_,
         "seconds": seconds,
-        "worker_peak_rss_bytes": sorted(peaks.peaks.values()),
+        "worker_peak_rss_bytes": sorted(rss.per_pid.get(p, 0) for p in pids.values()),
         "workers_restarted": sorted(set(pids.values()) - set(after.values())) != [],
         "selected": [best["covariance_type"], best["n_components"]],
     }

@@ -26,10 +26,11 @@ import psutil
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process and all its children."""
+    """Samples the summed RSS of this process and all its children, and each one's peak."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.per_pid: dict[int, int] = {}  # the peak of each process seen
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -38,9 +39,11 @@ class PeakRSS:
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                total += rss
+                self.per_pid[p.pid] = max(self.per_pid.get(p.pid, 0), rss)
             self.peak = max(self.peak, total)
             time.sleep(self.interval)
 

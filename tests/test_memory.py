@@ -12,16 +12,23 @@ from dgmm.params import GaussianParams
 from .conftest import COV_TYPES
 
 
-def _peak_extra(n_rows: int, cov: str, k: int = 8, d: int = 16) -> int:
-    x = np.random.default_rng(0).normal(size=(n_rows, d))
-    strat = get_covariance_type(cov)
+def _unit_params(cov: str, means: np.ndarray) -> GaussianParams:
+    """Equal weights, the given means and unit covariances of the given type."""
+    k, d = means.shape
     covs = {
         "full": np.stack([np.eye(d)] * k),
         "tied": np.eye(d),
         "diag": np.ones((k, d)),
         "spherical": np.ones(k),
     }[cov]
-    p = GaussianParams(cov, np.full(k, 1 / k), x[:k].copy(), covs, strat.precision_cholesky(covs))
+    strat = get_covariance_type(cov)
+    return GaussianParams(cov, np.full(k, 1 / k), means, covs, strat.precision_cholesky(covs))
+
+
+def _peak_extra(n_rows: int, cov: str, k: int = 8, d: int = 16) -> int:
+    x = np.random.default_rng(0).normal(size=(n_rows, d))
+    p = _unit_params(cov, x[:k].copy())
+    strat = get_covariance_type(cov)
     shift = np.zeros(d)
     job = StatsJob(Posterior(p.shifted(shift, x.dtype)), strat)
     tracemalloc.start()
@@ -58,18 +65,8 @@ def test_chained_first_level_gives_the_tree_bits_and_holds_one_result_per_group(
     w = da.from_array(rng.uniform(0, 2, size=n), chunks=(rows,)) if seed % 2 else None
     jobs = []
     for cov in COV_TYPES:
-        k = int(rng.integers(1, 5))
-        strat = get_covariance_type(cov)
-        covs = {
-            "full": np.stack([np.eye(d)] * k),
-            "tied": np.eye(d),
-            "diag": np.ones((k, d)),
-            "spherical": np.ones(k),
-        }[cov]
-        p = GaussianParams(
-            cov, np.full(k, 1 / k), x[:k].copy(), covs, strat.precision_cholesky(covs)
-        )
-        jobs.append(StatsJob(Posterior(p.shifted(np.zeros(d), x.dtype)), strat))
+        p = _unit_params(cov, x[: int(rng.integers(1, 5))].copy())
+        jobs.append(StatsJob(Posterior(p.shifted(np.zeros(d), x.dtype)), p.strategy))
     spec = PassSpec(jobs, np.zeros(d), False)
     blocks = RowBlocks(xd, w, scheduler="threads")
     fan_in = int(rng.choice([2, 3, 4, 8]))
