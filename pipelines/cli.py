@@ -83,6 +83,60 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    """The mclust-style table of a finished run, or a saved model's parameters."""
+    import json
+
+    from .paths import output_kind
+    from .schema import ConfigError
+
+    path = Path(args.path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    if (path / "model.json").is_file():
+        import dgmm
+
+        try:
+            gm = dgmm.load(path)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+        print(_model_text(gm))
+        return 0
+    kind = output_kind(path)
+    if kind != "run":
+        if (path / "report.json").exists():
+            what = "an unfinished run output"
+        else:
+            what = f"dgmm's {kind} output" if kind else "not a dgmm run output"
+        raise ConfigError(
+            f"{path} is {what}; give a finished run's output folder or a saved model folder "
+            "(one holding model.json)"
+        )
+    from .report import summary, table
+
+    report = json.loads((path / "report.json").read_text())
+    cells, criterion = report["cells"], report["criterion"]
+    print(table(cells, criterion))
+    print()
+    print(summary(cells, report["selected"], criterion, report["cluster_sizes"]))
+    return 0
+
+
+def _model_text(gm) -> str:
+    from dgmm.params import n_parameters
+
+    state = "converged" if gm.converged_ else "not converged"
+    p = n_parameters(gm.covariance_type, gm.n_components, gm.n_features_in_)
+    return "\n".join(
+        [
+            f"GaussianMixture: {gm.covariance_type} covariance, K = {gm.n_components}, "
+            f"{gm.n_features_in_} features, {p} parameters",
+            f"  {state} after {gm.n_iter_} iterations; lower bound {gm.lower_bound_:.6f} per row",
+            "  weights: " + " ".join(f"{w:.4f}" for w in gm.weights_),
+        ]
+    )
+
+
 def _predict(args: argparse.Namespace) -> int:
     import dgmm
 
@@ -167,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compress", action="store_true", help="zstd-compress X (off: faster reads)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=_make_data)
+    s = sub.add_parser("summary", help="print a finished run's table, or a saved model")
+    s.add_argument("path", help="a run's output folder, or a saved model folder")
+    s.set_defaults(fn=_summary)
     s = sub.add_parser("predict", help="label new data with a saved model")
     s.add_argument("model")
     s.add_argument("data", help="Zarr array (path, or group/array)")

@@ -74,7 +74,7 @@ def small_data(tmp_path_factory):
     return path
 
 
-def test_end_to_end_outputs(tmp_path, small_data):
+def test_end_to_end_outputs(tmp_path, small_data, capsys):
     out = tmp_path / "out"
     cfg = write_config(
         tmp_path,
@@ -143,6 +143,19 @@ def test_end_to_end_outputs(tmp_path, small_data):
     pred = tmp_path / "pred.zarr"
     dgmm_cli("predict", out / "model", f"{small_data}/X", pred)
     np.testing.assert_array_equal(zarr.open_group(str(pred))["labels"][:], labels[:])
+
+    # summary: the run's table and selection again, a saved model's parameters, else one line
+    from pipelines.cli import main
+
+    assert main(["summary", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (out / "table.txt").read_text().strip()
+    assert main(["summary", str(out / "model")]) == 0
+    text = capsys.readouterr().out
+    assert "full covariance, K = 3, 3 features" in text and "converged after" in text
+    for other, why in ((pred, "dgmm's predict output"), (small_data, "dgmm's make-data output")):
+        assert main(["summary", str(other)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and len(err.splitlines()) == 1, err
 
 
 def test_seed_example_through_pipeline(tmp_path, seed_example):
