@@ -190,10 +190,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dgmm import __version__
+    from importlib.metadata import version
 
     p = argparse.ArgumentParser(prog="dgmm", description=__doc__)
-    p.add_argument("--version", action="version", version=f"dgmm {__version__}")
+    p.add_argument("--version", action="version", version=f"dgmm {version('dgmm')}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, text in (
         ("run", _run, "run a configured sweep"),
