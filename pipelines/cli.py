@@ -99,7 +99,7 @@ def _summary(args: argparse.Namespace) -> int:
         try:
             gm = dgmm.load(path)
         except (ValueError, OSError) as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{path} is not a readable saved model ({e})") from None
         print(_model_text(gm))
         return 0
     kind = output_kind(path)
