@@ -23,14 +23,15 @@ from ._malloc import trim_if_high, tune_allocator
 from .validation import check_block_finite, check_weight_block
 
 SPLIT_EVERY = 8
-# How long a pass may finish no task while every worker is paused (memory), gone or being
-# restarted before it fails (see `Watch`); a Dask setting, so
+# How long a pass may finish no task while a worker is paused (memory), none is connected or
+# workers keep being restarted before it fails (see `Watch`); a Dask setting, so
 # `dask.config.set({"dgmm.stall-timeout": "60s"})` changes it.
 dask.config.update_defaults({"dgmm": {"stall-timeout": "300s"}})
 
 
 class StalledError(RuntimeError):
-    """A pass made no progress: every worker was paused (out of memory), restarted or gone."""
+    """A pass made no progress: a worker was paused (out of memory), or workers restarted or
+    gone."""
 
 
 class RowBlocks:

@@ -241,30 +241,28 @@ class DataPasses:
         """The mean row weight of a pass over every row (exactly 1.0 without weights)."""
         return stats.n / self.blocks.x.shape[0]
 
-    def plan(self, jobs: list[StatsJob]) -> PassPlan:
-        """How `statistics` will group ``jobs`` into passes that fit the workers."""
+    def _sizes(self, jobs: list[StatsJob]) -> tuple[list[int], int]:
+        """Bytes of each job's statistics, and of the largest chunk in the compute dtype."""
         d = self.blocks.x.shape[1]
         stats = [statistics_nbytes(j.strategy.name, j.source.n_components, d) for j in jobs]
-        chunk = max(self.blocks.x.chunks[0]) * d * self.dtype.itemsize
-        return plan_passes(stats, chunk, self.memory_limit)
+        return stats, max(self.blocks.x.chunks[0]) * d * self.dtype.itemsize
+
+    def plan(self, jobs: list[StatsJob]) -> PassPlan:
+        """How `statistics` will group ``jobs`` into passes that fit the workers."""
+        return plan_passes(*self._sizes(jobs), self.memory_limit)
 
     def statistics(self, jobs: list[StatsJob], name: str = "dgmm-estep") -> list[SuffStats]:
         """The reduced statistics of every job: one pass, or several when their statistics
         would not fit a worker together (see `plan_passes`)."""
         out: list[SuffStats | None] = [None] * len(jobs)
-        plan = self.plan(jobs) if jobs else PassPlan([], 0, None)
-        d = self.blocks.x.shape[1]
-        chunk = max(self.blocks.x.chunks[0]) * d * self.dtype.itemsize
+        sizes, chunk = self._sizes(jobs)
+        plan = plan_passes(sizes, chunk, self.memory_limit) if jobs else PassPlan([], 0, None)
         for members, fan_in in plan.batches:
             spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
-            size = sum(
-                statistics_nbytes(jobs[i].strategy.name, jobs[i].source.n_components, d)
-                for i in members
-            )
             # Statistics larger than the chunk dominate a worker's memory: fold the blocks of a
             # group one after another (same bits, one result held per group) rather than in
             # parallel (every finished block's result held until its group is combined).
-            chained = plan.budget is not None and size > chunk
+            chained = plan.budget is not None and sum(sizes[i] for i in members) > chunk
             stats = self.blocks.map_reduce(
                 _block_kernel,
                 spec,

@@ -129,8 +129,9 @@ def missing_chunks(arr: zarr.Array) -> list[tuple[str, int, int]]:
 
 
 # Small Zarr chunks are read several to a Dask block, up to this many bytes, while at least
-# MIN_BLOCKS blocks remain for the workers to share: every block is a few tasks, and a task costs
-# the scheduler about a millisecond however little it reads (benchmarks/many_blocks.py).
+# MIN_BLOCKS blocks remain for the workers to share: every block is a few tasks, which cost the
+# scheduler milliseconds however little they read (~12 ms a block measured on 2 cores,
+# benchmarks/many_blocks.py).
 TARGET_BLOCK_BYTES = 16 * 2**20
 MIN_BLOCKS = 64
 

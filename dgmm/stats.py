@@ -66,7 +66,7 @@ def sum_stats(parts: list[list[SuffStats]]) -> list[SuffStats]:
 
 
 def add_stats_into(running: list[SuffStats], part: list[SuffStats]) -> list[SuffStats]:
-    """``sum_stats([running, part])`` adding into ``running``'s arrays (no new arrays): a lane
+    """``sum_stats([running, part])`` adding into ``running``'s arrays (no new arrays): a chain
     of a pass folds its blocks this way, holding one set of statistics."""
     out = []
     for a, b in zip(running, part, strict=True):
