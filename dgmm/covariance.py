@@ -1,7 +1,8 @@
 """Covariance types as strategies: one class each, one registry, no branching elsewhere.
 
-Every strategy works on data already shifted by a common offset ``c`` (``xs = x - c``) and on
-means shifted the same way, so that second moments never cancel against a large offset.
+Every strategy works on rows and means relative to one origin (the global shift, or a component's
+centre for the rows near it) and takes second moments about that origin; `move_moments` carries
+them to each component's own centre without cancelling.
 """
 
 from __future__ import annotations
@@ -87,10 +88,31 @@ class CovarianceType(ABC):
         """
 
     @abstractmethod
+    def move_moments(
+        self, m: np.ndarray, nk: np.ndarray, sx: np.ndarray, delta: np.ndarray
+    ) -> np.ndarray:
+        """Second moments ``m`` of rows about one origin, moved to the centres ``origin − delta``.
+
+        ``nk`` (K,) and ``sx`` (K, D) are the same rows' weighted counts and sums about the
+        origin and ``delta`` (K, D) is the origin minus each component's centre:
+        ``Σ r (z + δ)(z + δ)ᵀ = m + δ·sxᵀ + sx·δᵀ + n·δ·δᵀ``. Every term is at most the size of
+        the result, so nothing cancels when the rows lie near the origin.
+        """
+
+    @abstractmethod
+    def term_bound(self, prec_chol: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Bound (K,) on the terms of each component's quadratic form ``|Pᵀ(x − μ)|²`` for
+        ``|x − μ| ≤ v`` per feature (``v``: (K, D), non-negative): ``‖|P|ᵀ v‖²``.
+
+        The E-step and the moments lose about ``eps`` times this to rounding.
+        """
+
+    @abstractmethod
     def covariances(
         self, nk: np.ndarray, means_s: np.ndarray, sxx: np.ndarray, reg_covar: float
     ) -> np.ndarray:
-        """Covariances from the reduced statistics around the shifted means."""
+        """Covariances from the reduced statistics: ``sxx`` about each component's centre and
+        ``means_s`` the new means relative to those centres."""
 
     @abstractmethod
     def precision_cholesky(self, covariances: np.ndarray) -> np.ndarray:
@@ -182,10 +204,22 @@ class Full(CovarianceType):
     def second_moments(self, xs, x64, resp, nk, sx):
         # One (D × n)(n × D) product per component on the responsibility-scaled rows: measured
         # faster than a single (D × n)(n × K·D) product on a K-times larger temporary.
-        out = np.empty((resp.shape[0], xs.shape[1], xs.shape[1]))
-        for k in range(resp.shape[0]):
+        out = np.zeros((resp.shape[0], xs.shape[1], xs.shape[1]))
+        for k in np.flatnonzero(nk):  # rows far from a component often carry none of it
             out[k] = _scatter(xs, x64, resp[k], nk[k], sx[k])
         return out
+
+    def move_moments(self, m, nk, sx, delta):
+        ds = delta[:, :, None] * sx[:, None, :]
+        return (
+            m
+            + ds
+            + ds.transpose(0, 2, 1)
+            + nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        )
+
+    def term_bound(self, prec_chol, v):
+        return (np.einsum("kde,kd->ke", np.abs(prec_chol), v) ** 2).sum(axis=1)
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         d = means_s.shape[1]
@@ -245,6 +279,13 @@ class Tied(CovarianceType):
         # spread between components would swamp a tight within-component variance.
         return _scatter(x64, x64, resp.sum(axis=0), nk.sum(), sx.sum(axis=0))
 
+    def move_moments(self, m, nk, sx, delta):
+        ds = delta.T @ sx
+        return m + ds + ds.T + (delta * nk[:, None]).T @ delta
+
+    def term_bound(self, prec_chol, v):
+        return ((v @ np.abs(prec_chol)) ** 2).sum(axis=1)
+
     def covariances(self, nk, means_s, sxx, reg_covar):
         between = (nk[:, None] * means_s).T @ means_s
         cov = (sxx - between) / nk.sum()
@@ -296,6 +337,12 @@ class Diag(CovarianceType):
 
     def second_moments(self, xs, x64, resp, nk, sx):
         return resp @ (x64 * x64)
+
+    def move_moments(self, m, nk, sx, delta):
+        return m + 2.0 * delta * sx + nk[:, None] * delta**2
+
+    def term_bound(self, prec_chol, v):
+        return ((np.abs(prec_chol) * v) ** 2).sum(axis=1)
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         return sxx / nk[:, None] - means_s**2 + reg_covar
@@ -349,6 +396,12 @@ class Spherical(Diag):
 
     def second_moments(self, xs, x64, resp, nk, sx):
         return resp @ np.einsum("nd,nd->n", x64, x64)
+
+    def move_moments(self, m, nk, sx, delta):
+        return m + 2.0 * np.einsum("kd,kd->k", delta, sx) + nk * np.einsum("kd,kd->k", delta, delta)
+
+    def term_bound(self, prec_chol, v):
+        return prec_chol**2 * np.einsum("kd,kd->k", v, v)
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         d = means_s.shape[1]

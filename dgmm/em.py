@@ -19,7 +19,7 @@ import numpy as np
 
 from ._reduce import SPLIT_EVERY, RowBlocks, StalledError, cluster_memory_limit, compute
 from .covariance import DegenerateCovarianceError, get_covariance_type
-from .estep import SUB_BLOCK_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
+from .estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
 from .params import GaussianParams
 from .stats import SuffStats, add_stats_into, sum_stats
@@ -90,7 +90,7 @@ def task_budget(memory_limit: int | None, chunk_bytes: int) -> int | None:
     if memory_limit is None:
         return None
     usable = WORKER_BUDGET_FRACTION * memory_limit - WORKER_BASELINE_BYTES
-    return int(max(usable - chunk_bytes - 2 * SUB_BLOCK_BYTES, MIN_TASK_BUDGET))
+    return int(max(usable - chunk_bytes - TEMPORARY_BYTES, MIN_TASK_BUDGET))
 
 
 def plan_passes(stats_bytes: list[int], chunk_bytes: int, memory_limit: int | None) -> PassPlan:
@@ -109,7 +109,7 @@ def plan_passes(stats_bytes: list[int], chunk_bytes: int, memory_limit: int | No
     TaskMemoryError
         When one candidate alone does not fit at the smallest fan-in.
     """
-    chunk = chunk_bytes + 2 * SUB_BLOCK_BYTES
+    chunk = chunk_bytes + TEMPORARY_BYTES
     budget = task_budget(memory_limit, chunk_bytes)
     if budget is None:
         held = (SPLIT_EVERY + 2) * sum(stats_bytes)
@@ -156,15 +156,17 @@ def plan_for(
 
 @dataclass(frozen=True)
 class PassSpec:
-    """What one pass computes: the jobs, the shift, and whether to check for NaN/inf."""
+    """What one pass computes: the jobs, the shift, whether to check for NaN/inf, and the
+    data's reach about the shift once a pass has measured it."""
 
     jobs: list[StatsJob]
     shift: np.ndarray
     check_finite: bool
+    reach: np.ndarray | None = None
 
 
 def _block_kernel(x, w, row0: int, spec: PassSpec) -> list[SuffStats]:
-    return chunk_statistics(x, w, row0, spec.shift, spec.jobs, spec.check_finite)
+    return chunk_statistics(x, w, row0, spec.shift, spec.jobs, spec.check_finite, spec.reach)
 
 
 def _profile_kernel(x, w, row0: int, spec: None) -> ColumnProfile:
@@ -194,6 +196,9 @@ class DataPasses:
         self.checked = checked
         self.memory_limit = memory_limit
         self.n_passes = 0
+        # Per feature, the largest |x − shift| (from the profile or the first statistics pass):
+        # later passes decide from it, at no cost per block, which models need re-centred rows.
+        self.reach: np.ndarray | None = None
 
     @classmethod
     def over(cls, data: InputData) -> DataPasses:
@@ -212,6 +217,10 @@ class DataPasses:
         profile = self.blocks.map_reduce(_profile_kernel, None, _sum_profiles, "dgmm-profile")
         self.n_passes += 1
         self.checked = self.checked or profile.n_bad == 0
+        if profile.n_bad == 0 and profile.n:
+            self.reach = np.maximum(
+                np.abs(profile.hi - self.shift), np.abs(profile.lo - self.shift)
+            )
         return profile
 
     def first_read_array(self):
@@ -258,7 +267,7 @@ class DataPasses:
         sizes, chunk = self._sizes(jobs)
         plan = plan_passes(sizes, chunk, self.memory_limit) if jobs else PassPlan([], 0, None)
         for members, fan_in in plan.batches:
-            spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
+            spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked, self.reach)
             # Statistics larger than the chunk dominate a worker's memory: fold the blocks of a
             # group one after another (same bits, one result held per group) rather than in
             # parallel (every finished block's result held until its group is combined).
@@ -274,6 +283,8 @@ class DataPasses:
             )
             if stats and stats[0].n <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
+            if self.reach is None and stats:
+                self.reach = stats[0].reach
             self.checked = True
             self.n_passes += 1
             for i, st in zip(members, stats, strict=True):

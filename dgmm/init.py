@@ -40,6 +40,7 @@ class DenseResp:
     """Given responsibilities of every row (scikit-learn's in-memory 'random' init)."""
 
     resp: np.ndarray
+    centres = None  # soft random responsibilities: every component starts near the overall mean
 
     @property
     def n_components(self) -> int:
@@ -99,15 +100,19 @@ def make_source(
     """The responsibility source of one restart; consumes ``rng`` as scikit-learn does."""
     k = n_components
     n = passes.blocks.x.shape[0]
+    # Hard assignments are framed on their own centres where these are known: the moments of a
+    # cluster far from the shift then do not cancel (a one-row component's variance is exactly 0).
     if method == "random_from_data":
-        return RowIndices(choice_without_replacement(rng, n, k), k)
+        idx = choice_without_replacement(rng, n, k)
+        return RowIndices(idx, k, None if x_mem is None else x_mem[idx] - passes.shift)
     if x_mem is not None:
         if method == "kmeans":
             km = KMeans(n_clusters=k, n_init=1, random_state=rng)
-            return Labels(km.fit(x_mem, sample_weight=w_mem).labels_, k)
+            labels = km.fit(x_mem, sample_weight=w_mem).labels_
+            return Labels(labels, k, km.cluster_centers_.astype(np.float64) - passes.shift)
         if method == "k-means++":
             _, idx = kmeans_plusplus(x_mem, k, random_state=rng, sample_weight=w_mem)
-            return RowIndices(idx, k)
+            return RowIndices(idx, k, x_mem[idx] - passes.shift)
         if method == "random":
             resp = rng.uniform(size=(n, k))
             return DenseResp(resp / resp.sum(axis=1)[:, None])
@@ -157,8 +162,8 @@ def initial_parameters(
         seeds = kmeans_plusplus_many(
             passes, [(sources[i].seed, sources[i].n_components) for i in pending]
         )
-        for i, idx in zip(pending, seeds, strict=True):
-            sources[i] = RowIndices(idx, len(idx))
+        for i, (idx, centers) in zip(pending, seeds, strict=True):
+            sources[i] = RowIndices(idx, len(idx), centers - passes.shift)
     todo = [i for i, s in enumerate(sources) if s is not None]
     stats = (
         passes.statistics([StatsJob(sources[i], requests[i].strategy) for i in todo], "dgmm-init")

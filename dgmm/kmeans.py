@@ -86,8 +86,11 @@ def _rows(x, indices: list[int]) -> dict[int, np.ndarray]:
     return dict(zip(uniq, values, strict=True))
 
 
-def kmeans_plusplus_many(passes, requests: list[tuple[int, int]]) -> list[np.ndarray]:
-    """k-means++ seed rows for several (seed, n_clusters) requests, sharing every pass.
+def kmeans_plusplus_many(
+    passes, requests: list[tuple[int, int]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-means++ seed rows (indices, values) for several (seed, n_clusters) requests, sharing
+    every pass.
 
     The first seed of each is a uniform row; each next one is drawn by D² sampling in a pass
     that serves every request still needing seeds, so ``max(n_clusters) − 1`` passes in all.
@@ -114,4 +117,4 @@ def kmeans_plusplus_many(passes, requests: list[tuple[int, int]]) -> list[np.nda
         rows = _rows(x, [indices[j][-1] for j in todo])
         for j in todo:
             centers[j].append(rows[indices[j][-1]])
-    return [np.array(i) for i in indices]
+    return [(np.array(i), np.array(c)) for i, c in zip(indices, centers, strict=True)]

@@ -23,7 +23,7 @@ def m_step(
     Parameters
     ----------
     stats : SuffStats
-        Statistics reduced over all rows, around ``shift``.
+        Statistics reduced over all rows, about ``shift + stats.centres``.
     strategy : CovarianceType
     reg_covar : float
         Added to the diagonal of every covariance.
@@ -44,11 +44,14 @@ def m_step(
         If a covariance is not positive definite; the message names the component.
     """
     nk = stats.nk + 10.0 * eps * weight_scale
-    means_s = stats.sx / nk[:, None]
-    covariances = strategy.covariances(nk, means_s, stats.sxx, reg_covar)
+    # New means relative to each centre: small when the centres are the previous means, so the
+    # covariance ``sxx/n − d·dᵀ`` loses nothing to cancellation at any separation.
+    d = stats.sx / nk[:, None]
+    covariances = strategy.covariances(nk, d, stats.sxx, reg_covar)
     try:
         prec_chol = strategy.precision_cholesky(covariances)
     except DegenerateCovarianceError as e:
         raise DegenerateCovarianceError(e.component, reg_covar) from None
     denominator = nk.sum() if weights_denominator is None else weights_denominator
-    return GaussianParams(strategy.name, nk / denominator, means_s + shift, covariances, prec_chol)
+    centres = shift if stats.centres is None else shift + stats.centres
+    return GaussianParams(strategy.name, nk / denominator, centres + d, covariances, prec_chol)

@@ -45,22 +45,39 @@ class GaussianParams:
         """The view the E-step kernels use: means relative to ``shift``, cast to ``dtype``."""
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights)
+        centres = self.means - shift
         return ShiftedParams(
             self.strategy,
             log_w.astype(dtype),
-            (self.means - shift).astype(dtype),
+            centres.astype(dtype),
             self.precisions_cholesky.astype(dtype),
+            centres,
         )
 
 
 @dataclass(frozen=True)
 class ShiftedParams:
-    """Kernel-side parameters: log weights, shifted means and factors in the compute dtype."""
+    """Kernel-side parameters: log weights, shifted means and factors in the compute dtype,
+    and the shifted means in float64 (``centres``: the origins rows are re-centred on)."""
 
     strategy: CovarianceType
     log_weights: np.ndarray
     means_s: np.ndarray
     precisions_cholesky: np.ndarray
+    centres: np.ndarray
+
+    def in_frame(self, j: int) -> ShiftedParams:
+        """The same model with component ``j``'s centre as origin."""
+        means = (self.centres - self.centres[j]).astype(self.means_s.dtype)
+        return ShiftedParams(
+            self.strategy, self.log_weights, means, self.precisions_cholesky, self.centres
+        )
+
+    def term_bound(self, xmax: np.ndarray) -> float:
+        """Largest term of any component's quadratic form for rows with ``|xs| ≤ xmax``."""
+        v = xmax[None, :] + np.abs(self.centres)
+        prec = self.precisions_cholesky.astype(np.float64)
+        return float(self.strategy.term_bound(prec, v).max())
 
     def weighted_log_prob(self, xs: np.ndarray) -> np.ndarray:
         """``log π_k + log N(x | θ_k)`` for every row of the shifted block, shape (K, n)."""

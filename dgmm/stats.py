@@ -20,12 +20,19 @@ class SuffStats:
     nk : ndarray of shape (n_components,)
         Weighted responsibility counts.
     sx : ndarray of shape (n_components, n_features)
-        Weighted sums of the shifted rows ``x - shift``.
+        Weighted sums of ``x − shift − centres[k]`` for component k.
     sxx : ndarray
-        Weighted second moments of the shifted rows, shaped by the covariance type.
+        Weighted second moments about the same centres, shaped by the covariance type.
     entropy : float
         Weighted sum over rows of ``Σ_k τ_ik log τ_ik`` (≤ 0), the classification term of ICL;
         accumulated by scoring passes only (0 otherwise).
+    centres : ndarray of shape (n_components, n_features) or None
+        Each component's centre relative to the shift (the means its E-step used, so the new
+        means are near it and its moments do not cancel); None means the shift itself. Every
+        part of a sum has the same centres.
+    reach : ndarray of shape (n_features,) or None
+        Per feature, the largest ``|x − shift|`` of the rows (None when the pass did not
+        measure it): what decides whether later passes must re-centre rows per component.
     """
 
     n: float
@@ -34,6 +41,8 @@ class SuffStats:
     sx: np.ndarray
     sxx: np.ndarray
     entropy: float = 0.0
+    centres: np.ndarray | None = None
+    reach: np.ndarray | None = None
 
     def __add__(self, other: SuffStats) -> SuffStats:
         return SuffStats(
@@ -43,6 +52,8 @@ class SuffStats:
             self.sx + other.sx,
             self.sxx + other.sxx,
             self.entropy + other.entropy,
+            self.centres,
+            _max_reach(self.reach, other.reach),
         )
 
     @classmethod
@@ -55,6 +66,10 @@ class SuffStats:
             np.zeros((n_components, n_features)),
             np.zeros(moment_shape),
         )
+
+
+def _max_reach(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return b if a is None else a if b is None else np.maximum(a, b)
 
 
 def sum_stats(parts: list[list[SuffStats]]) -> list[SuffStats]:
@@ -74,6 +89,15 @@ def add_stats_into(running: list[SuffStats], part: list[SuffStats]) -> list[Suff
         a.sx.__iadd__(b.sx)
         a.sxx.__iadd__(b.sxx)
         out.append(
-            SuffStats(a.n + b.n, a.loglik + b.loglik, a.nk, a.sx, a.sxx, a.entropy + b.entropy)
+            SuffStats(
+                a.n + b.n,
+                a.loglik + b.loglik,
+                a.nk,
+                a.sx,
+                a.sxx,
+                a.entropy + b.entropy,
+                a.centres,
+                _max_reach(a.reach, b.reach),
+            )
         )
     return out

@@ -20,6 +20,21 @@ def _fit_both(X, **kw):
         return SkGM(**kw).fit(X), GaussianMixture(**kw).fit(X)
 
 
+def _aligned(sk, ours):
+    """``ours`` with its components in scikit-learn's order.
+
+    Restarts that reach the same optimum with the components in another order tie to the last
+    bits, and rounding then decides which one each library keeps; the fit is the same.
+    """
+    order = np.array([np.argmin(((ours.means_ - m) ** 2).sum(axis=1)) for m in sk.means_])
+    assert sorted(order) == list(range(len(order)))
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        if ours.covariance_type == "tied" and name not in ("weights_", "means_"):
+            continue  # one shared covariance
+        setattr(ours, name, getattr(ours, name)[order])
+    return ours
+
+
 def _assert_same_fit(sk, ours, rtol=RTOL):
     assert ours.n_iter_ == sk.n_iter_
     assert ours.converged_ == sk.converged_
@@ -74,7 +89,7 @@ def test_seeded_init_parity(cov_type, init, blobs):
         random_state=7,
         max_iter=20,
     )
-    _assert_same_fit(sk, ours)
+    _assert_same_fit(sk, _aligned(sk, ours))
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)
