@@ -76,12 +76,17 @@ def nearest_centre(xs: np.ndarray, centres: np.ndarray) -> np.ndarray:
     )
 
 
-def frames(home: np.ndarray, n_components: int) -> list[tuple[int, np.ndarray]]:
-    """Rows grouped by their home component: ``(component, row indices)`` for each one used."""
+def recentred(x64: np.ndarray, centres: np.ndarray, home: np.ndarray, dtype: np.dtype):
+    """Rows grouped by their home component and re-centred on its centre, in float64 and in
+    ``dtype``: ``(component, row indices, z64, z)`` for each component that has rows."""
     order = np.argsort(home, kind="stable")
-    ends = np.cumsum(np.bincount(home, minlength=n_components))
+    ends = np.cumsum(np.bincount(home, minlength=centres.shape[0]))
     starts = np.concatenate(([0], ends[:-1]))
-    return [(j, order[a:b]) for j, (a, b) in enumerate(zip(starts, ends, strict=True)) if b > a]
+    for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        if b > a:
+            rows = order[a:b]
+            z64 = x64[rows] - centres[j]
+            yield j, rows, z64, z64.astype(dtype, copy=False)
 
 
 def logsumexp_rows(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,9 +295,7 @@ def _add_rows(
     else:
         resp, _ = source(xs, row0)
         home = resp.argmax(axis=0)
-    for j, rows in frames(home, source.n_components):
-        z64 = x64[rows] - centres[j]
-        z = z64.astype(dtype, copy=False)
+    for j, rows, z64, z in recentred(x64, centres, home, dtype):
         if model:
             lse, resp_j = logsumexp_rows(source.params.in_frame(j).weighted_log_prob(z))
         else:
@@ -371,7 +374,7 @@ def chunk_statistics(
     for step, members in by_step.items():
         for s in range(0, n, step):
             # The shift is subtracted in float64: in float32 it would round rows far from it.
-            x64 = x[s : s + step].astype(np.float64) - shift
+            x64 = np.subtract(x[s : s + step], shift, dtype=np.float64)
             ws = None if w64 is None else w64[s : s + step]
             for i in members:
                 _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i])
@@ -408,10 +411,9 @@ def log_prob(params: ShiftedParams, x64: np.ndarray, dtype: np.dtype) -> np.ndar
     xs = x64.astype(dtype, copy=False)
     if not needs_frames(params.term_bound(_reach(x64, 0.0)), dtype):
         return params.weighted_log_prob(xs)
-    home = nearest_centre(xs, params.means_s)
     lp = np.empty((params.means_s.shape[0], x64.shape[0]), dtype=dtype)
-    for j, rows in frames(home, params.means_s.shape[0]):
-        z = (x64[rows] - params.centres[j]).astype(dtype, copy=False)
+    home = nearest_centre(xs, params.means_s)
+    for j, rows, _, z in recentred(x64, params.centres, home, dtype):
         lp[:, rows] = params.in_frame(j).weighted_log_prob(z)
     return lp
 
@@ -432,7 +434,7 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
         (n, k) if output == "proba" else n, dtype=np.intp if output == "labels" else dtype
     )
     for s in range(0, n, step):
-        lp = log_prob(params, x[s : s + step].astype(np.float64) - shift, dtype)
+        lp = log_prob(params, np.subtract(x[s : s + step], shift, dtype=np.float64), dtype)
         if output == "labels":
             out[s : s + step] = lp.argmax(axis=0)
             continue
