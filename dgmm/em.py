@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -199,6 +200,16 @@ class DataPasses:
         # Per feature, the largest |x − shift| (from the profile or the first statistics pass):
         # later passes decide from it, at no cost per block, which models need re-centred rows.
         self.reach: np.ndarray | None = None
+        # Told the pass's name after every counted pass (progress reports).
+        self.on_pass: Callable[[str], None] | None = None
+        self.last_seconds = 0.0
+
+    def _counted(self, name: str, started: float) -> None:
+        self.checked = True
+        self.n_passes += 1
+        self.last_seconds = time.perf_counter() - started
+        if self.on_pass is not None:
+            self.on_pass(name)
 
     @classmethod
     def over(cls, data: InputData) -> DataPasses:
@@ -214,9 +225,11 @@ class DataPasses:
 
     def profile(self) -> ColumnProfile:
         """One pass: column ranges, NaN/inf rows and a digest of the bytes (`ColumnProfile`)."""
+        started = time.perf_counter()
         profile = self.blocks.map_reduce(_profile_kernel, None, _sum_profiles, "dgmm-profile")
-        self.n_passes += 1
-        self.checked = self.checked or profile.n_bad == 0
+        checked = self.checked or profile.n_bad == 0
+        self._counted("dgmm-profile", started)
+        self.checked = checked
         if profile.n_bad == 0 and profile.n:
             self.reach = np.maximum(
                 np.abs(profile.hi - self.shift), np.abs(profile.lo - self.shift)
@@ -241,9 +254,9 @@ class DataPasses:
     ) -> Any:
         """One counted pass of ``kernel``; ``make_spec(check_finite)`` builds its spec, told
         whether this pass must check the data for NaN/inf (the first pass does)."""
+        started = time.perf_counter()
         result = self.blocks.map_reduce(kernel, make_spec(not self.checked), combine, name)
-        self.checked = True
-        self.n_passes += 1
+        self._counted(name, started)
         return result
 
     def weight_scale(self, stats: SuffStats) -> float:
@@ -267,6 +280,7 @@ class DataPasses:
         sizes, chunk = self._sizes(jobs)
         plan = plan_passes(sizes, chunk, self.memory_limit) if jobs else PassPlan([], 0, None)
         for members, fan_in in plan.batches:
+            started = time.perf_counter()
             spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked, self.reach)
             # Statistics larger than the chunk dominate a worker's memory: fold the blocks of a
             # group one after another (same bits, one result held per group) rather than in
@@ -285,8 +299,7 @@ class DataPasses:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
             if self.reach is None and stats:
                 self.reach = stats[0].reach
-            self.checked = True
-            self.n_passes += 1
+            self._counted(name, started)
             for i, st in zip(members, stats, strict=True):
                 out[i] = st
         return out

@@ -255,7 +255,7 @@ default='kmeans'
             user=user,
             x_mem=data.x_mem,
             w_mem=data.w_mem,
-            progress=self._progress,
+            progress=lambda phase: self._progress(cands) if phase == "em" else None,
         )
         self._say(1, f"Initializing {n_starts} restart(s) with {self.init_params!r}.")
         sweep.run(score=False)
@@ -279,9 +279,10 @@ default='kmeans'
         if self.verbose >= level:
             print(msg)
 
-    def _progress(self, cands: list[Candidate], active: list[int]) -> None:
+    def _progress(self, cands: list[Candidate]) -> None:
         results = [c.state for c in cands]
         it = max(r.n_iter for r in results)
+        active = [r for r in results if not (r.converged or r.failed) and r.n_iter < self.max_iter]
         if it % self.verbose_interval == 0 or not active:
             best = max(r.lower_bound for r in results)
             self._say(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,132 @@ class Candidate:
         return self.state.error if self.state else None
 
 
-ProgressFn = Callable[[list[Candidate], list[int]], None]
+# What each counted pass over the data is part of.
+PHASES = {
+    "dgmm-profile": "profile",
+    "dgmm-init": "init",
+    "dgmm-kmeans++": "init",
+    "dgmm-estep": "em",
+    "dgmm-score": "score",
+}
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What a selection's ``progress`` callback gets after every pass over the data.
+
+    Attributes
+    ----------
+    n_pass : int
+        Passes made so far, those of a resumed checkpoint included.
+    phase : {'profile', 'init', 'em', 'score', 'resume'}
+        What the pass was for; ``resume`` is reported once, with no pass, when a checkpoint
+        is resumed (``n_pass`` is then the passes it holds).
+    iteration : int
+        The furthest EM iteration any candidate has reached.
+    running, n_candidates : int
+        Candidates still running EM, and all of them.
+    criterion : str
+        The criterion ``best`` is given in (BIC stands in for ICL until the scoring pass).
+    best : float or None
+        The lowest criterion among candidates that have one (from their last lower bound).
+    rows : int
+        Rows read by the pass.
+    seconds, elapsed : float
+        Time of this pass, and since the selection started.
+    """
+
+    n_pass: int
+    phase: str
+    iteration: int
+    running: int
+    n_candidates: int
+    criterion: str
+    best: float | None
+    rows: int
+    seconds: float
+    elapsed: float
+
+    def line(self) -> str:
+        """One line for a log: every field, rows per second and the elapsed time."""
+        if self.phase == "resume":
+            return (
+                f"resumed from the checkpoint after {self.n_pass} passes "
+                f"(iteration {self.iteration}, {self.running}/{self.n_candidates} candidates "
+                f"running)"
+            )
+        best = "-" if self.best is None else f"{self.best:.6g}"
+        rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"pass {self.n_pass} {self.phase}: iteration {self.iteration}, "
+            f"{self.running}/{self.n_candidates} candidates running, best {self.criterion} "
+            f"{best}, {_si(rate)} rows/s, {self.seconds:.1f} s, elapsed {_clock(self.elapsed)}"
+        )
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+ProgressFn = Callable[[PassReport], None]
+
+
+class _Reporter:
+    """Makes a `PassReport` of every counted pass. An EM pass is reported by the sweep after
+    its M-step (``reporter("em")``), so the report has that iteration's lower bounds."""
+
+    def __init__(
+        self, fn: ProgressFn, passes: DataPasses, criterion: str, n_rows: int, max_iter: int
+    ):
+        self.fn, self.passes, self.n_rows, self.max_iter = fn, passes, n_rows, max_iter
+        self.t0 = time.perf_counter()
+        self.criterion = "bic" if criterion == "icl" else criterion
+        self.candidates: list[Candidate] = []
+        passes.on_pass = self.pass_done
+
+    def pass_done(self, name: str) -> None:
+        phase = PHASES.get(name, name)
+        if phase != "em":
+            self(phase)
+
+    def __call__(self, phase: str) -> None:
+        seconds = 0.0 if phase == "resume" else self.passes.last_seconds
+        live = [c for c in self.candidates if c.state is not None]
+        values = [
+            information_criteria(
+                self.n_rows * c.state.lower_bound, c.state.params.n_parameters(), self.n_rows
+            )[self.criterion]
+            for c in live
+            if c.state.n_iter and not c.state.failed and np.isfinite(c.state.lower_bound)
+        ]
+        running = [
+            c
+            for c in live
+            if not (c.state.failed or c.state.converged) and c.state.n_iter < self.max_iter
+        ]
+        self.fn(
+            PassReport(
+                self.passes.n_passes,
+                phase,
+                max((c.state.n_iter for c in live), default=0),
+                len(running),
+                len(self.candidates),
+                self.criterion,
+                min(values, default=None),
+                self.n_rows if phase != "resume" else 0,
+                seconds,
+                time.perf_counter() - self.t0,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -218,7 +344,8 @@ class Sweep:
     key : dict
         What the checkpoint must match to be resumed (settings and data).
     progress : callable or None
-        Called after every EM pass with the candidates and the indices still running.
+        ``progress(phase)`` after every EM pass (``'em'``, after the M-step) and when a
+        checkpoint is resumed (``'resume'``).
     """
 
     passes: DataPasses
@@ -233,7 +360,7 @@ class Sweep:
     retry: Retry | None = None
     checkpoint: Path | None = None
     key: dict = field(default_factory=dict)
-    progress: ProgressFn | None = None
+    progress: Callable[[str], None] | None = None
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
 
     def run(self, score: bool = True) -> list[Candidate]:
@@ -272,6 +399,8 @@ class Sweep:
                 )
                 self.passes.resume(n_passes)
                 self.resumed_from = n_passes
+                if self.progress is not None:
+                    self.progress("resume")
                 return True
             why = "it holds no finished pass"
         logger.warning("not resuming from the checkpoint: %s; starting afresh", why)
@@ -317,7 +446,7 @@ class Sweep:
         def on_pass(states: list[EMState], active: list[int]) -> None:
             self._checkpoint()
             if self.progress is not None:
-                self.progress(live, active)
+                self.progress("em")
 
         run_em(
             self.passes,
@@ -560,7 +689,8 @@ def select(
     checkpoint_key : dict, default=None
         More that a resumed checkpoint must match (e.g. a configuration's hash).
     progress : callable, default=None
-        ``progress(candidates, running)`` after every EM pass.
+        ``progress(report)`` with a `PassReport` after every pass over the data (an EM pass
+        after its M-step), and once when a checkpoint is resumed.
     name : str, default='X'
         What error messages call the data.
 
@@ -596,6 +726,11 @@ def select(
     n_samples, n_features = data.x.shape
     check_n_components(max(ks), n_samples)
     passes = DataPasses.over(data)
+    cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
+    reporter = None
+    if progress is not None:
+        reporter = _Reporter(progress, passes, criterion, n_samples, max_iter)
+        reporter.candidates = cands
     profile, key = None, {}
     if checkpoint is not None:
         profile = passes.profile()
@@ -609,7 +744,6 @@ def select(
             "digest": f"{profile.digest:032x}",
             **(checkpoint_key or {}),
         }
-    cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
     sweep = Sweep(
         passes,
         cands,
@@ -622,7 +756,7 @@ def select(
         retry=retry,
         checkpoint=None if checkpoint is None else Path(checkpoint),
         key=key,
-        progress=progress,
+        progress=reporter,
     )
     sweep.run()
     rows = _rows(cands, n_features, n_samples)

@@ -155,53 +155,42 @@ def _logged_failure(log: Path):
 
 
 class _Progress:
-    """Progress for people: passes, iteration, candidates running, best criterion so far.
+    """Progress of a run: one line per pass over the data into run.log, and on stderr either a
+    bar (a terminal) or the same lines, at most one every ``interval`` seconds (batch jobs,
+    redirected output). A resumed checkpoint is always said.
 
-    During EM a candidate's criterion is taken from its last lower bound (the log-likelihood
-    before its last M-step); ICL's entropy term is known only after scoring, so BIC stands in.
+    The bar has no total: how many passes EM takes is not known in advance, so it shows passes
+    done, their rate and the last report rather than a made-up ETA.
     """
 
-    def __init__(
-        self,
-        n_rows: int,
-        criterion: str,
-        enabled: bool,
-        total: int,
-        then: Callable[[list, list[int]], None] | None = None,
-    ):
-        self.n, self.bar, self.then = n_rows, None, then
-        self.criterion = "bic" if criterion == "icl" else criterion
-        if enabled:
+    def __init__(self, enabled: bool, interval: float, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.interval, self.last, self.bar = interval, -float("inf"), None
+        self.lines = enabled
+        if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="pass", desc="EM", file=sys.stderr, disable=None)
+            self.bar, self.lines = tqdm(unit="pass", desc="dgmm", file=self.stream), False
 
-    def __call__(self, live: list, active: list[int]) -> None:
-        running = [c.state for c in live if not (c.state.failed or c.state.converged)]
-        best = min(
-            (
-                dgmm.information_criteria(
-                    self.n * c.state.lower_bound,
-                    c.state.params.n_parameters(),
-                    self.n,
-                )[self.criterion]
-                for c in live
-                if c.state.n_iter and not c.state.failed
-            ),
-            default=float("inf"),
-        )
-        it = max((c.state.n_iter for c in live), default=0)
-        msg = (
-            f"iteration {it}, {len(active)} candidate(s) running, best {self.criterion} {best:.1f}"
-        )
-        logger.info(msg)
+    def __call__(self, report: dgmm.PassReport) -> None:
+        line = report.line()
+        logger.info(line)
+        now = time.monotonic()
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(
-                f"it={it} running={len(running)} best_{self.criterion}={best:.1f}"
-            )
-        if self.then is not None:
-            self.then(live, active)
+            if report.phase == "resume":
+                self.bar.write(f"dgmm: {line}", file=self.stream)
+            else:
+                self.bar.update(1)
+                best = "" if report.best is None else f" best {report.criterion} {report.best:.6g}"
+                self.bar.set_postfix_str(
+                    f"{report.phase} it={report.iteration} "
+                    f"running={report.running}/{report.n_candidates}{best}"
+                )
+        elif report.phase == "resume":
+            print(f"dgmm: {line}", file=self.stream, flush=True)
+        elif self.lines and now - self.last >= self.interval:
+            print(f"dgmm: {line}", file=self.stream, flush=True)
+            self.last = now
 
     def close(self) -> None:
         if self.bar is not None:
@@ -252,11 +241,15 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                     if cfg.output.performance_report
                     else contextlib.nullcontext()
                 )
-                with report_ctx:
-                    found = select_model(cfg, x, dirs.checkpoint, say)
+                progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
+                with report_ctx, contextlib.closing(progress):
+                    t0 = time.perf_counter()
+                    found = select_model(cfg, x, dirs.checkpoint, say, progress)
                     shutil.rmtree(dirs.staging, ignore_errors=True)
                     dirs.staging.mkdir(parents=True)
+                    t1 = time.perf_counter()
                     sizes = write_labels(dirs.staging, x, found, cfg.output.probabilities)
+                    progress(_labels_report(found, x.shape[0], time.perf_counter() - t1, t0))
             text = write_report(cfg, dirs, found, sizes, x, config_text)
         publish(dirs.staging, dirs.final)
         shutil.rmtree(dirs.work, ignore_errors=True)
@@ -268,13 +261,13 @@ def select_model(
     x,
     checkpoint: Path,
     say: Say = lambda text: None,
-    on_pass: Callable[[list, list[int]], None] | None = None,
+    progress: _Progress | None = None,
 ) -> dgmm.SelectionResult:
     """The configured selection on the data: `dgmm.select` with the run's checkpoint.
 
     Its first pass profiles the data (NaN/inf rows, constant columns, a digest that binds the
-    checkpoint to the data); a checkpoint of the same config and data is resumed. ``on_pass``
-    is called after every EM pass, after the progress report.
+    checkpoint to the data); a checkpoint of the same config and data is resumed. Every pass
+    is reported to ``progress``.
     """
     m = cfg.model
     n_cand = len(m.n_components) * len(m.covariance_types) * m.n_init
@@ -282,9 +275,9 @@ def select_model(
         f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
         f"({len(x.chunks[0])} chunks), config hash {cfg.result_hash()}"
     )
-    progress = _Progress(
-        x.shape[0], cfg.selection.criterion, cfg.output.progress, m.max_iter, on_pass
-    )
+    own = progress is None
+    if own:
+        progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
     t0 = time.perf_counter()
     try:
         found = dgmm.select(
@@ -305,9 +298,8 @@ def select_model(
             name=f"data '{data_path(cfg.data)}'",
         )
     finally:
-        progress.close()
-    if found.resumed_from:
-        say(f"resumed from the checkpoint after {found.resumed_from} passes")
+        if own:
+            progress.close()
     best = found.best_params_
     logger.info(
         "selection done in %.1f s, %d passes; selected %s K=%d",
@@ -317,6 +309,22 @@ def select_model(
         best["n_components"],
     )
     return found
+
+
+def _labels_report(found: dgmm.SelectionResult, n_rows: int, seconds: float, t0: float):
+    best = _selected_row(found)
+    return dgmm.PassReport(
+        found.n_passes_ + 1,
+        "labels",
+        max((r["n_iter"] or 0) for r in found.results),
+        0,
+        len(found.results),
+        found.criterion,
+        best[found.criterion],
+        n_rows,
+        seconds,
+        time.perf_counter() - t0,
+    )
 
 
 def write_labels(group: Path, x, found: dgmm.SelectionResult, probabilities: bool) -> list[int]:

@@ -157,6 +157,8 @@ class OutputConfig(Strict):
     overwrite: bool = False
     performance_report: bool = True
     progress: bool = True
+    # Without a terminal, progress lines on stderr at most this often (seconds; 0: every pass).
+    progress_interval: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
 
 class LocalClusterConfig(Strict):
@@ -282,7 +284,7 @@ class RunConfig(Strict):
         keep = self.model_dump(mode="json")
         keep.pop("cluster")
         keep.pop("dask")
-        for k in ("overwrite", "performance_report", "progress"):
+        for k in ("overwrite", "performance_report", "progress", "progress_interval"):
             keep["output"].pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,9 +224,11 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
     assert 6 <= killed_at < 27
     assert not (tmp_path / "out").exists()  # nothing looks complete
 
-    dgmm_cli("run", cfg)
+    resumed = dgmm_cli("run", cfg)
     log = (tmp_path / "out" / "run.log").read_text()
     assert "resuming from checkpoint" in log
+    # said on stderr, with the passes the checkpoint holds
+    assert f"dgmm: resumed from the checkpoint after {killed_at} passes" in resumed.stderr
     a = zarr.open_group(str(tmp_path / "ref"))["labels"][:]
     b = zarr.open_group(str(tmp_path / "out"))["labels"][:]
     np.testing.assert_array_equal(a, b)
@@ -238,6 +241,65 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
     assert [r["log_likelihood"] for r in ra["candidates"]] == [
         r["log_likelihood"] for r in rb["candidates"]
     ]
+
+
+PROGRESS_LINE = re.compile(
+    r"^dgmm: pass (\d+) (profile|init|em|score|labels): iteration (\d+), (\d+)/(\d+) "
+    r"candidates running, best bic (-|\S+), \S+ rows/s, [\d.]+ s, elapsed \d+:\d\d:\d\d$"
+)
+
+
+def test_progress_lines_in_a_redirected_log(tmp_path, small_data):
+    """With stdout and stderr sent to a file (a batch job), every pass writes one progress line
+    with its number, phase, iteration, candidates running, best criterion, rate and elapsed
+    time; run.log has the same lines. ``progress_interval`` thins the console's, not the log's."""
+    cfg = write_config(tmp_path, small_data, tmp_path / "out")
+    log = tmp_path / "job.log"
+    with log.open("w") as f:
+        subprocess.run(
+            [sys.executable, "-m", "dgmm", "run", str(cfg)],
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            check=True,
+        )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    lines = [m for m in map(PROGRESS_LINE.match, log.read_text().splitlines()) if m]
+    assert [int(m[1]) for m in lines] == list(range(1, report["n_passes"] + 1))
+    phases = [m[2] for m in lines]
+    assert phases[0] == "profile" and phases[-2:] == ["score", "labels"]
+    assert "init" in phases and phases.count("em") == max(r["n_iter"] for r in report["candidates"])
+    assert all(int(m[5]) == 16 for m in lines) and int(lines[-1][4]) == 0
+    ems = [m for m in lines if m[2] == "em"]
+    assert [int(m[3]) for m in ems] == list(range(1, len(ems) + 1))
+    assert float(lines[-1][6]) == pytest.approx(report["selected"]["bic"], rel=1e-5)
+    run_log = (tmp_path / "out" / "run.log").read_text()
+    assert sum(f"pass {n} " in run_log for n in range(1, report["n_passes"] + 1)) == len(lines)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_progress_interval_thins_the_console_not_the_log(seed, caplog):
+    """Lines on a non-terminal stream come at most once per interval (the first at once); a
+    resume is always said; run.log (the logger) gets every report."""
+    import io
+
+    from pipelines.run import _Progress
+
+    rng = np.random.default_rng(seed)
+    stream = io.StringIO()
+    progress = _Progress(enabled=bool(rng.integers(2)), interval=3600.0, stream=stream)
+    phases = rng.choice(["profile", "init", "em", "score", "resume"], size=int(rng.integers(1, 30)))
+    with caplog.at_level("INFO", logger="pipelines"):
+        for i, phase in enumerate(phases):
+            progress(dgmm.PassReport(i + 1, str(phase), 0, 0, 4, "bic", None, 10, 0.1, 1.0))
+    shown = stream.getvalue().splitlines()
+    resumes = [ln for ln in shown if "resumed from the checkpoint" in ln]
+    assert len(resumes) == list(phases).count("resume")
+    first_pass = next((i for i, p in enumerate(phases) if p != "resume"), None)
+    expected = 0 if (first_pass is None or not progress.lines) else 1
+    assert len(shown) - len(resumes) == expected
+    assert len([r for r in caplog.records if r.name == "pipelines"]) == len(phases)
 
 
 def test_changed_config_starts_afresh(tmp_path, small_data):

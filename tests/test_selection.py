@@ -131,9 +131,9 @@ def test_sample_weight_and_resume_from_a_checkpoint(blobs, tmp_path):
     def stop_after(n):
         seen = []
 
-        def progress(cands, running):
-            seen.append(1)
-            if len(seen) == n:
+        def progress(report):
+            seen.append(report.phase)
+            if seen.count("em") == n:
                 raise Stop
 
         return progress
@@ -228,3 +228,40 @@ def test_a_checkpoint_key_difference_stays_one_short_line():
     msg = _key_difference({"row_chunks": [100] * 20_000}, {"row_chunks": [25_000] * 80})
     assert msg.startswith("the data changed (row_chunks [100, 100, ... 100] (20000 values) ->")
     assert "(80 values)" in msg and len(msg) < 200 and "\n" not in msg
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_every_pass_is_reported_once_in_order(blobs, tmp_path, checkpointed):
+    """``progress`` gets one report per pass over the data, numbered 1..n_passes_, with the
+    phase of each; a resumed checkpoint is reported first, with the passes it holds."""
+    x = da.from_array(blobs[0][:600], chunks=150)
+    kw = dict(n_init=2, init_params="k-means++", random_state=0, max_iter=6)
+    if checkpointed:
+        kw["checkpoint"] = tmp_path / "c.npz"
+    reports = []
+    found = dgmm.select(x, [1, 2, 3], ["full", "diag"], progress=reports.append, **kw)
+    assert [r.n_pass for r in reports] == list(range(1, found.n_passes_ + 1))
+    phases = [r.phase for r in reports]
+    first = ["profile"] if checkpointed else []
+    assert phases == first + ["init"] * (phases.count("init")) + ["em"] * phases.count("em") + [
+        "score"
+    ]
+    assert phases.count("init") == 3 - 1 + 1  # k-means++ seeds: one D² pass per K beyond 1
+    assert phases.count("em") == max(r["n_iter"] for r in found.results)
+    ems = [r for r in reports if r.phase == "em"]
+    assert [r.iteration for r in ems] == list(range(1, len(ems) + 1))
+    assert ems[0].running == 12 and reports[-1].running == 0
+    assert all(r.n_candidates == 12 and r.rows == 600 and r.seconds > 0 for r in reports)
+    assert reports[-1].best == pytest.approx(min(r["bic"] for r in found.cells()), rel=1e-6)
+    assert all(r.elapsed >= 0 for r in reports)
+    line = reports[-1].line()
+    assert line.startswith(f"pass {found.n_passes_} score: iteration ") and "rows/s" in line
+    if checkpointed:
+        again = []
+        dgmm.select(x, [1, 2, 3], ["full", "diag"], progress=again.append, **kw)
+        resumed = [r for r in again if r.phase == "resume"]
+        assert len(resumed) == 1 and resumed[0].n_pass == found.n_passes_ - 1  # all but scoring
+        assert again[0].phase == "profile" and again[1] is resumed[0]
+        assert (
+            resumed[0].line().startswith(f"resumed from the checkpoint after {resumed[0].n_pass}")
+        )
