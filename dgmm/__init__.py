@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "ColumnProfile",
     "DataError",
     "DegenerateCovarianceError",
     "GaussianMixture",
@@ -19,6 +20,7 @@ __all__ = [
     "SuffStats",
     "information_criteria",
     "load",
+    "profile",
     "select",
 ]
 
@@ -36,6 +38,8 @@ _WHERE = {
     "SelectionResult": ".selection",
     "information_criteria": ".selection",
     "select": ".selection",
+    "profile": ".selection",
+    "ColumnProfile": ".validation",
 }
 
 

@@ -137,6 +137,10 @@ class CovarianceType(ABC):
         """Number of free covariance parameters."""
 
     @abstractmethod
+    def full(self, covariances: np.ndarray, n_components: int, n_features: int) -> np.ndarray:
+        """The covariances as (K, D, D) matrices."""
+
+    @abstractmethod
     def row_temporaries(self, n_components: int, n_features: int) -> int:
         """Values per row that `log_gaussian` and `second_moments` hold at once."""
 
@@ -252,6 +256,9 @@ class Full(CovarianceType):
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
 
+    def full(self, covariances, n_components, n_features):
+        return covariances
+
     def row_temporaries(self, n_components, n_features):
         return n_components * n_features + n_features  # stacked projections; a scaled copy
 
@@ -315,6 +322,9 @@ class Tied(CovarianceType):
     def n_cov_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
 
+    def full(self, covariances, n_components, n_features):
+        return np.broadcast_to(covariances, (n_components, n_features, n_features))
+
     def row_temporaries(self, n_components, n_features):
         return n_components * n_features + 2 * n_features  # differences to every mean
 
@@ -373,6 +383,9 @@ class Diag(CovarianceType):
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features
 
+    def full(self, covariances, n_components, n_features):
+        return np.stack([np.diag(c) for c in covariances])
+
     def row_temporaries(self, n_components, n_features):
         return 2 * n_components + n_features  # squared rows; two (K, n) products
 
@@ -420,6 +433,9 @@ class Spherical(Diag):
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components
+
+    def full(self, covariances, n_components, n_features):
+        return covariances[:, None, None] * np.eye(n_features)
 
     def check_precisions(self, precisions, n_components, n_features):
         p = self._check_shape(precisions, (n_components,), "precisions")

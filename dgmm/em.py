@@ -227,14 +227,20 @@ class DataPasses:
         """One pass: column ranges, NaN/inf rows and a digest of the bytes (`ColumnProfile`)."""
         started = time.perf_counter()
         profile = self.blocks.map_reduce(_profile_kernel, None, _sum_profiles, "dgmm-profile")
-        checked = self.checked or profile.n_bad == 0
+        checked = self.checked
         self._counted("dgmm-profile", started)
         self.checked = checked
-        if profile.n_bad == 0 and profile.n:
-            self.reach = np.maximum(
-                np.abs(profile.hi - self.shift), np.abs(profile.lo - self.shift)
-            )
+        self.use_profile(profile)
         return profile
+
+    def use_profile(self, profile: ColumnProfile) -> None:
+        """Take what a profile of these rows tells: whether they were checked for NaN/inf, and
+        their reach about the shift."""
+        if profile.n_bad == 0:
+            self.checked = True
+            if profile.n:
+                lo, hi = profile.lo - self.shift, profile.hi - self.shift
+                self.reach = np.maximum(np.abs(hi), np.abs(lo))
 
     def first_read_array(self):
         """The Dask array for a pass run by another library (k-means||): checked if first.

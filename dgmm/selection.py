@@ -83,6 +83,7 @@ class Candidate:
     retries: int = 0
     log_likelihood: float | None = None  # total, of the final parameters (scoring pass)
     entropy: float | None = None
+    degenerate: str | None = None  # why its fit is a spurious maximum (selection only)
 
     @property
     def cell(self) -> tuple[str, int]:
@@ -92,6 +93,8 @@ class Candidate:
     def error(self) -> str | None:
         if self.init_error is not None:
             return f"initialisation failed: {self.init_error}"
+        if self.degenerate is not None:
+            return f"degenerate: {self.degenerate}"
         return self.state.error if self.state else None
 
 
@@ -346,6 +349,9 @@ class Sweep:
     progress : callable or None
         ``progress(phase)`` after every EM pass (``'em'``, after the M-step) and when a
         checkpoint is resumed (``'resume'``).
+    screen : bool
+        After EM, record restarts whose fit is degenerate (`GaussianParams.degenerate`) as
+        NA with the reason, so that no cell and no selection is made of them.
     """
 
     passes: DataPasses
@@ -361,6 +367,7 @@ class Sweep:
     checkpoint: Path | None = None
     key: dict = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
+    screen: bool = False  # mark spurious maxima (`GaussianParams.degenerate`) as NA
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
 
     def run(self, score: bool = True) -> list[Candidate]:
@@ -375,6 +382,11 @@ class Sweep:
         self._em()
         while self._retry():
             self._em()
+        if self.screen:
+            n = self.passes.blocks.x.shape[0]
+            for c in self.candidates:  # a start that ran no EM (max_iter=0) is kept as is
+                if c.error is None and c.state is not None and c.state.n_iter:
+                    c.degenerate = c.state.params.degenerate(n, c.state.reg_covar)
         if score:
             self._score()
         return self.candidates
@@ -644,6 +656,25 @@ def _check_grid(
     return [int(k) for k in dict.fromkeys(ks)], list(dict.fromkeys(types))
 
 
+def profile(X: Any, name: str = "X") -> ColumnProfile:
+    """One pass over the data: rows with NaN/inf, column ranges, means and standard deviations,
+    and a digest of the bytes (`ColumnProfile`).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+    name : str, default='X'
+        What error messages call the data.
+
+    Returns
+    -------
+    ColumnProfile
+        ``mean`` and ``std`` standardise the data; `select` takes it as ``profile=`` and then
+        makes no profile pass of its own.
+    """
+    return DataPasses.over(load_input(X, None, name)).profile()
+
+
 def select(
     X: Any,
     n_components: int | Sequence[int] = range(1, 11),
@@ -661,6 +692,8 @@ def select(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_key: dict | None = None,
     progress: ProgressFn | None = None,
+    profile: ColumnProfile | None = None,
+    screen_degenerate: bool = True,
     name: str = "X",
 ) -> SelectionResult:
     """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
@@ -691,6 +724,14 @@ def select(
     progress : callable, default=None
         ``progress(report)`` with a `PassReport` after every pass over the data (an EM pass
         after its M-step), and once when a checkpoint is resumed.
+    profile : ColumnProfile, default=None
+        The data's `profile`, if already taken: it stands for the profile pass (counted as
+        pass 1) and binds a checkpoint by its digest. For data transformed after profiling,
+        pass ``profile.affine(center, scale)``, which keeps the raw rows' digest.
+    screen_degenerate : bool, default=True
+        Record restarts whose fit is a spurious maximum as NA (``error`` starts with
+        ``degenerate:``, see `GaussianParams.degenerate`), so no cell or selection is made of
+        them. False keeps every fit as scikit-learn's loop would.
     name : str, default='X'
         What error messages call the data.
 
@@ -731,10 +772,20 @@ def select(
     if progress is not None:
         reporter = _Reporter(progress, passes, criterion, n_samples, max_iter)
         reporter.candidates = cands
-    profile, key = None, {}
-    if checkpoint is not None:
+    key = {}
+    if profile is not None:
+        if profile.n != n_samples or profile.lo.shape != (n_features,):
+            raise ValueError(
+                f"profile: it describes {profile.n} rows × {profile.lo.size} features, not the "
+                f"{n_samples} × {n_features} of {name}"
+            )
+        passes.use_profile(profile)
+        passes.resume(1)  # the given profile stands for the profile pass
+    elif checkpoint is not None:
         profile = passes.profile()
+    if profile is not None:
         check_profile(profile, data.x.dtype, name)
+    if checkpoint is not None:
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
             "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
@@ -757,6 +808,7 @@ def select(
         checkpoint=None if checkpoint is None else Path(checkpoint),
         key=key,
         progress=reporter,
+        screen=screen_degenerate,
     )
     sweep.run()
     rows = _rows(cands, n_features, n_samples)

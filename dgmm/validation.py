@@ -60,6 +60,11 @@ class ColumnProfile:
     digest : int
         A 128-bit digest of the rows' bytes and positions: the XOR of one keyed digest per
         block, so it does not depend on the order in which blocks are added.
+    n_good : int
+        Rows without NaN/inf, over which ``mean`` and ``m2`` are taken.
+    mean, m2 : ndarray of shape (n_features,)
+        Column means and sums of squared deviations from them, merged across blocks with Chan
+        et al.'s pairwise update (no cancellation, whatever the offset).
     """
 
     n: int
@@ -69,9 +74,21 @@ class ColumnProfile:
     lo: np.ndarray
     hi: np.ndarray
     digest: int = 0
+    n_good: int = 0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
 
     def __add__(self, other: ColumnProfile) -> ColumnProfile:
         firsts = [f for f in (self.first_bad, other.first_bad) if f >= 0]
+        n = self.n_good + other.n_good
+        if not other.n_good:
+            mean, m2 = self.mean, self.m2
+        elif not self.n_good:
+            mean, m2 = other.mean, other.m2
+        else:
+            delta = other.mean - self.mean
+            mean = self.mean + delta * (other.n_good / n)
+            m2 = self.m2 + other.m2 + delta**2 * (self.n_good * other.n_good / n)
         return ColumnProfile(
             self.n + other.n,
             self.n_bad + other.n_bad,
@@ -80,6 +97,30 @@ class ColumnProfile:
             np.fmin(self.lo, other.lo),
             np.fmax(self.hi, other.hi),
             self.digest ^ other.digest,
+            n,
+            mean,
+            m2,
+        )
+
+    @property
+    def std(self) -> np.ndarray:
+        """Column standard deviations (population, over the finite rows)."""
+        return np.sqrt(self.m2 / max(self.n_good, 1))
+
+    def affine(self, center: np.ndarray, scale: np.ndarray) -> ColumnProfile:
+        """The profile of ``(x − center) / scale`` (the digest stays the raw rows')."""
+        lo, hi = (self.lo - center) / scale, (self.hi - center) / scale
+        return ColumnProfile(
+            self.n,
+            self.n_bad,
+            self.first_bad,
+            self.has_nan,
+            np.fmin(lo, hi),
+            np.fmax(lo, hi),
+            self.digest,
+            self.n_good,
+            None if self.mean is None else (self.mean - center) / scale,
+            None if self.m2 is None else self.m2 / scale**2,
         )
 
 
@@ -100,6 +141,7 @@ def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
     bad = np.flatnonzero(~finite)
     good = x[finite] if bad.size else x
     nan = np.full(x.shape[1], np.nan)
+    mean, m2 = _moments(good)
     return ColumnProfile(
         x.shape[0],
         int(bad.size),
@@ -108,7 +150,27 @@ def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
         good.min(axis=0).astype(np.float64) if len(good) else nan,
         good.max(axis=0).astype(np.float64) if len(good) else nan,
         block_digest(x, row0),
+        len(good),
+        mean,
+        m2,
     )
+
+
+def _moments(x: np.ndarray, step: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and sums of squared deviations in float64, a few thousand rows at a time
+    (temporaries stay small whatever the block) and merged pairwise."""
+    n, mean, m2 = 0, np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for s in range(0, x.shape[0], step):
+        part = x[s : s + step].astype(np.float64)
+        k = part.shape[0]
+        pm = part.mean(axis=0)
+        part -= pm
+        pm2 = np.einsum("nd,nd->d", part, part)
+        delta = pm - mean
+        mean = mean + delta * (k / (n + k))
+        m2 = m2 + pm2 + delta**2 * (n * k / (n + k))
+        n += k
+    return mean, m2
 
 
 class DataError(ValueError):

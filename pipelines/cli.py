@@ -101,6 +101,8 @@ def _summary(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as e:
             raise ConfigError(f"{path} is not a readable saved model ({e})") from None
         print(_model_text(gm))
+        if (path / "standardize.json").is_file():
+            print("fitted to standardised columns: `dgmm predict` applies standardize.json first")
         return 0
     kind = output_kind(path)
     if kind != "run":
@@ -138,6 +140,8 @@ def _model_text(gm) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import json
+
     import dgmm
 
     from .data import open_data
@@ -150,6 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
         lock_path,
         zarr_store_root,
     )
+    from .run import STANDARDIZE_FILE, standardize
     from .schema import DataConfig
 
     out = Path(args.out)
@@ -167,12 +172,20 @@ def _predict(args: argparse.Namespace) -> int:
         model = dgmm.load(args.model)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ConfigError(f"model: {e}") from None
-    x = open_data(DataConfig(path=str(args.data)))
+    try:
+        columns = None if args.columns is None else args.columns.split(",")
+        data_cfg = DataConfig(path=str(args.data), columns=columns)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"--columns: {' '.join(str(e).split())}") from None
+    x = open_data(data_cfg)
     if x.shape[1] != model.n_features_in_:
         raise ConfigError(
             f"data {args.data} has shape {x.shape}; the model expects {model.n_features_in_} "
             "features"
         )
+    transform = Path(args.model) / STANDARDIZE_FILE
+    if transform.is_file():  # the model was fitted to standardised rows: standardise these too
+        x = standardize(x, json.loads(transform.read_text()))
     check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
     with claim(out):
         check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
@@ -226,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_summary)
     s = sub.add_parser("predict", help="label new data with a saved model")
     s.add_argument("model")
-    s.add_argument("data", help="Zarr array (path, or group/array)")
+    s.add_argument("data", help="Zarr array (path, or group/array), Parquet, CSV or .npy")
     s.add_argument("out", help="output Zarr group")
+    s.add_argument("--columns", help="comma-separated Parquet/CSV columns, in the model's order")
     s.add_argument("--probabilities", action="store_true")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=_predict)

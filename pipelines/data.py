@@ -16,7 +16,8 @@ from dgmm.validation import check_dtype_and_shape
 
 from .outputs import publish
 from .paths import OUTPUT_KIND_ATTR, check_output_path, claim
-from .schema import ConfigError, DataConfig
+from .readers import read_npy, read_table
+from .schema import ConfigError, DataConfig, infer_format
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +159,27 @@ def data_path(cfg: DataConfig) -> Path:
 
 
 def open_data(cfg: DataConfig) -> da.Array:
-    """The configured rows as a Dask array, checked without reading its values.
+    """The configured rows as a Dask array, checked without reading its values (a CSV is read
+    once for its row counts).
 
-    Checked: the path, dtype and shape, that chunks span whole rows, and that no chunk is missing
-    from the store (Zarr would read a deleted chunk as its fill value).
+    Checked: the path, dtype and shape, that chunks span whole rows, that no chunk is missing
+    from a Zarr store (Zarr would read a deleted chunk as its fill value), and that Parquet or
+    CSV columns exist and are numeric.
     """
     p = data_path(cfg)
-    if not p.exists():
+    fmt = cfg.format or infer_format(cfg.path)
+    if not p.exists() and not (fmt == "csv" and "*" in p.name and any(p.parent.glob(p.name))):
         where = "array" if cfg.array else "path"
         raise ConfigError(f"data {where} '{p}' does not exist")
+    if fmt != "zarr":
+        x = read_npy(p) if fmt == "npy" else read_table(p, fmt, cfg.columns)
+        try:
+            dtype = check_dtype_and_shape(x.dtype, x.shape, "data")
+        except ValueError as e:
+            raise ConfigError(f"data: {e}") from None
+        if cfg.chunk_rows:
+            x = x.rechunk({0: cfg.chunk_rows})
+        return x if x.dtype == dtype else x.astype(dtype)
     try:
         arr = open_zarr_array(p)
         dtype = check_dtype_and_shape(arr.dtype, arr.shape, "data")

@@ -1,7 +1,11 @@
 """All-or-nothing outputs: build in a staging folder, verify, mark complete, then move into place.
 
-A run's working folder ``<output>.work`` holds the checkpoint, the log and the staging output; the
-final folder only ever appears complete (a Zarr group whose attrs say ``complete: true``).
+A run's output is a folder: the per-row results in a Zarr group that holds nothing else
+(``assignments.zarr``: labels, probabilities, uncertainty), and beside it the model, report,
+plots, configs and log, with the marker file ``dgmm.json`` written last. A run's working folder
+``<output>.work`` holds the checkpoint, the log and the staging output; the final folder only
+ever appears complete. ``dgmm predict`` writes just such a Zarr group, marked complete in its
+attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,23 @@ import zarr
 from dgmm import GaussianMixture
 from dgmm.em import compute
 
-from .paths import OUTPUT_KIND_ATTR
+from .paths import ASSIGNMENTS_KIND, MARKER, OUTPUT_KIND_ATTR
+
+ASSIGNMENTS = "assignments.zarr"
+ARRAY_ATTRS = {
+    "labels": {
+        "long_name": "cluster label",
+        "description": "index of the most probable component (fill value -1: not written)",
+    },
+    "probabilities": {
+        "long_name": "posterior probability of each component",
+        "description": "rows sum to 1",
+    },
+    "uncertainty": {
+        "long_name": "classification uncertainty",
+        "description": "1 - the largest posterior probability",
+    },
+}
 
 
 class RunDirs:
@@ -55,6 +75,7 @@ def write_assignments(
         dtype="int32",
         fill_value=-1,
         dimension_names=["sample"],
+        attributes={**ARRAY_ATTRS["labels"], "n_components": k},
         overwrite=True,
     )
     if probabilities:
@@ -66,6 +87,7 @@ def write_assignments(
             dtype="float32",
             fill_value=np.nan,
             dimension_names=["sample", "component"],
+            attributes=ARRAY_ATTRS["probabilities"],
             overwrite=True,
         )
         unc_arr = group.create_array(
@@ -75,6 +97,7 @@ def write_assignments(
             dtype="float32",
             fill_value=np.nan,
             dimension_names=["sample"],
+            attributes=ARRAY_ATTRS["uncertainty"],
             overwrite=True,
         )
         sources = [
@@ -101,9 +124,16 @@ def verify_labels(path: Path, n_components: int) -> np.ndarray:
 
 
 def mark_complete(group_path: Path, kind: str, attrs: dict[str, Any]) -> None:
-    """Mark a verified output complete, and as dgmm's output of this kind (see `paths`)."""
+    """Mark a verified Zarr group complete, and as dgmm's output of this kind (see `paths`)."""
     group = zarr.open_group(str(group_path), mode="a")
     group.attrs.update({**attrs, OUTPUT_KIND_ATTR: kind, "complete": True})
+
+
+def mark_run_complete(folder: Path, attrs: dict[str, Any]) -> None:
+    """Mark a verified run folder complete: its assignments group, then the marker file that
+    makes the folder a finished run output (written last, atomically)."""
+    mark_complete(folder / ASSIGNMENTS, ASSIGNMENTS_KIND, attrs)
+    write_json(folder / MARKER, {OUTPUT_KIND_ATTR: "run", "complete": True, **attrs})
 
 
 def write_json(path: Path, obj: Any) -> None:

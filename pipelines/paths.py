@@ -24,6 +24,10 @@ from .schema import ConfigError
 
 # The attribute that marks a Zarr group written by dgmm, and its kinds.
 OUTPUT_KIND_ATTR = "dgmm_output"
+# A run's output folder is marked by this file; its Zarr group of per-row results is a part of
+# it (kind ASSIGNMENTS_KIND), never an output to replace on its own.
+MARKER = "dgmm.json"
+ASSIGNMENTS_KIND = "run-assignments"
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -97,8 +101,15 @@ def _zarr_attrs(path: Path) -> dict | None:
 def output_kind(path: Path) -> str | None:
     """What dgmm wrote at ``path``: 'run', 'predict' or 'make-data', else None.
 
-    Outputs written before the kind attribute existed are recognised by their attributes.
+    A run output is a folder with the marker file; Zarr outputs carry the kind in their
+    attributes. Outputs written before either existed are recognised by their attributes.
     """
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("complete") is True:
+        return str(marker.get(OUTPUT_KIND_ATTR))
     attrs = _zarr_attrs(path)
     if attrs is None:
         return None

@@ -46,10 +46,19 @@ def summary(cells: list[Row], best: Row, criterion: str, sizes, top: int = 3) ->
     lines.append(f"{'loglik':<10}" + "".join(f"{c['log_likelihood']:>{width}.2f}" for c in head))
     lines.append(f"{'params':<10}" + "".join(f"{c['n_parameters']:>{width}d}" for c in head))
     failed = [c for c in cells if c["error"] is not None]
-    if failed:
+    spurious = [c for c in failed if c["error"].startswith("degenerate")]
+    if spurious:
         lines.append(
-            f"{len(failed)} candidate(s) failed (NA): "
-            + ", ".join(f"{c['covariance_type']},{c['n_components']}" for c in failed)
+            f"{len(spurious)} cell(s) NA, every restart a degenerate fit (a component on too "
+            "few rows or with a singular covariance): "
+            + ", ".join(f"{c['covariance_type']},{c['n_components']}" for c in spurious)
+        )
+    if len(failed) > len(spurious):
+        lines.append(
+            f"{len(failed) - len(spurious)} cell(s) failed (NA): "
+            + ", ".join(
+                f"{c['covariance_type']},{c['n_components']}" for c in failed if c not in spurious
+            )
         )
     lines += [
         "",
@@ -76,40 +85,62 @@ def table(cells: list[Row], criterion: str) -> str:
     return "\n".join(lines)
 
 
-def plot_criteria(cells: list[Row], best: Row, criterion: str, path: Path) -> None:
-    """BIC, AIC and ICL against K, one line per covariance type, the selected point marked."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    return plt
+
+
+def criteria_figure(cells: list[Row], criterion: str):
+    """BIC, AIC and ICL against K, one line per covariance type, each panel relative to its own
+    lowest value (mclust's ΔBIC) on a scale that is linear near 0 and logarithmic beyond, so a
+    gap of hundreds stays visible next to a range of millions. Each panel stars its own
+    minimum; the criterion the run selects by is named in its title."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    ok = [c for c in cells if c["error"] is None]
+    types = list(dict.fromkeys(c["covariance_type"] for c in cells))
+    colours = dict(zip(types, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, crit in zip(axes, ("bic", "aic", "icl"), strict=True):
-        for t in dict.fromkeys(c["covariance_type"] for c in cells):
+        low = min(ok, key=lambda c: c[crit])
+        for t in types:
             pts = sorted(
-                (c["n_components"], c[crit])
-                for c in cells
-                if c["covariance_type"] == t and c["error"] is None
+                (c["n_components"], c[crit] - low[crit]) for c in ok if c["covariance_type"] == t
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=t)
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=4, color=colours[t], label=t)
+        name = crit.upper()
         ax.plot(
-            best["n_components"],
-            best[crit],
+            low["n_components"],
+            0.0,
             marker="*",
             markersize=18,
             color="k",
             linestyle="none",
-            label="selected" if crit == criterion else "selected model",
+            label=f"lowest {name}: {low['covariance_type']}, K={low['n_components']}",
         )
+        ax.set_yscale("symlog", linthresh=10.0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("K (components)")
-        ax.set_ylabel(crit.upper() + " (lower is better)")
-        ax.set_title(crit.upper())
-        ax.grid(alpha=0.3)
-        ax.legend()
+        ax.set_ylabel(f"{name} − lowest {name}  (lower is better)")
+        chosen = " — selects the model" if crit == criterion else ""
+        ax.set_title(f"{name} relative to its lowest ({low[crit]:.6g}){chosen}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_criteria(cells: list[Row], criterion: str, path: Path) -> None:
+    """`criteria_figure` saved as a PNG."""
+    fig = criteria_figure(cells, criterion)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def sample_rows(x: da.Array, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -129,26 +160,114 @@ def sample_rows(x: da.Array, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, 
     return np.asarray(compute(x[idx])[0]), idx
 
 
-def plot_scatter(rows: np.ndarray, labels: np.ndarray, path: Path, title: str) -> None:
-    """Scatter of the rows (first two principal components if D > 2), coloured by label."""
-    import matplotlib
+def _projection(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """Origin and (2, D) axes of the plane the plots use: the first two principal components
+    of the rows (their own features when D ≤ 2)."""
+    d = rows.shape[1]
+    origin = rows.mean(axis=0)
+    if d > 2:
+        _, _, vt = np.linalg.svd(rows - origin, full_matrices=False)
+        return origin, vt[:2], ("PC 1", "PC 2")
+    axes = np.eye(2, d)
+    return origin, axes, ("feature 0", "feature 1" if d == 2 else "")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    xy = rows[:, :2].astype(np.float64)
-    axis = ("feature 0", "feature 1")
-    if rows.shape[1] > 2:
-        c = rows - rows.mean(axis=0)
-        _, _, vt = np.linalg.svd(c, full_matrices=False)
-        xy, axis = c @ vt[:2].T, ("PC 1", "PC 2")
-    elif rows.shape[1] == 1:
-        xy, axis = np.column_stack([rows[:, 0], np.zeros(len(rows))]), ("feature 0", "")
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    ax.scatter(xy[:, 0], xy[:, 1], c=labels, s=4, cmap="tab10", alpha=0.7)
-    ax.set_xlabel(axis[0])
-    ax.set_ylabel(axis[1])
-    ax.set_title(title)
+def _full_covariances(model) -> np.ndarray:
+    k, d = model.means_.shape
+    cov = np.asarray(model.covariances_, dtype=np.float64)
+    return {
+        "full": lambda: cov,
+        "tied": lambda: np.broadcast_to(cov, (k, d, d)),
+        "diag": lambda: np.stack([np.diag(c) for c in cov]),
+        "spherical": lambda: np.stack([np.eye(d) * c for c in cov]),
+    }[model.covariance_type]()
+
+
+def _rows_title(shown: int, total: int) -> str:
+    return f"all {total} rows" if shown == total else f"{shown} of {total} rows (a sample)"
+
+
+def clusters_figure(rows: np.ndarray, model, n_total: int):
+    """The rows on their first two principal components, coloured by label with a key (and
+    each cluster's size among them), and every component's 2-sd ellipse projected."""
+    from matplotlib.patches import Ellipse
+
+    plt = _pyplot()
+    labels = model.predict(rows)
+    origin, axes, names = _projection(rows.astype(np.float64))
+    xy = (rows - origin) @ axes.T
+    k = model.n_components
+    colours = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for j in range(k):
+        at = labels == j
+        ax.scatter(
+            xy[at, 0],
+            xy[at, 1],
+            s=5,
+            alpha=0.6,
+            color=colours(j % colours.N),
+            label=f"cluster {j} ({int(at.sum())})",
+        )
+    centres = (model.means_ - origin) @ axes.T
+    for j, cov in enumerate(_full_covariances(model)):
+        c2 = axes @ cov @ axes.T
+        vals, vecs = np.linalg.eigh(c2)
+        angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
+        w, h = 2 * 2 * np.sqrt(np.maximum(vals[::-1], 0.0))
+        ax.add_patch(Ellipse(centres[j], w, h, angle=angle, fill=False, lw=1.2, ls="--", color="k"))
+        ax.plot(*centres[j], marker="x", color="k", ms=7)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(
+        f"{model.covariance_type}, K={k}: {_rows_title(len(rows), n_total)}; "
+        "ellipses: 2 sd of each component",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, markerscale=3, loc="best", title="label (rows shown)")
     fig.tight_layout()
+    return fig
+
+
+def uncertainty_figure(rows: np.ndarray, model, n_total: int):
+    """mclust's uncertainty plot: the rows on their first two principal components coloured by
+    classification uncertainty (1 − largest probability), the most uncertain drawn on top; and
+    the distribution of the uncertainty."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    plt = _pyplot()
+    u = 1.0 - model.predict_proba(rows).max(axis=1)
+    origin, axes, names = _projection(rows.astype(np.float64))
+    xy = (rows - origin) @ axes.T
+    order = np.argsort(u)
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=[1.4, 1])
+    top = max(1.0 - 1.0 / model.n_components, 1e-12)  # the most uncertain a row can be
+    cmap = LinearSegmentedColormap.from_list("uncertainty", ["0.75", "tab:orange", "darkred"])
+    sc = ax.scatter(
+        xy[order, 0],
+        xy[order, 1],
+        c=u[order],
+        s=4 + 40 * u[order] / top,
+        cmap=cmap,
+        vmin=0.0,
+        vmax=top,
+    )
+    fig.colorbar(sc, ax=ax, label="uncertainty (1 − largest probability)")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(f"Classification uncertainty: {_rows_title(len(rows), n_total)}", fontsize=10)
+    hx.hist(u, bins=40, range=(0.0, top), color="0.3")
+    hx.set_yscale("log")
+    hx.set_xlabel("uncertainty (1 − largest probability)")
+    hx.set_ylabel("rows")
+    hx.set_title(
+        f"{(u > 0.1).mean():.1%} of rows above 0.1, {(u > 0.5).mean():.1%} above 0.5",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
+import numpy as np
 import yaml
 from distributed import performance_report
 
@@ -22,8 +23,9 @@ from .cluster import connect
 from .data import data_path, ensure_data, open_data
 from .errors import RunFailed
 from .outputs import (
+    ASSIGNMENTS,
     RunDirs,
-    mark_complete,
+    mark_run_complete,
     publish,
     write_assignments,
     write_json,
@@ -36,10 +38,21 @@ from .paths import (
     lock_path,
     zarr_store_root,
 )
-from .report import package_versions, plot_criteria, plot_scatter, sample_rows, summary, table
+from .report import (
+    clusters_figure,
+    package_versions,
+    plot_criteria,
+    sample_rows,
+    save_figure,
+    summary,
+    table,
+    uncertainty_figure,
+)
 from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
 
 logger = logging.getLogger("pipelines")
+# Beside a saved model: the column transform its data had (``data.standardize``).
+STANDARDIZE_FILE = "standardize.json"
 
 
 def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = True):
@@ -244,16 +257,57 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                 progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
                 with report_ctx, contextlib.closing(progress):
                     t0 = time.perf_counter()
-                    found = select_model(cfg, x, dirs.checkpoint, say, progress)
+                    x, profile, transform = prepare_rows(cfg, x, progress, t0)
+                    found = select_model(cfg, x, dirs.checkpoint, say, progress, profile)
                     shutil.rmtree(dirs.staging, ignore_errors=True)
                     dirs.staging.mkdir(parents=True)
                     t1 = time.perf_counter()
-                    sizes = write_labels(dirs.staging, x, found, cfg.output.probabilities)
+                    sizes = write_labels(
+                        dirs.staging / ASSIGNMENTS, x, found, cfg.output.probabilities
+                    )
                     progress(_labels_report(found, x.shape[0], time.perf_counter() - t1, t0))
-            text = write_report(cfg, dirs, found, sizes, x, config_text)
+            text = write_report(cfg, dirs, found, sizes, x, config_text, transform)
         publish(dirs.staging, dirs.final)
         shutil.rmtree(dirs.work, ignore_errors=True)
     return RunOutcome(dirs.final, found, sizes, text)
+
+
+def prepare_rows(cfg: RunConfig, x, progress: _Progress, t0: float):
+    """The rows the models are fitted to: as read, or standardised (``data.standardize``) with
+    the column means and standard deviations of a profile pass, which then stands for
+    `dgmm.select`'s own. Returns the rows, that profile (or None) and the transform (or None).
+    """
+    if not cfg.data.standardize:
+        return x, None, None
+    started = time.perf_counter()
+    profile = dgmm.profile(x, name=f"data '{data_path(cfg.data)}'")
+    m = cfg.model
+    progress(
+        dgmm.PassReport(
+            1,
+            "profile",
+            0,
+            0,
+            len(m.n_components) * len(m.covariance_types) * m.n_init,
+            "bic" if cfg.selection.criterion == "icl" else cfg.selection.criterion,
+            None,
+            int(x.shape[0]),
+            time.perf_counter() - started,
+            time.perf_counter() - t0,
+        )
+    )
+    if profile.n_bad:  # dgmm.select names the rows
+        return x, profile, None
+    center, scale = profile.mean, np.where(profile.std > 0, profile.std, 1.0)
+    transform = {"center": center.tolist(), "scale": scale.tolist()}
+    return standardize(x, transform), profile.affine(center, scale), transform
+
+
+def standardize(x, transform: dict):
+    """``(x − center) / scale`` per column, lazily, in the rows' own float dtype."""
+    center = np.asarray(transform["center"], dtype=np.float64)
+    scale = np.asarray(transform["scale"], dtype=np.float64)
+    return ((x - center) / scale).astype(x.dtype)
 
 
 def select_model(
@@ -262,6 +316,7 @@ def select_model(
     checkpoint: Path,
     say: Say = lambda text: None,
     progress: _Progress | None = None,
+    profile: dgmm.ColumnProfile | None = None,
 ) -> dgmm.SelectionResult:
     """The configured selection on the data: `dgmm.select` with the run's checkpoint.
 
@@ -295,6 +350,7 @@ def select_model(
             checkpoint=checkpoint,
             checkpoint_key={"config_hash": cfg.result_hash()},
             progress=progress,
+            profile=profile,
             name=f"data '{data_path(cfg.data)}'",
         )
     finally:
@@ -343,7 +399,13 @@ def _selected_row(found: dgmm.SelectionResult) -> dict:
 
 
 def write_report(
-    cfg: RunConfig, dirs: RunDirs, found: dgmm.SelectionResult, sizes, x, config_text: str
+    cfg: RunConfig,
+    dirs: RunDirs,
+    found: dgmm.SelectionResult,
+    sizes,
+    x,
+    config_text: str,
+    transform: dict | None = None,
 ) -> str:
     """Model, configs, report.json, plots and table into the staging output; marks it complete.
 
@@ -353,6 +415,8 @@ def write_report(
     criterion = cfg.selection.criterion
     gm = found.best_estimator_
     gm.save(st / "model")
+    if transform is not None:  # `dgmm predict` applies it to new rows before the model
+        write_json(st / "model" / STANDARDIZE_FILE, transform)
     (st / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     (st / "config.original.yaml").write_text(config_text)
     cells, best = found.cells(), _selected_row(found)
@@ -369,23 +433,33 @@ def write_report(
             "shape": list(x.shape),
             "chunks": [int(x.chunks[0][0]), int(x.shape[1])],
             "dtype": str(x.dtype),
+            "standardize": transform,
             "digest": None if found.profile is None else f"{found.profile.digest:032x}",
         },
         "versions": package_versions(),
     }
     write_json(st / "report.json", report)
-    plot_criteria(cells, best, criterion, st / "criteria.png")
-    rows, idx = sample_rows(x)
-    plot_scatter(
-        rows,
-        gm.predict(rows),
-        st / "clusters.png",
-        f"{best['covariance_type']}, K={best['n_components']} ({len(idx)} sampled rows)",
-    )
+    plot_criteria(cells, criterion, st / "criteria.png")
+    rows, _ = sample_rows(x)
+    save_figure(clusters_figure(rows, gm, x.shape[0]), st / "clusters.png")
+    save_figure(uncertainty_figure(rows, gm, x.shape[0]), st / "uncertainty.png")
     text = summary(cells, best, criterion, sizes)
     (st / "table.txt").write_text(table(cells, criterion) + "\n\n" + text + "\n")
     for name in ("dask-report.html", "run.log"):
         if (dirs.work / name).exists():
             shutil.copy(dirs.work / name, st / name)
-    mark_complete(st, "run", {"config_hash": cfg.result_hash(), "report": report})
+    mark_run_complete(
+        st,
+        {
+            "config_hash": cfg.result_hash(),
+            "criterion": criterion,
+            "covariance_type": best["covariance_type"],
+            "n_components": best["n_components"],
+            criterion: best[criterion],
+            "n_samples": int(x.shape[0]),
+            "data": str(data_path(cfg.data)),
+            "model": "../model",
+            "report": "../report.json",
+        },
+    )
     return text

@@ -63,13 +63,55 @@ class GenerateConfig(Strict):
     separation: float = Field(default=6.0, gt=0)
 
 
+def infer_format(path: str | Path) -> str:
+    """The format a path names: by its suffix (``.parquet``/``.pq``, ``.csv``/``.csv.gz``,
+    ``.npy``), a folder of Parquet files, else Zarr."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".tsv")) or ("*" in name and ".csv" in name):
+        return "csv"
+    if name.endswith(".npy"):
+        return "npy"
+    if p.is_dir() and not (p / "zarr.json").exists() and any(p.glob("*.parquet")):
+        return "parquet"
+    return "zarr"
+
+
 class DataConfig(Strict):
-    """Where the rows are: a Zarr array, or a group and the array inside it."""
+    """Where the rows are: a Zarr array (or a group and the array inside it), Parquet or CSV
+    files (with a column selection), or a ``.npy`` file; optionally standardised."""
 
     path: str
     array: str | None = None
+    format: Literal["zarr", "parquet", "csv", "npy"] | None = None  # None: from the path
+    columns: list[str] | None = None
+    standardize: bool = False
     chunk_rows: int | None = Field(default=None, gt=0)
     generate: GenerateConfig | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one column, or leave columns out for all")
+            twice = sorted({c for c in v if v.count(c) > 1})
+            if twice:
+                raise ValueError(f"columns named twice: {twice}")
+        return v
+
+    @model_validator(mode="after")
+    def _format_fits(self) -> DataConfig:
+        fmt = self.format or infer_format(self.path)
+        if self.array is not None and fmt != "zarr":
+            raise ValueError(f"'array' names an array inside a Zarr group; this data is {fmt}")
+        if self.columns is not None and fmt not in ("parquet", "csv"):
+            raise ValueError(f"'columns' selects Parquet or CSV columns; this data is {fmt}")
+        if self.generate is not None and fmt != "zarr":
+            raise ValueError("'generate' writes Zarr data; give a Zarr path")
+        return self
 
 
 class RetryConfig(Strict):

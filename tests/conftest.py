@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
@@ -72,3 +75,12 @@ def local_cluster():
         Client(cluster) as client,
     ):
         yield client
+
+
+def run_output(path) -> zarr.Group:
+    """The per-row results (``assignments.zarr``) of a finished run output folder, after
+    checking that its marker file says it is complete."""
+    path = Path(path)
+    marker = json.loads((path / "dgmm.json").read_text())
+    assert marker["complete"] is True and marker["dgmm_output"] == "run", marker
+    return zarr.open_group(str(path / "assignments.zarr"), mode="r")

@@ -18,6 +18,7 @@ from pipelines.data import make_data, open_data
 from pipelines.run import select_model, write_labels
 from pipelines.schema import load_config
 
+from .conftest import run_output
 from .test_safety import write_cfg
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
@@ -83,4 +84,4 @@ def test_run_passes_are_predicted_and_counted(init, init_passes, tmp_path):
     else:
         assert counter.reads == expected * n_chunks
     got = zarr.open_group(str(tmp_path / "labels.zarr"))["labels"][:]
-    assert (got == zarr.open_group(str(tmp_path / "out"))["labels"][:]).all()
+    assert (got == run_output(tmp_path / "out")["labels"][:]).all()

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import dask
 import numpy as np
 import pytest
+import xarray
 import yaml
 import zarr
 from dask.callbacks import Callback
@@ -20,6 +22,8 @@ from sklearn.metrics import adjusted_rand_score
 import dgmm
 from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data
+
+from .conftest import run_output
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -62,7 +66,7 @@ def write_config(tmp_path, data_path, out_path, name="run.yaml", **sections):
         "cluster": dict(INPROC_CLUSTER),
     }
     for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
+        cfg[key] = {k: v for k, v in {**cfg.get(key, {}), **value}.items() if v is not None}
     p = tmp_path / name
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -88,7 +92,7 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     assert "BIC diff" in proc.stdout and "cluster sizes:" in proc.stdout
     assert not (tmp_path / "out.work").exists()
 
-    group = zarr.open_group(str(out), mode="r")
+    group = run_output(out)
     assert group.attrs["complete"] is True
     labels = group["labels"]
     assert labels.dtype == np.int32 and labels.fill_value == -1
@@ -102,7 +106,11 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     np.testing.assert_allclose(unc[:], 1 - p.max(axis=1), atol=1e-6)
 
     report = json.loads((out / "report.json").read_text())
-    assert report == group.attrs["report"]
+    attrs = group.attrs
+    assert (attrs["covariance_type"], attrs["n_components"]) == ("full", 3)
+    assert attrs["bic"] == report["selected"]["bic"] and attrs["n_samples"] == 6000
+    assert labels.attrs["n_components"] == 3 and "long_name" in labels.attrs
+    assert "long_name" in probs.attrs and "long_name" in unc.attrs
     assert len(report["candidates"]) == 16  # every restart: 4 K x 2 covariance types x 2
     assert len(report["cells"]) == 8  # the best restart of each cell
     for row in report["candidates"]:
@@ -128,6 +136,30 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     assert sum(report["cluster_sizes"]) == 6000
     assert report["versions"]["dgmm"] == dgmm.__version__
     assert report["config_hash"] == group.attrs["config_hash"]
+    # the Zarr group holds only Zarr arrays: zarr and xarray open it without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        members = dict(zarr.open_group(str(out / "assignments.zarr"), mode="r").members())
+        ds = xarray.open_zarr(out / "assignments.zarr", consolidated=False)
+    assert set(members) == {"labels", "probabilities", "uncertainty"}
+    assert ds["probabilities"].dims == ("sample", "component") and ds.sizes["sample"] == 6000
+    np.testing.assert_array_equal(ds["labels"].values, labels[:])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "assignments.zarr",
+            "clusters.png",
+            "config.original.yaml",
+            "config.yaml",
+            "criteria.png",
+            "dask-report.html",
+            "dgmm.json",
+            "model",
+            "report.json",
+            "run.log",
+            "table.txt",
+            "uncertainty.png",
+        ]
+    )
 
     model = dgmm.load(out / "model")
     x = zarr.open_group(str(small_data), mode="r")["X"][:]
@@ -180,7 +212,7 @@ def test_seed_example_through_pipeline(tmp_path, seed_example):
         "full",
         4,
     )
-    labels = zarr.open_group(str(tmp_path / "out"))["labels"][:]
+    labels = run_output(tmp_path / "out")["labels"][:]
     assert adjusted_rand_score(y, labels) >= 0.95
 
 
@@ -229,11 +261,11 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
     assert "resuming from checkpoint" in log
     # said on stderr, with the passes the checkpoint holds
     assert f"dgmm: resumed from the checkpoint after {killed_at} passes" in resumed.stderr
-    a = zarr.open_group(str(tmp_path / "ref"))["labels"][:]
-    b = zarr.open_group(str(tmp_path / "out"))["labels"][:]
+    a = run_output(tmp_path / "ref")["labels"][:]
+    b = run_output(tmp_path / "out")["labels"][:]
     np.testing.assert_array_equal(a, b)
-    pa = zarr.open_group(str(tmp_path / "ref"))["probabilities"][:]
-    pb = zarr.open_group(str(tmp_path / "out"))["probabilities"][:]
+    pa = run_output(tmp_path / "ref")["probabilities"][:]
+    pb = run_output(tmp_path / "out")["probabilities"][:]
     assert pa.tobytes() == pb.tobytes()
     ra = json.loads((tmp_path / "ref" / "report.json").read_text())
     rb = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -354,3 +386,38 @@ def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data, che
     # (profile pass with a checkpoint) + init pass + 5 EM passes + scoring pass
     assert found.n_passes_ == one.n_passes_ == checkpoint + 1 + 5 + 1
     assert single == sweep == n_chunks * found.n_passes_  # ten values of K read as one
+
+
+def test_standardized_parquet_run_and_predict_agree(tmp_path):
+    """A run on Parquet columns with data.standardize stores the transform with the model;
+    `dgmm predict` on the same rows (Parquet or .npy) applies it and gives the run's labels."""
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    centres = np.array([[0.0, 0.0], [3.0, 0.002], [-2.0, -0.003]])
+    x = centres[rng.integers(3, size=1500)] + rng.normal(size=(1500, 2)) * [0.5, 0.001]
+    x += [1e4, -50.0]  # columns on very different scales and far from 0
+    frame = pd.DataFrame({"u": x[:, 0], "note": ["x"] * len(x), "v": x[:, 1]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    np.save(tmp_path / "d.npy", x)
+    cfg = write_config(
+        tmp_path,
+        tmp_path / "d.parquet",
+        tmp_path / "out",
+        data={"columns": ["u", "v"], "standardize": True, "array": None},
+        model={"n_components": [2, 3, 4], "covariance_types": ["spherical", "full"]},
+    )
+    dgmm_cli("run", cfg)
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    transform = json.loads((out / "model" / "standardize.json").read_text())
+    assert report["data"]["standardize"] == transform
+    np.testing.assert_allclose(transform["center"], x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(transform["scale"], x.std(axis=0), rtol=1e-9)
+    sel = report["selected"]
+    assert sel["n_components"] == 3
+    labels = run_output(out)["labels"][:]
+    for data, extra in ((tmp_path / "d.parquet", ["--columns", "u,v"]), (tmp_path / "d.npy", [])):
+        pred = tmp_path / f"pred-{data.suffix[1:]}"
+        dgmm_cli("predict", out / "model", data, pred, *extra)
+        np.testing.assert_array_equal(zarr.open_group(str(pred))["labels"][:], labels)

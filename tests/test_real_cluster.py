@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-import zarr
 from distributed import Client
 
 from pipelines.data import make_data
 
+from .conftest import run_output
 from .test_pipeline import ROOT, dgmm_cli
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
@@ -95,7 +95,7 @@ def test_job_command_against_real_scheduler(real_cluster, tmp_path):
     assert "Best BIC values" in proc.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["selected"]["n_components"] == 3
-    assert zarr.open_group(str(tmp_path / "out")).attrs["complete"] is True
+    assert run_output(tmp_path / "out").attrs["complete"] is True
     # `--preload dgmm.worker` (as in docker/): the workers ran the whole sweep without loading
     # sparse/numba, and set the allocator up for their 1 GiB limit
     with Client(real_cluster, timeout=20) as client:
@@ -286,7 +286,7 @@ def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
     }
     (tmp_path / "ref.yaml").write_text(yaml.safe_dump(cfg))
     dgmm_cli("run", tmp_path / "ref.yaml")
-    ref = zarr.open_group(str(tmp_path / "ref"), mode="r")
+    ref = run_output(tmp_path / "ref")
 
     out = tmp_path / "out"
     cfg["output"]["path"] = str(out)
@@ -299,11 +299,11 @@ def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=(tmp_path / "stderr.txt").open("w"),
         )
-        labels = tmp_path / "out.work" / "staging" / "labels" / "zarr.json"
+        labels = tmp_path / "out.work" / "staging" / "assignments.zarr" / "labels" / "zarr.json"
         killed_at = None
         while proc.poll() is None:
             if out.exists():  # whenever the output exists, it is the complete one
-                assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
+                assert run_output(out).attrs["complete"] is True
             if killed_at is None and labels.exists():
                 os.kill(victim, signal.SIGKILL)
                 killed_at = time.perf_counter()
@@ -316,7 +316,7 @@ def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
         assert stderr.strip().splitlines()[-1].startswith("dgmm: error: ")
         assert not out.exists()
         dgmm_cli("run", tmp_path / "run.yaml")
-    got = zarr.open_group(str(out), mode="r")
+    got = run_output(out)
     assert got.attrs["complete"] is True
     np.testing.assert_array_equal(got["labels"][:], ref["labels"][:])
     np.testing.assert_array_equal(got["probabilities"][:], ref["probabilities"][:])

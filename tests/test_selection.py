@@ -33,7 +33,13 @@ def test_same_table_and_choice_as_a_scikit_learn_loop(name, seed_example):
     same init and seed, and the same selected cell; ICL from scikit-learn's responsibilities."""
     X = _datasets(seed_example)[name]
     ks = [1, 2, 3, 4]
-    found = dgmm.select(X, ks, COV_TYPES, n_init=2, random_state=0, max_iter=200)
+    found = dgmm.select(
+        X, ks, COV_TYPES, n_init=2, random_state=0, max_iter=200, screen_degenerate=False
+    )
+    screened = dgmm.select(X, ks, COV_TYPES, n_init=2, random_state=0, max_iter=200)
+    for a, b in zip(found.results, screened.results, strict=True):  # only NA is added
+        flagged = (b["error"] or "").startswith("degenerate")
+        assert flagged or a["log_likelihood"] == b["log_likelihood"]
     sk_bic = {}
     for row in found.cells():
         k, cov = row["n_components"], row["covariance_type"]
@@ -264,4 +270,97 @@ def test_every_pass_is_reported_once_in_order(blobs, tmp_path, checkpointed):
         assert again[0].phase == "profile" and again[1] is resumed[0]
         assert (
             resumed[0].line().startswith(f"resumed from the checkpoint after {resumed[0].n_pass}")
+        )
+
+
+def _params(cov: str, weights, covariances, d: int) -> dgmm.GaussianParams:
+    from dgmm.covariance import get_covariance_type
+
+    k = len(weights)
+    strategy = get_covariance_type(cov)
+    covariances = np.asarray(covariances, dtype=float)
+    return dgmm.GaussianParams(
+        cov,
+        np.asarray(weights, dtype=float),
+        np.zeros((k, d)),
+        covariances,
+        strategy.precision_cholesky(covariances),
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_degenerate_fits_are_named(seed):
+    """Generated fits: a component with fewer rows than its covariance needs, or whose
+    covariance without reg_covar is singular, is named; healthy fits are not."""
+    rng = np.random.default_rng(seed)
+    d, k, n, reg = (
+        int(rng.integers(1, 6)),
+        int(rng.integers(1, 5)),
+        1000,
+        10.0 ** -rng.integers(3, 9),
+    )
+    cov = str(rng.choice(["full", "tied", "diag", "spherical"]))
+    a = rng.normal(size=(k, d, d))
+    full = a @ a.transpose(0, 2, 1) + np.eye(d)
+    covs = {
+        "full": full + reg * np.eye(d),
+        "tied": full[0] + reg * np.eye(d),
+        "diag": np.stack([np.diag(c) for c in full]) + reg,
+        "spherical": np.array([np.trace(c) / d for c in full]) + reg,
+    }[cov]
+    need = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[cov]
+    weights = rng.dirichlet(np.ones(k)) * 0.5 + 0.5 / k  # every component far above `need`
+    assert _params(cov, weights, covs, d).degenerate(n, reg) is None
+    j = int(rng.integers(k))
+    few = weights.copy()
+    few[j] = (need - rng.uniform(0.01, 0.99)) / n
+    reason = _params(cov, few, covs, d).degenerate(n, reg)
+    assert reason is not None and f"component {j} holds" in reason
+    # A component singular where the others spread is degenerate (a tied covariance is shared:
+    # singular for all or none, like collinear data, which is no spurious maximum)
+    if cov != "tied" and k >= 2:
+        flat = covs.copy()
+        if cov == "full":
+            w, v = np.linalg.eigh(full[j])
+            w[0] = 0.0
+            flat[j] = (v * w) @ v.T + reg * np.eye(d)
+        elif cov == "diag":
+            flat[j, int(rng.integers(d))] = reg
+        else:
+            flat[j] = reg
+        if cov == "full" and d == 1:
+            flat[j] = reg
+        reason = _params(cov, weights, flat, d).degenerate(n, reg)
+        assert reason is not None and f"component {j} has a singular covariance" in reason
+    if cov == "full" and d >= 2:  # collinear data: every component flat along one direction
+        u = rng.normal(size=d)
+        u /= np.linalg.norm(u)
+        p = np.eye(d) - np.outer(u, u)
+        collinear = np.stack([p @ c @ p for c in full]) + reg * np.eye(d)
+        assert _params(cov, weights, collinear, d).degenerate(n, reg) is None
+
+
+def test_selection_never_picks_a_degenerate_fit():
+    """Two rows far from everything: a K that gives them a component of their own finds a
+    likelihood as large as the regularisation allows; that fit is NA with its reason and no
+    cell is made of it."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(size=(300, 3)), rng.normal(size=(300, 3)) + 6, [[40.0, 40, 40]] * 2])
+    found = dgmm.select(
+        x, [2, 3], ["full", "diag"], n_init=2, init_params="k-means++", random_state=0
+    )
+    flagged = [r for r in found.results if (r["error"] or "").startswith("degenerate")]
+    assert flagged, "the 2-row component was not found"
+    assert all(r["bic"] is None and not r["best_in_cell"] for r in flagged)
+    assert found.best_params_["n_components"] == 2
+    for r in found.cells():
+        assert (
+            r["error"] is None
+            or not r["error"].startswith("degenerate")
+            or all(
+                c["error"]
+                for c in found.results
+                if (c["covariance_type"], c["n_components"])
+                == (r["covariance_type"], r["n_components"])
+            )
         )

@@ -46,7 +46,7 @@ def test_failed_candidates_are_na_and_do_not_stop_the_sweep(collinear):
     assert found.best_params_["covariance_type"] == "diag"
     best = next(c for c in cells if c["best_in_cell"] and c["n_components"] == 3)
     assert table(cells, "bic").count("NA") == 3
-    assert "3 candidate(s) failed (NA)" in summary(cells, best, "bic", [1, 2])
+    assert "3 cell(s) failed (NA)" in summary(cells, best, "bic", [1, 2])
 
 
 def test_every_candidate_failing_is_one_clear_error(collinear):
