@@ -178,7 +178,7 @@ def test_chunk_layout_does_not_change_the_fit(cov_type):
         (1e8, 1e10, "float64"),
         (1e4, 1e4, "float32"),
     ]:
-        x = _data(sep, offset, dtype, 40, seed=3)
+        x = _data(sep, offset, dtype, 25, seed=3)
         init = _init(sep, offset, cov_type)
         base = _fit(x, cov_type, init)
         tol = 1e-10 if dtype == "float64" else 1e-6
