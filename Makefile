@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-all test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ demo: $(STAMP)
 	$(VENV)/bin/dgmm run configs/demo.yaml
 
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not long" --durations=15
+
+# everything, the longest fault tests included (about 2 minutes more)
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 # the tests without real processes, command-line runs and whole pipelines (under 2 minutes)

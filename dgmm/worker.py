@@ -4,9 +4,8 @@ A dgmm block task needs numpy, scipy.linalg, Dask and zarr, nothing else. The ru
 LocalCluster loads this module into every worker, and it is worth adding to hand-started
 workers whose memory limit is small (the images in ``docker/`` do). It
 
-- keeps the ``sparse`` package (and through it numba, ~58 MiB resident) and ``xarray`` (with
-  pandas, ~0.7 s to import) out of the worker: ``dask.array`` imports them only to recognise
-  their objects, which dgmm's tasks never meet;
+- keeps the ``sparse`` package (and through it numba, ~58 MiB resident) out of the worker:
+  ``dask.array`` imports it only to register sparse chunks, which dgmm never makes;
 - sets the allocator up before the first task (see `dgmm._malloc`).
 
 A worker that has already imported ``sparse`` keeps it. dask-ml's k-means (``init_params``
@@ -20,16 +19,18 @@ import sys
 
 from ._malloc import tune_allocator
 
-UNUSED = ("sparse", "xarray")
 
+def keep_out_unused_imports(names: tuple[str, ...] = ("sparse",)) -> bool:
+    """Make ``import`` of these packages fail in this process (Dask then skips them), unless
+    they are imported already; whether the first was kept out.
 
-def keep_out_unused_imports() -> bool:
-    """Make ``import sparse`` and ``import xarray`` fail in this process (Dask then skips
-    them), unless they are imported already; whether ``sparse`` was kept out."""
-    for name in UNUSED:
+    Workers keep out only ``sparse``: other work sent to a shared worker may need ``xarray``.
+    The ``dgmm`` command, which runs nothing but dgmm, keeps out ``xarray`` as well.
+    """
+    for name in names:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]  # import -> ImportError
-    return sys.modules["sparse"] is None
+    return sys.modules[names[0]] is None
 
 
 keep_out_unused_imports()

@@ -275,7 +275,8 @@ def _keep_traceback() -> str:
 def main(argv: list[str] | None = None) -> int:
     from dgmm.worker import keep_out_unused_imports
 
-    keep_out_unused_imports()  # Dask imports xarray and sparse only to recognise their objects
+    # Dask imports these only to recognise their objects, which a dgmm run never meets
+    keep_out_unused_imports(("sparse", "xarray"))
     args = build_parser().parse_args(argv)
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING)  # the run's log file gets INFO; the terminal only problems

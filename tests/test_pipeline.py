@@ -137,6 +137,7 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     assert report["versions"]["dgmm"] == dgmm.__version__
     assert report["config_hash"] == group.attrs["config_hash"]
     # the Zarr group holds only Zarr arrays: zarr and xarray open it without a warning
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         members = dict(zarr.open_group(str(out / "assignments.zarr"), mode="r").members())
@@ -224,6 +225,7 @@ def _checkpoint_passes(path: Path) -> int:
         return 0
 
 
+@pytest.mark.long
 def test_killed_run_resumes_to_identical_labels(tmp_path):
     data = tmp_path / "d.zarr"
     make_data(data, 120_000, 4, 5, seed=3, chunk_rows=12_000, separation=2.0)

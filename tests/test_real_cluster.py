@@ -267,6 +267,7 @@ def test_run_against_a_tls_scheduler(tmp_path):
         assert f"address '{address}' is tls:// but no certificates are given" in proc.stderr
 
 
+@pytest.mark.long
 def test_worker_killed_while_labels_are_written(real_cluster, tmp_path):
     """SIGKILL a worker while the labels are written: the run ends complete and correct or with a
     clear error, a rerun completes, and the output never looks complete before it is."""
