@@ -315,6 +315,7 @@ def test_checkpoint_resumes_only_on_the_same_data(
     assert status == 0, err
     log = (tmp_path / "out" / "run.log").read_text()
     assert ("resuming from checkpoint" in log) is same
+    assert ("dgmm: resumed from the checkpoint after" in err) is same, err  # said on stderr
     assert ("the data changed" in err) is (not same), err
     if change in (_one_value, _regenerated):  # the result is a fresh run's on the new data
         ref = write_cfg(tmp_path / "ref.yaml", "d.zarr", "ref", model=model)
