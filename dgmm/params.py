@@ -47,10 +47,11 @@ class GaussianParams:
         A component is degenerate when it holds fewer rows (``weight × n_rows``) than it takes
         for its covariance to be estimable at all (D + 1 for full, 2 for diag and spherical:
         fewer make the sample covariance singular whatever the data; tied shares one), or when
-        its covariance without ``reg_covar`` is singular along a direction in which the whole
-        mixture has spread (variance ≤ 1e-10 × the mixture's): it has collapsed onto a few
-        rows, its likelihood grows as it shrinks and only the regularisation stops it. Data
-        that are themselves collinear make no component degenerate.
+        its covariance without ``reg_covar`` is singular on its own scale (smallest variance
+        ≤ 1e-10 × its largest) along a direction in which the whole mixture has spread: it has
+        collapsed onto a few rows, its likelihood grows as it shrinks and only the
+        regularisation stops it. Collinear data, and tight clusters far apart, make no
+        component degenerate.
         """
         k, d = self.means.shape
         need = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[self.covariance_type]
@@ -63,11 +64,11 @@ class GaussianParams:
         covs = self.strategy.full(self.covariances, k, d) - reg_covar * np.eye(d)
         centred = self.means - self.weights @ self.means
         total = np.einsum("k,kde->de", self.weights, covs) + (centred.T * self.weights) @ centred
-        floor = 1e-8 * max(float(np.trace(total)) / d, 0.0)
         for j in range(k):
             vals, vecs = np.linalg.eigh(covs[j])
-            spread = float(vecs[:, 0] @ total @ vecs[:, 0])
-            if spread > floor and vals[0] <= 1e-10 * spread:
+            top = max(float(vals[-1]), 0.0)
+            # singular on its own scale, along a direction in which the data do spread
+            if vals[0] <= 1e-10 * top and vecs[:, 0] @ total @ vecs[:, 0] > 1e-6 * top:
                 return (
                     f"component {j} has a singular covariance (its smallest variance is at the "
                     f"reg_covar floor {reg_covar:g})"

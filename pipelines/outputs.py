@@ -132,8 +132,21 @@ def mark_complete(group_path: Path, kind: str, attrs: dict[str, Any]) -> None:
 def mark_run_complete(folder: Path, attrs: dict[str, Any]) -> None:
     """Mark a verified run folder complete: its assignments group, then the marker file that
     makes the folder a finished run output (written last, atomically)."""
-    mark_complete(folder / ASSIGNMENTS, ASSIGNMENTS_KIND, attrs)
-    write_json(folder / MARKER, {OUTPUT_KIND_ATTR: "run", "complete": True, **attrs})
+    mark_complete(
+        folder / ASSIGNMENTS,
+        ASSIGNMENTS_KIND,
+        {**attrs, "model": "../model", "report": "../report.json"},
+    )
+    write_json(
+        folder / MARKER,
+        {
+            **attrs,
+            "model": "model",
+            "report": "report.json",
+            OUTPUT_KIND_ATTR: "run",
+            "complete": True,
+        },
+    )
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -57,6 +58,8 @@ def read_table(path: str | Path, fmt: str, columns: list[str] | None) -> da.Arra
             frame = dd.read_csv(str(path), sep="\t" if str(path).endswith(".tsv") else ",")
         frame = _check_columns(frame, columns, where)
         x = frame.to_dask_array(lengths=True)
+        if 0 in x.chunks[0] and x.shape[0]:  # empty part files (Spark writes them)
+            x = x.rechunk({0: max(x.chunks[0])})
     except ConfigError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -79,4 +82,18 @@ def read_npy(path: str | Path) -> da.Array:
             f"data: '{path}' holds an array of shape {arr.shape}; expected (rows, features)"
         )
     rows = max(1, NPY_CHUNK_BYTES // max(1, arr.shape[1] * arr.dtype.itemsize))
-    return da.from_array(arr, chunks=(min(rows, max(arr.shape[0], 1)), arr.shape[1]))
+    # Each block opens the file itself: the graph holds the path, not the array (a memory map
+    # in the graph would be pickled with all its data).
+    blocks = [
+        da.from_delayed(
+            dask.delayed(_npy_rows)(str(path), s, min(s + rows, arr.shape[0])),
+            shape=(min(s + rows, arr.shape[0]) - s, arr.shape[1]),
+            dtype=arr.dtype,
+        )
+        for s in range(0, arr.shape[0], rows)
+    ]
+    return da.concatenate(blocks) if blocks else da.from_array(np.asarray(arr))
+
+
+def _npy_rows(path: str, start: int, stop: int) -> np.ndarray:
+    return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])

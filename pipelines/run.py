@@ -458,8 +458,6 @@ def write_report(
             criterion: best[criterion],
             "n_samples": int(x.shape[0]),
             "data": str(data_path(cfg.data)),
-            "model": "../model",
-            "report": "../report.json",
         },
     )
     return text

@@ -311,6 +311,15 @@ def test_degenerate_fits_are_named(seed):
     need = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[cov]
     weights = rng.dirichlet(np.ones(k)) * 0.5 + 0.5 / k  # every component far above `need`
     assert _params(cov, weights, covs, d).degenerate(n, reg) is None
+    far = _params(cov, weights, covs, d)  # tight clusters 1e8 apart are no spurious maximum
+    far = dgmm.GaussianParams(
+        cov,
+        far.weights,
+        rng.normal(scale=1e8, size=(k, d)),
+        far.covariances,
+        far.precisions_cholesky,
+    )
+    assert far.degenerate(n, reg) is None
     j = int(rng.integers(k))
     few = weights.copy()
     few[j] = (need - rng.uniform(0.01, 0.99)) / n
