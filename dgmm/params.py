@@ -56,7 +56,9 @@ class GaussianParams:
         k, d = self.means.shape
         need = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[self.covariance_type]
         rows = self.weights * n_rows
-        for j in np.flatnonzero(rows < need):
+        few = np.flatnonzero(rows < need)
+        if few.size:
+            j = int(few[0])
             return (
                 f"component {j} holds {rows[j]:.3g} rows, fewer than the {need} its "
                 f"{self.covariance_type} covariance needs"
