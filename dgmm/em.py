@@ -23,8 +23,14 @@ from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
 from .mstep import m_step
 from .params import GaussianParams
+from .sampling import RowSample, SamplePlan, SampleSpec, combine_samples, sample_block
 from .stats import SuffStats, add_stats_into, sum_stats
-from .validation import WEIGHTS_SUM_TO_ZERO, ColumnProfile, block_profile
+from .validation import (
+    WEIGHTS_SUM_TO_ZERO,
+    ColumnProfile,
+    block_profile,
+    check_finite_profile,
+)
 
 if TYPE_CHECKING:
     from .io import InputData
@@ -203,6 +209,11 @@ class DataPasses:
         # Told the pass's name after every counted pass (progress reports).
         self.on_pass: Callable[[str], None] | None = None
         self.last_seconds = 0.0
+        # The uniform sample of rows `sample` draws (set by the engine), once drawn, and the
+        # profile its pass took.
+        self.sampling: SamplePlan | None = None
+        self._sample: RowSample | None = None
+        self.sample_profile: ColumnProfile | None = None
 
     def _counted(self, name: str, started: float) -> None:
         self.checked = True
@@ -241,6 +252,32 @@ class DataPasses:
             if profile.n:
                 lo, hi = profile.lo - self.shift, profile.hi - self.shift
                 self.reach = np.maximum(np.abs(hi), np.abs(lo))
+
+    def sample(self) -> RowSample:
+        """The uniform sample of rows ``sampling`` asks for.
+
+        Drawn by one counted pass the first time, which also profiles the data (and so checks
+        it for NaN/inf: `DataError`); later calls return the same sample.
+        """
+        if self._sample is None:
+            if self.sampling is None:
+                raise RuntimeError("no sampling plan set for these passes")
+            n = self.blocks.x.shape[0]
+            spec = SampleSpec(self.sampling.seed, min(1.0, self.sampling.size / n))
+            started = time.perf_counter()
+            profile, sample = self.blocks.map_reduce(
+                sample_block, spec, combine_samples, "dgmm-sample"
+            )
+            checked = self.checked
+            self._counted("dgmm-sample", started)
+            self.checked = checked
+            check_finite_profile(profile, self.blocks.x.dtype)
+            if sample.weight_total <= 0:
+                raise ValueError(WEIGHTS_SUM_TO_ZERO)
+            self.use_profile(profile)
+            self.sample_profile = profile
+            self._sample = sample.in_row_order()
+        return self._sample
 
     def first_read_array(self):
         """The Dask array for a pass run by another library (k-means||): checked if first.

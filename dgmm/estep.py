@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from .covariance import CovarianceType
-from .params import ShiftedParams
+from .params import GaussianParams, ShiftedParams
 from .stats import SuffStats
 from .validation import check_block_finite
 
@@ -441,6 +441,13 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
         lse, resp = logsumexp_rows(lp)
         out[s : s + step] = resp.T if output == "proba" else lse
     return out
+
+
+def row_log_likelihood(params: GaussianParams, x: np.ndarray) -> np.ndarray:
+    """Per-row log-likelihood (float64) of in-memory rows under ``params``."""
+    shift = x.mean(axis=0, dtype=np.float64)
+    shifted = params.shifted(shift, compute_dtype(x.dtype))
+    return block_output(x, shifted, shift, "score").astype(np.float64)
 
 
 @dataclass(frozen=True)

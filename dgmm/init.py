@@ -26,7 +26,7 @@ from .estep import (
     RowIndices,
     StatsJob,
 )
-from .kmeans import kmeans_parallel_centers, kmeans_plusplus_many
+from .kmeans import kmeans_parallel_centers
 from .mstep import m_step
 from .params import GaussianParams
 
@@ -77,14 +77,6 @@ class InitRequest:
     rng: np.random.RandomState | None = None
 
 
-@dataclass(frozen=True)
-class _PlusPlus:
-    """Placeholder for an out-of-core k-means++ seeding, resolved for all requests at once."""
-
-    seed: int
-    n_components: int
-
-
 def _seed(rng: np.random.RandomState) -> int:
     return int(rng.randint(np.iinfo(np.int32).max))
 
@@ -96,7 +88,7 @@ def make_source(
     rng: np.random.RandomState,
     x_mem: np.ndarray | None,
     w_mem: np.ndarray | None,
-) -> Responsibilities | _PlusPlus:
+) -> Responsibilities:
     """The responsibility source of one restart; consumes ``rng`` as scikit-learn does."""
     k = n_components
     n = passes.blocks.x.shape[0]
@@ -116,14 +108,32 @@ def make_source(
         if method == "random":
             resp = rng.uniform(size=(n, k))
             return DenseResp(resp / resp.sum(axis=1)[:, None])
-    if method in ("kmeans", "k-means||"):
+    if method == "k-means||":
         x = passes.first_read_array()
         scheduler = passes.blocks.scheduler or dask.config.get("scheduler", None)
         with dask.config.set(scheduler=scheduler):
             centers = kmeans_parallel_centers(x, k, _seed(rng))
         return NearestCenter(centers - passes.shift)
-    if method == "k-means++":
-        return _PlusPlus(_seed(rng), k)
+    if method in ("kmeans", "k-means++"):
+        # scikit-learn's own k-means / k-means++ on the uniform sample: one pass to draw it
+        # (shared by every request), whatever N and K
+        s = passes.sample()
+        if s.w is not None and not np.sum(s.w) > 0:
+            raise ValueError(
+                f"every one of the {s.x.shape[0]} rows sampled for initialisation has zero "
+                "weight; give a larger sample_size"
+            )
+        if s.x.shape[0] < k:
+            raise ValueError(
+                f"the sample of {s.x.shape[0]} rows drawn for initialisation holds fewer rows "
+                f"than n_components={k}; give a larger sample_size"
+            )
+        if method == "kmeans":
+            km = KMeans(n_clusters=k, n_init=1, random_state=rng)
+            centers = km.fit(s.x, sample_weight=s.w).cluster_centers_.astype(np.float64)
+            return NearestCenter(centers - passes.shift)
+        _, idx = kmeans_plusplus(s.x, k, random_state=rng, sample_weight=s.w)
+        return RowIndices(s.index[idx], k, s.x[idx].astype(np.float64) - passes.shift)
     if method == "random":
         return RandomUniform(_seed(rng), k)
     raise ValueError(f"init_params must be one of {INIT_METHODS}, got {method!r}.")
@@ -141,10 +151,14 @@ def initial_parameters(
     As in scikit-learn, weights start as counts / n_samples, covariances are estimated around the
     responsibilities' own means, and any of ``weights_init``, ``means_init``, ``precisions_init``
     replaces its estimate; a request with all three given reads no data. Sources are drawn from
-    ``rng`` in request order; out-of-core k-means++ seedings share their D² passes. A request
+    ``rng`` in request order. A request
     whose starting covariance degenerates gets the error in its place.
+
+    For Dask input every method but 'k-means||' costs at most two passes whatever N and K: one
+    draws the uniform sample that 'kmeans' and 'k-means++' run scikit-learn on (shared by all
+    requests), one turns every source into its statistics.
     """
-    sources: list[Responsibilities | _PlusPlus | None] = [
+    sources: list[Responsibilities | None] = [
         None
         if r.user.complete
         else make_source(
@@ -157,13 +171,6 @@ def initial_parameters(
         )
         for r in requests
     ]
-    pending = [i for i, s in enumerate(sources) if isinstance(s, _PlusPlus)]
-    if pending:
-        seeds = kmeans_plusplus_many(
-            passes, [(sources[i].seed, sources[i].n_components) for i in pending]
-        )
-        for i, (idx, centers) in zip(pending, seeds, strict=True):
-            sources[i] = RowIndices(idx, len(idx), centers - passes.shift)
     todo = [i for i, s in enumerate(sources) if s is not None]
     stats = (
         passes.statistics([StatsJob(sources[i], requests[i].strategy) for i in todo], "dgmm-init")

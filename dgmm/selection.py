@@ -24,15 +24,17 @@ from sklearn.utils import check_random_state
 
 from .covariance import get_covariance_type
 from .em import DataPasses, EMState, run_em
-from .estep import ScoringPosterior, StatsJob
+from .estep import ScoringPosterior, StatsJob, row_log_likelihood
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
 from .params import GaussianParams, n_parameters
+from .sampling import SamplePlan, default_sample_size, sample_seed
 from .validation import ColumnProfile, check_n_components, check_profile
 
 logger = logging.getLogger(__name__)
 
 CRITERIA = ("bic", "aic", "icl")
+STRATEGIES = ("exact", "sample")
 # A failed candidate fitted without regularisation is retried first with scikit-learn's default.
 RETRY_FIRST_REG = 1e-6
 
@@ -84,6 +86,8 @@ class Candidate:
     log_likelihood: float | None = None  # total, of the final parameters (scoring pass)
     entropy: float | None = None
     degenerate: str | None = None  # why its fit is a spurious maximum (selection only)
+    stopped: str | None = None  # why it was not continued after EM on the sample
+    sample_iter: int = 0  # EM iterations on the sample (multi-resolution EM)
 
     @property
     def cell(self) -> tuple[str, int]:
@@ -95,14 +99,16 @@ class Candidate:
             return f"initialisation failed: {self.init_error}"
         if self.degenerate is not None:
             return f"degenerate: {self.degenerate}"
+        if self.stopped is not None:
+            return f"stopped: {self.stopped}"
         return self.state.error if self.state else None
 
 
 # What each counted pass over the data is part of.
 PHASES = {
     "dgmm-profile": "profile",
+    "dgmm-sample": "sample",
     "dgmm-init": "init",
-    "dgmm-kmeans++": "init",
     "dgmm-estep": "em",
     "dgmm-score": "score",
 }
@@ -244,6 +250,8 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
                 "retries": c.retries,
                 "reg_covar": c.reg_covar,
                 "init_error": c.init_error,
+                "stopped": c.stopped,
+                "sample_iter": c.sample_iter,
                 "state": None
                 if s is None
                 else {
@@ -283,6 +291,7 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
         arrays = {k: npz[k] for k in npz.files}
     for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
+        c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
 
         def params(tag: str, c: Candidate = c, i: int = i) -> GaussianParams | None:
             if f"{tag}{i}_weights" not in arrays:
@@ -352,6 +361,14 @@ class Sweep:
     screen : bool
         After EM, record restarts whose fit is degenerate (`GaussianParams.degenerate`) as
         NA with the reason, so that no cell and no selection is made of them.
+    strategy : {'exact', 'sample'}
+        'sample': multi-resolution EM. Every candidate is initialised and fitted to
+        convergence on a uniform sample of rows in memory (one pass draws it), restarts that
+        clearly trail their cell's best there are stopped, and the others continue on all
+        rows under the same convergence test. Data less than twice the sample runs 'exact'.
+    sample_size : int or None
+        Rows of that sample (and of the sample Dask input's 'kmeans' and 'k-means++' run on);
+        None: `default_sample_size` of the candidates.
     """
 
     passes: DataPasses
@@ -368,7 +385,22 @@ class Sweep:
     key: dict = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
     screen: bool = False  # mark spurious maxima (`GaussianParams.degenerate`) as NA
+    strategy: str = "exact"
+    sample_size: int | None = None
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
+
+    def __post_init__(self) -> None:
+        if self.passes.sampling is None:
+            cells = sorted({c.cell for c in self.candidates})
+            d = self.passes.blocks.x.shape[1]
+            size = self.sample_size or default_sample_size(cells, d)
+            self.passes.sampling = SamplePlan(size, sample_seed(self.random_state))
+
+    @property
+    def multi_resolution(self) -> bool:
+        """Whether EM starts on the sample: asked for, and the data is over twice the sample."""
+        n = self.passes.blocks.x.shape[0]
+        return self.strategy == "sample" and 2 * self.passes.sampling.size < n
 
     def run(self, score: bool = True) -> list[Candidate]:
         """Initialise (or resume), run EM with retries, then score every fitted restart.
@@ -377,7 +409,9 @@ class Sweep:
         """
         if not self._resume():
             fresh = [c for c in self.candidates if c.state is None]
-            if fresh:
+            if fresh and self.multi_resolution:
+                self._start_on_sample(fresh)
+            elif fresh:
                 self._initialise(fresh)
         self._em()
         while self._retry():
@@ -452,6 +486,47 @@ class Sweep:
                 c.state = EMState(p, c.reg_covar)
         self._checkpoint()
 
+    def _start_on_sample(self, cands: list[Candidate]) -> None:
+        """Fit ``cands`` on the sample in memory, stop the restarts that clearly trail their
+        cell's best there, and start the others on all rows from their sample fit."""
+        sample = self.passes.sample()
+        data = load_input(sample.x, sample.w, "the sample")
+        sub = Sweep(
+            DataPasses.over(data),
+            [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands],
+            init_params=self.init_params,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+            user=self.user,
+            x_mem=data.x_mem,
+            w_mem=data.w_mem,
+            retry=self.retry,
+        )
+        started = time.perf_counter()
+        sub.run(score=False)
+        trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem)
+        logger.info(
+            "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
+            data.x.shape[0],
+            sub.passes.n_passes,
+            time.perf_counter() - started,
+            len(trailing),
+        )
+        for c, s in zip(cands, sub.candidates, strict=True):
+            c.retries, c.reg_covar = s.retries, s.reg_covar
+            c.sample_iter = s.state.n_iter if s.state else 0
+            if s.init_error is not None:
+                c.init_error = f"on the sample: {s.init_error}"
+            elif s.state.failed:
+                c.state = EMState(s.state.params, s.reg_covar, error=f"on the sample: {s.error}")
+            elif id(s) in trailing:
+                c.stopped = trailing[id(s)]
+            else:
+                c.start = s.state.params
+                c.state = EMState(c.start, s.reg_covar)
+        self._checkpoint()
+
     def _em(self) -> None:
         live = [c for c in self.candidates if c.state is not None]
 
@@ -475,7 +550,7 @@ class Sweep:
             return False
         again = []
         for c in self.candidates:
-            if c.error is None:
+            if c.error is None or c.stopped is not None:
                 continue
             reg = c.reg_covar * r.factor if c.reg_covar > 0 else RETRY_FIRST_REG
             if reg > r.max_reg_covar:
@@ -517,6 +592,47 @@ class Sweep:
         stats = self.passes.statistics(jobs, "dgmm-score") if jobs else []
         for c, st in zip(scored, stats, strict=True):
             c.log_likelihood, c.entropy = float(st.loglik), float(st.entropy)
+
+
+# A restart is stopped after EM on the sample when its mean log-likelihood there trails its
+# cell's best by more than this many standard errors of the per-row difference.
+TRAILING_STANDARD_ERRORS = 3.0
+
+
+def trailing_restarts(
+    cands: list[Candidate], x: np.ndarray, w: np.ndarray | None
+) -> dict[int, str]:
+    """Restarts (by ``id``) that clearly trail their cell's best on the rows ``x``, with why.
+
+    The margin is statistical: a restart trails when its mean log-likelihood is below the
+    best restart's by more than `TRAILING_STANDARD_ERRORS` standard errors of the (weighted)
+    mean of the per-row differences, so it would very likely trail on all rows too.
+    """
+    cells: dict[tuple[str, int], list[Candidate]] = {}
+    for c in cands:
+        if c.error is None and c.state is not None and c.state.n_iter:
+            cells.setdefault(c.cell, []).append(c)
+    weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    weights = weights / weights.sum()
+    n_eff = 1.0 / float(np.sum(weights**2))
+    out = {}
+    for group in cells.values():
+        if len(group) < 2:
+            continue
+        best = best_restart(group)
+        ref = row_log_likelihood(best.state.params, x)
+        for c in group:
+            if c is best:
+                continue
+            diff = ref - row_log_likelihood(c.state.params, x)
+            mean = float(weights @ diff)
+            se = float(np.sqrt(weights @ (diff - mean) ** 2 / n_eff))
+            if mean > TRAILING_STANDARD_ERRORS * se:
+                out[id(c)] = (
+                    f"on the sample its log-likelihood trails restart {best.restart}'s by "
+                    f"{mean:.3g} per row ({mean / se if se else np.inf:.0f} standard errors)"
+                )
+    return out
 
 
 def best_restart(restarts: Iterable[Candidate]) -> Candidate | None:
@@ -628,6 +744,7 @@ def _rows(cands: list[Candidate], n_features: int, n: int) -> list[dict]:
                 "n_parameters": p,
                 **crit,
                 "n_iter": c.state.n_iter if c.state else None,
+                "sample_iter": c.sample_iter,
                 "converged": c.state.converged if c.state and ok else None,
                 "reg_covar": c.state.reg_covar if c.state else c.reg_covar,
                 "retries": c.retries,
@@ -694,6 +811,8 @@ def select(
     progress: ProgressFn | None = None,
     profile: ColumnProfile | None = None,
     screen_degenerate: bool = True,
+    strategy: str = "exact",
+    sample_size: int | None = None,
     name: str = "X",
 ) -> SelectionResult:
     """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
@@ -732,6 +851,18 @@ def select(
         Record restarts whose fit is a spurious maximum as NA (``error`` starts with
         ``degenerate:``, see `GaussianParams.degenerate`), so no cell or selection is made of
         them. False keeps every fit as scikit-learn's loop would.
+    strategy : {'exact', 'sample'}, default='exact'
+        'exact' runs every restart's EM on all rows, as `GaussianMixture` does. 'sample'
+        (multi-resolution EM) draws a uniform sample of rows in one pass, initialises and fits
+        every candidate to convergence on it in memory, stops restarts whose log-likelihood
+        there clearly trails their cell's best (3 standard errors of the per-row difference;
+        ``error`` says so), and continues the others on all rows from their sample fit under
+        the same convergence test, so the fixed point is the full-data EM's. Full-data passes
+        then number a few instead of tens. Data less than twice the sample runs 'exact'.
+    sample_size : int, default=None
+        Rows of that sample, which Dask input's 'kmeans' and 'k-means++' initialisations also
+        run scikit-learn on; None: 20 per free parameter of the largest candidate, within
+        10 000 and 100 000 rows (and 256 MiB).
     name : str, default='X'
         What error messages call the data.
 
@@ -761,13 +892,22 @@ def select(
 
     ks, types = _check_grid(n_components, covariance_types, criterion)
     check_estimator_params(
-        n_init=n_init, init_params=init_params, tol=tol, reg_covar=reg_covar, max_iter=max_iter
+        n_init=n_init,
+        init_params=init_params,
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        strategy=strategy,
+        sample_size=sample_size,
     )
     data = load_input(X, sample_weight, name)
     n_samples, n_features = data.x.shape
     check_n_components(max(ks), n_samples)
     passes = DataPasses.over(data)
     cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
+    cells = [(cov, k) for cov in types for k in ks]
+    size = sample_size or default_sample_size(cells, n_features)
+    passes.sampling = SamplePlan(size, sample_seed(random_state))
     reporter = None
     if progress is not None:
         reporter = _Reporter(progress, passes, criterion, n_samples, max_iter)
@@ -782,12 +922,21 @@ def select(
         passes.use_profile(profile)
         passes.resume(1)  # the given profile stands for the profile pass
     elif checkpoint is not None:
-        profile = passes.profile()
+        # the sample pass profiles too: where the run draws a sample, it is the profile pass
+        wants_sample = (strategy == "sample" and 2 * size < n_samples) or (
+            data.x_mem is None and init_params in ("kmeans", "k-means++")
+        )
+        if wants_sample:
+            passes.sample()
+            profile = passes.sample_profile
+        else:
+            profile = passes.profile()
     if profile is not None:
         check_profile(profile, data.x.dtype, name)
     if checkpoint is not None:
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
+            "strategy": [strategy, size],
             "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
             "shape": list(data.x.shape),
             "dtype": str(data.x.dtype),
@@ -809,6 +958,8 @@ def select(
         key=key,
         progress=reporter,
         screen=screen_degenerate,
+        strategy=strategy,
+        sample_size=size,
     )
     sweep.run()
     rows = _rows(cands, n_features, n_samples)
@@ -832,6 +983,8 @@ def select(
             "n_init": n_init,
             "init_params": init_params,
             "random_state": random_state,
+            "strategy": strategy,
+            "sample_size": sample_size,
         },
     )
     result.best_estimator_ = result.estimator(chosen["n_components"], chosen["covariance_type"])

@@ -177,6 +177,13 @@ class DataError(ValueError):
     """The data's values make a fit impossible (NaN/inf rows, identical rows, constant columns)."""
 
 
+def check_finite_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
+    """Raise a `DataError` naming the first row with NaN/inf, if any."""
+    if p.n_bad:
+        span = f"rows 0 to {p.n - 1}"
+        raise DataError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
+
+
 def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
     """Raise a `DataError` for data no mixture can be fitted to.
 
@@ -184,9 +191,7 @@ def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
     with a constant column (which carries no information and makes every covariance singular),
     is refused with the columns named.
     """
-    if p.n_bad:
-        span = f"rows 0 to {p.n - 1}"
-        raise DataError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
+    check_finite_profile(p, dtype, name)
     const = np.flatnonzero(p.lo == p.hi)
     if const.size == p.lo.size and p.n > 1:
         raise DataError(

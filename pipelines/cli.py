@@ -120,7 +120,15 @@ def _summary(args: argparse.Namespace) -> int:
     cells, criterion = report["cells"], report["criterion"]
     print(table(cells, criterion))
     print()
-    print(summary(cells, report["selected"], criterion, report["cluster_sizes"]))
+    print(
+        summary(
+            cells,
+            report["selected"],
+            criterion,
+            report["cluster_sizes"],
+            candidates=report.get("candidates"),
+        )
+    )
     return 0
 
 

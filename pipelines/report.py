@@ -24,10 +24,18 @@ def package_versions() -> dict[str, str]:
 Row = dict  # one row of `dgmm.SelectionResult.results` (or of its ``cells()``)
 
 
-def summary(cells: list[Row], best: Row, criterion: str, sizes, top: int = 3) -> str:
+def summary(
+    cells: list[Row],
+    best: Row,
+    criterion: str,
+    sizes,
+    top: int = 3,
+    candidates: list[Row] | None = None,
+) -> str:
     """Text like mclust's summary: top candidates with criterion differences, then the model.
 
-    ``cells`` are the best restart of every (K, covariance type) cell; ``best`` the selected.
+    ``cells`` are the best restart of every (K, covariance type) cell; ``best`` the selected;
+    ``candidates`` every restart (to count those stopped after EM on the sample).
     """
     ok = sorted((c for c in cells if c["error"] is None), key=lambda c: c[criterion])
     crit = criterion.upper()
@@ -59,6 +67,12 @@ def summary(cells: list[Row], best: Row, criterion: str, sizes, top: int = 3) ->
             + ", ".join(
                 f"{c['covariance_type']},{c['n_components']}" for c in failed if c not in spurious
             )
+        )
+    stopped = [c for c in candidates or [] if (c["error"] or "").startswith("stopped")]
+    if stopped:
+        lines.append(
+            f"{len(stopped)} restart(s) stopped after EM on the sample, where they clearly "
+            "trailed their cell's best"
         )
     lines += [
         "",

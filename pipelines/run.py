@@ -351,6 +351,8 @@ def select_model(
             checkpoint_key={"config_hash": cfg.result_hash()},
             progress=progress,
             profile=profile,
+            strategy=m.strategy,
+            sample_size=m.sample_size,
             name=f"data '{data_path(cfg.data)}'",
         )
     finally:
@@ -443,7 +445,7 @@ def write_report(
     rows, _ = sample_rows(x)
     save_figure(clusters_figure(rows, gm, x.shape[0]), st / "clusters.png")
     save_figure(uncertainty_figure(rows, gm, x.shape[0]), st / "uncertainty.png")
-    text = summary(cells, best, criterion, sizes)
+    text = summary(cells, best, criterion, sizes, candidates=found.results)
     (st / "table.txt").write_text(table(cells, criterion) + "\n\n" + text + "\n")
     for name in ("dask-report.html", "run.log"):
         if (dirs.work / name).exists():

@@ -133,6 +133,9 @@ class ModelConfig(Strict):
     init: Literal["kmeans", "k-means||", "k-means++", "random", "random_from_data"] = "k-means++"
     random_state: int = Field(default=0, ge=0, lt=2**32)
     retry: RetryConfig | None = None
+    # multi-resolution EM (`dgmm.select(strategy=)`): a few full-data passes instead of tens
+    strategy: Literal["exact", "sample"] = "sample"
+    sample_size: int | None = Field(default=None, ge=1)
 
     @field_validator("n_components", mode="before")
     @classmethod

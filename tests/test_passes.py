@@ -46,9 +46,8 @@ class _ChunkReads(Callback):
 
 @pytest.mark.parametrize(
     ("init", "init_passes"),
-    # k-means++: one D² pass per seed after the first (K = 4 at most), then the init pass; it
-    # also fetches its seed rows (a few chunks), which are not passes
-    [("random_from_data", 1), ("random", 1), ("k-means++", (4 - 1) + 1)],
+    # k-means and k-means++ seed on a uniform sample of rows, whose pass is also the profile
+    [("random_from_data", 1), ("random", 1), ("k-means++", 0 + 1), ("kmeans", 0 + 1)],
 )
 def test_run_passes_are_predicted_and_counted(init, init_passes, tmp_path):
     data = tmp_path / "d.zarr"
@@ -79,9 +78,6 @@ def test_run_passes_are_predicted_and_counted(init, init_passes, tmp_path):
         write_labels(tmp_path / "labels.zarr", x, found, probabilities=True)
     assert found.n_passes_ + 1 == expected
     assert counter.fetches <= n_chunks  # the head rows the moments are centred on
-    if init == "k-means++":  # its seed rows are fetched too: the chunks that hold them
-        assert 0 < counter.reads - expected * n_chunks <= (1 + 3) * n_chunks
-    else:
-        assert counter.reads == expected * n_chunks
+    assert counter.reads == expected * n_chunks
     got = zarr.open_group(str(tmp_path / "labels.zarr"))["labels"][:]
     assert (got == run_output(tmp_path / "out")["labels"][:]).all()

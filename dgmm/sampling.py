@@ -1,0 +1,144 @@
+"""A uniform sample of rows, drawn in one pass and the same under any chunking.
+
+Row ``i`` is kept when a hash of (seed, i) falls below the sampling fraction, so which rows are
+kept depends on the seed and the row's place only, never on how the data is chunked or in which
+order blocks are read. The sample serves in-memory initialisation (scikit-learn's k-means and
+k-means++ on it) and the first, in-memory stage of multi-resolution EM.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .params import n_parameters
+from .validation import ColumnProfile, block_profile
+
+# Sample rows per free parameter of the largest candidate, and the bounds on the sample: enough
+# rows that every component of the largest model is well determined, few enough that EM on the
+# sample costs a small share of one pass over large data.
+ROWS_PER_PARAMETER = 20
+MIN_SAMPLE_ROWS = 10_000
+MAX_SAMPLE_ROWS = 100_000
+# The sample's float64 copy stays under this on the client
+MAX_SAMPLE_BYTES = 256 * 2**20
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function of uint64 values (wraps modulo 2**64 as intended)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seed: int, row0: int, n: int) -> np.ndarray:
+    """Uniform draws in [0, 1) of rows ``row0 .. row0 + n − 1``, each a function of (seed, row)."""
+    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))[0]
+    rows = np.arange(row0, row0 + n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = _splitmix64((rows + np.uint64(1)) * _GOLDEN + key)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+@dataclass(frozen=True)
+class RowSample:
+    """Rows kept by a uniform draw, with their weights and their places in the data.
+
+    Attributes
+    ----------
+    x : ndarray of shape (m, n_features)
+        The rows, in the data's dtype, in row order.
+    w : ndarray of shape (m,) or None
+        Their weights (None: unweighted data).
+    index : ndarray of shape (m,)
+        Their global row numbers.
+    fraction : float
+        The probability with which each row was kept.
+    weight_total : float
+        The weight of all rows of the data, kept or not (their number without weights).
+    """
+
+    x: np.ndarray
+    w: np.ndarray | None
+    index: np.ndarray
+    fraction: float
+    weight_total: float = 0.0
+
+    def __add__(self, other: RowSample) -> RowSample:
+        return RowSample(
+            np.concatenate([self.x, other.x]),
+            None if self.w is None else np.concatenate([self.w, other.w]),
+            np.concatenate([self.index, other.index]),
+            self.fraction,
+            self.weight_total + other.weight_total,
+        )
+
+    def in_row_order(self) -> RowSample:
+        order = np.argsort(self.index, kind="stable")
+        w = None if self.w is None else self.w[order]
+        return RowSample(self.x[order], w, self.index[order], self.fraction, self.weight_total)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What a sampling pass keeps: rows whose draw under ``seed`` is below ``fraction``."""
+
+    seed: int
+    fraction: float
+
+
+def sample_block(
+    x: np.ndarray, w: np.ndarray | None, row0: int, spec: SampleSpec
+) -> tuple[ColumnProfile, RowSample]:
+    """A block's profile and the rows of it the draw keeps (rows with NaN/inf never are)."""
+    profile = block_profile(x, row0)
+    keep = row_uniforms(spec.seed, row0, x.shape[0]) < spec.fraction
+    if profile.n_bad:
+        keep &= np.isfinite(x).all(axis=1)
+    idx = np.flatnonzero(keep)
+    total = float(x.shape[0] if w is None else np.sum(w, dtype=np.float64))
+    part = RowSample(x[idx], None if w is None else w[idx], idx + row0, spec.fraction, total)
+    return profile, part
+
+
+def combine_samples(
+    parts: list[tuple[ColumnProfile, RowSample]],
+) -> tuple[ColumnProfile, RowSample]:
+    profile, sample = parts[0]
+    for p, s in parts[1:]:
+        profile, sample = profile + p, sample + s
+    return profile, sample
+
+
+def default_sample_size(cells: list[tuple[str, int]], n_features: int) -> int:
+    """Sample rows for candidates of (covariance type, K): ``ROWS_PER_PARAMETER`` per free
+    parameter of the largest, within [MIN_SAMPLE_ROWS, MAX_SAMPLE_ROWS] and MAX_SAMPLE_BYTES."""
+    most = max(n_parameters(cov, k, n_features) for cov, k in cells)
+    rows = min(max(ROWS_PER_PARAMETER * most, MIN_SAMPLE_ROWS), MAX_SAMPLE_ROWS)
+    return int(max(min(rows, MAX_SAMPLE_BYTES // (8 * n_features)), 1))
+
+
+def sample_seed(random_state: Any) -> int:
+    """The sampling seed a ``random_state`` gives, without drawing from the caller's stream."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % 2**63)
+    if isinstance(random_state, (int, np.integer)):
+        return int(random_state)
+    rng = copy.deepcopy(random_state)  # a RandomState or Generator the caller keeps drawing from
+    draw = rng.randint if isinstance(rng, np.random.RandomState) else rng.integers
+    return int(draw(2**31 - 1))
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """How large a sample a run draws, and from which seed."""
+
+    size: int
+    seed: int

@@ -1,0 +1,243 @@
+"""The uniform row sample, bounded-cost initialisation and multi-resolution EM.
+
+Guarantees checked on generated variants: the sample does not depend on the chunking; every
+initialisation but dask-ml's k-means|| reads Dask data at most twice, whatever N and K; EM that
+starts on the sample ends at the full-data fixed point, picks the exhaustive run's cell, and is
+reproducible and resumable bit for bit.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask.callbacks import Callback
+
+import dgmm
+from dgmm.em import DataPasses
+from dgmm.io import load_input
+from dgmm.sampling import SamplePlan, default_sample_size, row_uniforms
+from dgmm.validation import DataError
+
+from .conftest import write_zarr
+
+
+def _mixture(n: int, d: int, k: int, seed: int = 0, scale: float = 5.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=scale, size=(k, d))
+    stretch = rng.uniform(0.5, 2.0, size=(k, d))
+    labels = rng.integers(k, size=n)
+    return centres[labels] + rng.normal(size=(n, d)) * stretch[labels]
+
+
+def _layout(rng: np.random.Generator, n: int) -> tuple[int, ...]:
+    """A random row chunking of n rows: uneven sizes, some of one row."""
+    cuts = np.sort(rng.choice(np.arange(1, n), size=int(rng.integers(1, 12)), replace=False))
+    return tuple(int(c) for c in np.diff(np.concatenate([[0], cuts, [n]])))
+
+
+def _sample(x, size: int, seed: int, w=None):
+    passes = DataPasses.over(load_input(x, w))
+    passes.sampling = SamplePlan(size, seed)
+    return passes.sample(), passes
+
+
+def test_the_sample_does_not_depend_on_the_chunking():
+    """Generated chunk layouts, sizes and seeds: the same rows, weights and places every time,
+    about ``size`` of them, spread uniformly."""
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        n = int(rng.integers(50, 3000))
+        X = rng.normal(size=(n, 3)).astype(rng.choice([np.float32, np.float64]))
+        w = rng.uniform(0.1, 2.0, size=n)
+        size, seed = int(rng.integers(1, n + 50)), int(rng.integers(2**31))
+        ref, _ = _sample(X, size, seed, w)
+        for _ in range(3):
+            chunks = _layout(rng, n)
+            s, _ = _sample(da.from_array(X, chunks=(chunks, 3)), size, seed, da.asarray(w))
+            assert np.array_equal(s.index, ref.index), trial
+            assert np.array_equal(s.x, X[s.index]) and s.x.dtype == X.dtype
+            assert np.array_equal(s.w, w[s.index])
+        p = min(1.0, size / n)
+        assert abs(len(ref.index) - p * n) <= 5 * np.sqrt(n * p * (1 - p)) + 1, trial
+    # uniform over the rows: each tenth of a large range gets its share
+    u = row_uniforms(7, 10**12, 200_000)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert np.all(np.abs(counts - 20_000) < 5 * np.sqrt(20_000))
+    # another seed keeps other rows
+    a, _ = _sample(np.zeros((5000, 1)) + np.arange(5000)[:, None], 500, 1)
+    b, _ = _sample(np.zeros((5000, 1)) + np.arange(5000)[:, None], 500, 2)
+    assert not np.array_equal(a.index, b.index)
+
+
+def test_the_sample_pass_profiles_and_refuses_nonfinite_rows(tmp_path):
+    X = _mixture(4000, 3, 2)
+    X[2345, 1] = np.nan
+    x = da.from_array(X, chunks=700)
+    with pytest.raises(DataError, match="2345"):
+        _sample(x, 400, 0)
+    X[2345, 1] = 0.0
+    s, passes = _sample(da.from_array(X, chunks=700), 400, 0)
+    assert passes.n_passes == 1 and passes.checked
+    assert passes.sample_profile.n == 4000 and np.isfinite(s.x).all()
+
+
+def test_default_sample_size_is_bounded():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        d = int(rng.integers(1, 2048))
+        cells = [
+            (str(rng.choice(["full", "tied", "diag", "spherical"])), int(rng.integers(1, 64)))
+            for _ in range(int(rng.integers(1, 6)))
+        ]
+        size = default_sample_size(cells, d)
+        assert 1 <= size <= 100_000 and size * d * 8 <= 256 * 2**20
+
+
+class _ChunkReads(Callback):
+    """Whole-chunk reads of a Zarr array (slices of the head rows are fetches, not reads)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        name = key[0] if isinstance(key, tuple) else str(key)
+        if name.startswith("from-zarr-") and not name.startswith("from-zarr-getitem"):
+            self.reads += 1
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_initialisation_reads_dask_data_at_most_twice(tmp_path, init):
+    """Generated K, restarts, types and chunkings: every initialisation of Dask input reads
+    each chunk at most twice (the sample, then the starting statistics), counted as real
+    chunk reads of a Zarr store, and the sample it holds stays bounded."""
+    rng = np.random.default_rng(3)
+    X = _mixture(6000, 4, 5, seed=3)
+    for trial in range(3):
+        rows = int(rng.integers(200, 1500))
+        z = write_zarr(tmp_path / f"x{trial}.zarr", X, (rows, 4))
+        ks = sorted({int(k) for k in rng.integers(1, 12, size=3)})
+        types = list(rng.choice(["full", "tied", "diag", "spherical"], size=2, replace=False))
+        n_chunks = -(-len(X) // rows)
+        with _ChunkReads() as counter, dask.config.set(scheduler="threads"):
+            found = dgmm.select(
+                z,
+                ks,
+                types,
+                n_init=int(rng.integers(1, 4)),
+                init_params=init,
+                max_iter=0,
+                random_state=trial,
+                sample_size=1000,
+            )
+        init_passes = found.n_passes_ - 1  # all but the scoring pass
+        assert init_passes == (2 if init in ("kmeans", "k-means++") else 1), trial
+        assert counter.reads == (init_passes + 1) * n_chunks, trial
+
+
+def test_multi_resolution_em_ends_where_exact_em_does():
+    """Generated mixtures: the sample strategy selects the exhaustive sweep's cell with a
+    log-likelihood at least as good (to 1e-4 per row) in fewer passes, and a GaussianMixture
+    fitted that way reaches the exact fit's fixed point."""
+    rng = np.random.default_rng(4)
+    for trial in range(2):
+        k, d = int(rng.integers(2, 5)), int(rng.integers(2, 5))
+        X = _mixture(60_000, d, k, seed=10 + trial, scale=6.0)
+        x = da.from_array(X, chunks=7_000)
+        kw = dict(n_init=2, init_params="k-means++", random_state=trial, tol=1e-4)
+        grid = (range(1, k + 3), ["full", "diag"])
+        with dask.config.set(scheduler="threads"):
+            exact = dgmm.select(x, *grid, **kw)
+            fast = dgmm.select(x, *grid, strategy="sample", sample_size=6000, **kw)
+        assert fast.best_params_ == exact.best_params_, trial
+        e = exact.best_estimator_.score(X)
+        f = fast.best_estimator_.score(X)
+        assert f >= e - 1e-4, (trial, f, e)
+        assert fast.n_passes_ < exact.n_passes_
+        assert all(r["sample_iter"] > 0 for r in fast.results if r["error"] is None)
+        stopped = [r for r in fast.results if (r["error"] or "").startswith("stopped")]
+        assert all(r["log_likelihood"] is None and not r["best_in_cell"] for r in stopped)
+    gm = dgmm.GaussianMixture(3, covariance_type="full", tol=1e-8, max_iter=500, random_state=0)
+    exact_fit = gm.fit(x)
+    fast_fit = dgmm.GaussianMixture(**{**gm.get_params(), "strategy": "sample"}).fit(x)
+    assert fast_fit.converged_ and fast_fit.n_iter_ < exact_fit.n_iter_
+    order = [np.argsort(m[:, 0]) for m in (exact_fit.means_, fast_fit.means_)]
+    assert np.allclose(exact_fit.means_[order[0]], fast_fit.means_[order[1]], rtol=1e-5, atol=1e-5)
+    assert abs(exact_fit.lower_bound_ - fast_fit.lower_bound_) < 1e-7
+
+
+def test_multi_resolution_is_reproducible_and_resumes_bitwise(tmp_path):
+    """The same seed gives bitwise the same selection; a run stopped after any pass resumes to
+    the uninterrupted result, bit for bit."""
+    X = _mixture(30_000, 3, 3, seed=5)
+    x = da.from_array(X, chunks=4_000)
+    kw = dict(n_init=3, init_params="kmeans", random_state=7, strategy="sample", sample_size=3000)
+    grid = ([1, 2, 3, 4], ["full", "spherical"])
+    with dask.config.set(scheduler="threads"):
+        ref = dgmm.select(x, *grid, **kw)
+        twice = dgmm.select(x, *grid, **kw)
+        assert [r["log_likelihood"] for r in twice.results] == [
+            r["log_likelihood"] for r in ref.results
+        ]
+        # another chunking: the same sample, so the same decisions; sums in another order
+        rechunked = dgmm.select(da.from_array(X, chunks=2_500), *grid, **kw)
+        assert [r["error"] for r in rechunked.results] == [r["error"] for r in ref.results]
+        for a, b in zip(rechunked.results, ref.results, strict=True):
+            if b["log_likelihood"] is not None:
+                assert a["log_likelihood"] == pytest.approx(b["log_likelihood"], rel=1e-9)
+
+        class Stop(Exception):
+            pass
+
+        for stop_at in (1, 2, ref.n_passes_ - 2):
+            ckpt = tmp_path / f"c{stop_at}.npz"
+            seen = []
+
+            def progress(report, seen=seen, stop_at=stop_at):
+                seen.append(report)
+                if len(seen) == stop_at:
+                    raise Stop
+
+            with pytest.raises(Stop):
+                dgmm.select(x, *grid, checkpoint=ckpt, progress=progress, **kw)
+            resumed = dgmm.select(x, *grid, checkpoint=ckpt, **kw)
+            assert [r["log_likelihood"] for r in resumed.results] == [
+                r["log_likelihood"] for r in ref.results
+            ], stop_at
+            assert [r["error"] for r in resumed.results] == [r["error"] for r in ref.results]
+            assert (resumed.resumed_from is None) == (stop_at == 1)
+
+
+def test_small_data_runs_exact():
+    """Data less than twice the sample is fitted exactly as the exhaustive strategy does."""
+    X = _mixture(3000, 2, 3, seed=6)
+    kw = dict(n_init=2, random_state=0)
+    a = dgmm.select(X, [2, 3], ["full", "tied"], **kw)
+    b = dgmm.select(X, [2, 3], ["full", "tied"], strategy="sample", sample_size=1500, **kw)
+    assert [r["bic"] for r in a.results] == [r["bic"] for r in b.results]
+    assert all(r["sample_iter"] == 0 for r in b.results)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"strategy": "fast"}, "'strategy' parameter must be one of"),
+        ({"sample_size": 0}, "'sample_size' parameter must be >= 1"),
+        ({"sample_size": 2.5}, "sample_size"),
+    ],
+)
+def test_bad_strategy_settings_are_named(kw, match):
+    X = _mixture(500, 2, 2)
+    with pytest.raises(ValueError, match=match):
+        dgmm.select(X, [1, 2], **kw)
+    with pytest.raises(ValueError, match=match):
+        dgmm.GaussianMixture(2, **kw).fit(X)
+
+
+def test_a_sample_smaller_than_k_is_named():
+    X = _mixture(5000, 2, 2)
+    with pytest.raises(ValueError, match="fewer rows than n_components=40"):
+        dgmm.GaussianMixture(40, sample_size=10, random_state=0).fit(da.from_array(X, chunks=999))
