@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "BayesianGaussianMixture",
     "ColumnProfile",
     "DataError",
     "DegenerateCovarianceError",
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "COVARIANCE_TYPES": ".covariance",
     "DegenerateCovarianceError": ".covariance",
+    "BayesianGaussianMixture": ".bayesian",
     "GaussianMixture": ".estimator",
     "GaussianParams": ".params",
     "SuffStats": ".stats",
@@ -56,7 +58,8 @@ def __dir__() -> list[str]:
 
 
 def load(path):
-    """Load a model saved with `GaussianMixture.save`."""
-    from .estimator import GaussianMixture
+    """Load a model saved with `GaussianMixture.save` or `BayesianGaussianMixture.save`."""
+    from .io import saved_class
 
-    return GaussianMixture.load(path)
+    name = saved_class(path)
+    return getattr(import_module(_WHERE[name], __name__), name).load(path)

@@ -156,6 +156,33 @@ class CovarianceType(ABC):
     ) -> np.ndarray:
         """Validate ``precisions_init``: shape, symmetry, positive definiteness."""
 
+    # -- the variational (Bayesian) mixture: Wishart posteriors of the precisions
+    @abstractmethod
+    def log_det_cholesky(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray:
+        """``log det`` of each precision factor ((K,), or a scalar when shared)."""
+
+    @abstractmethod
+    def prior_covariance(self, covariance: np.ndarray) -> np.ndarray:
+        """The default ``covariance_prior`` from the data's (D, D) covariance (ddof=1)."""
+
+    @abstractmethod
+    def check_covariance_prior(self, prior: object, n_features: int) -> np.ndarray:
+        """Validate a user-given ``covariance_prior`` (scikit-learn's checks)."""
+
+    @abstractmethod
+    def wishart(
+        self,
+        nk: np.ndarray,
+        sk: np.ndarray,
+        diff: np.ndarray,
+        prior: np.ndarray,
+        dof_prior: float,
+        mean_precision_prior: float,
+        mean_precision: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior degrees of freedom and normalised covariances (scikit-learn's formulas),
+        from counts ``nk``, covariances ``sk`` and ``diff`` = means − mean prior."""
+
     def covariances_from_precision_cholesky(self, prec_chol: np.ndarray) -> np.ndarray:
         """Covariances implied by precision factors (used when only precisions are given)."""
         return np.linalg.inv(self.precisions(prec_chol))
@@ -270,6 +297,24 @@ class Full(CovarianceType):
         _check_spd(p, "full precision")
         return p
 
+    def log_det_cholesky(self, prec_chol, n_features):
+        return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+
+    def prior_covariance(self, covariance):
+        return np.atleast_2d(covariance)
+
+    def check_covariance_prior(self, prior, n_features):
+        p = self._check_shape(prior, (n_features, n_features), f"{self.name} covariance_prior")
+        _check_spd(p[None], f"{self.name} covariance_prior")
+        return p
+
+    def wishart(self, nk, sk, diff, prior, dof_prior, mean_precision_prior, mean_precision):
+        dof = dof_prior + nk
+        outer = diff[:, :, None] * diff[:, None, :]
+        shrink = nk * mean_precision_prior / mean_precision
+        cov = prior + nk[:, None, None] * sk + shrink[:, None, None] * outer
+        return dof, cov / dof[:, None, None]
+
 
 class Tied(CovarianceType):
     """All components share one general covariance matrix."""
@@ -336,6 +381,21 @@ class Tied(CovarianceType):
         _check_spd(p[None], "tied precision")
         return p
 
+    def log_det_cholesky(self, prec_chol, n_features):
+        return np.log(np.diag(prec_chol)).sum()
+
+    def prior_covariance(self, covariance):
+        return np.atleast_2d(covariance)
+
+    check_covariance_prior = Full.check_covariance_prior
+
+    def wishart(self, nk, sk, diff, prior, dof_prior, mean_precision_prior, mean_precision):
+        k = nk.shape[0]
+        dof = dof_prior + nk.sum() / k
+        between = ((nk / mean_precision) * diff.T) @ diff
+        cov = prior + sk * nk.sum() / k + mean_precision_prior / k * between
+        return np.float64(dof), cov / dof
+
 
 class Diag(CovarianceType):
     """Each component has its own diagonal covariance."""
@@ -398,6 +458,24 @@ class Diag(CovarianceType):
             raise ValueError("'diag precision' should be positive")
         return p
 
+    def log_det_cholesky(self, prec_chol, n_features):
+        return np.log(prec_chol).sum(axis=1)
+
+    def prior_covariance(self, covariance):
+        return np.diag(covariance).copy()
+
+    def check_covariance_prior(self, prior, n_features):
+        p = self._check_shape(prior, (n_features,), f"{self.name} covariance_prior")
+        if np.any(p <= 0.0):
+            raise ValueError(f"'{self.name} covariance_prior' should be positive")
+        return p
+
+    def wishart(self, nk, sk, diff, prior, dof_prior, mean_precision_prior, mean_precision):
+        dof = dof_prior + nk
+        shrink = (mean_precision_prior / mean_precision)[:, None] * diff**2
+        cov = prior + nk[:, None] * (sk + shrink)
+        return dof, cov / dof[:, None]
+
 
 class Spherical(Diag):
     """Each component has its own single variance (a diagonal with equal entries)."""
@@ -442,6 +520,25 @@ class Spherical(Diag):
         if np.any(p <= 0.0):
             raise ValueError("'spherical precision' should be positive")
         return p
+
+    def log_det_cholesky(self, prec_chol, n_features):
+        return n_features * np.log(prec_chol)
+
+    def prior_covariance(self, covariance):
+        return np.float64(np.diag(covariance).mean())
+
+    def check_covariance_prior(self, prior, n_features):
+        if not isinstance(prior, (int, float, np.integer, np.floating)) or not prior > 0:
+            raise ValueError(
+                f"'spherical covariance_prior' should be a positive number, got {prior!r}"
+            )
+        return np.float64(prior)
+
+    def wishart(self, nk, sk, diff, prior, dof_prior, mean_precision_prior, mean_precision):
+        dof = dof_prior + nk
+        shrink = mean_precision_prior / mean_precision * np.mean(diff**2, axis=1)
+        cov = prior + nk * (sk + shrink)
+        return dof, cov / dof
 
 
 def _check_positive(variances: np.ndarray) -> None:

@@ -20,7 +20,14 @@ import numpy as np
 
 from ._reduce import SPLIT_EVERY, RowBlocks, StalledError, cluster_memory_limit, compute
 from .covariance import DegenerateCovarianceError, get_covariance_type
-from .estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics, compute_dtype
+from .estep import (
+    TEMPORARY_BYTES,
+    Posterior,
+    ScoringPosterior,
+    StatsJob,
+    chunk_statistics,
+    compute_dtype,
+)
 from .mstep import m_step
 from .params import GaussianParams
 from .sampling import RowSample, SamplePlan, SampleSpec, combine_samples, sample_block
@@ -31,6 +38,7 @@ from .validation import (
     block_profile,
     check_finite_profile,
 )
+from .variational import VariationalParams, lower_bound, variational_m_step
 
 if TYPE_CHECKING:
     from .io import InputData
@@ -352,7 +360,7 @@ class DataPasses:
 class EMState:
     """One candidate's EM state (scikit-learn's per-init bookkeeping), updated in place."""
 
-    params: GaussianParams
+    params: GaussianParams | VariationalParams
     reg_covar: float
     lower_bound: float = -np.inf
     lower_bounds: list[float] = field(default_factory=list)
@@ -388,11 +396,7 @@ def run_em(
     ]
     while active:
         jobs = [
-            StatsJob(
-                Posterior(states[i].params.shifted(passes.shift, passes.dtype)),
-                states[i].params.strategy,
-            )
-            for i in active
+            StatsJob(e_step(states[i].params, passes), states[i].params.strategy) for i in active
         ]
         stats = passes.statistics(jobs)
         still = []
@@ -405,18 +409,42 @@ def run_em(
     return states
 
 
+def e_step(params: GaussianParams | VariationalParams, passes: DataPasses) -> Posterior:
+    """The E-step source of a model; a variational one also sums ``Σ r log r`` (its bound)."""
+    shifted = params.shifted(passes.shift, passes.dtype)
+    return (
+        ScoringPosterior(shifted) if isinstance(params, VariationalParams) else Posterior(shifted)
+    )
+
+
 def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
-    """M-step and convergence test of one candidate; whether it keeps running."""
-    lb = st.loglik / st.n
+    """M-step and convergence test of one candidate; whether it keeps running.
+
+    A Gaussian mixture's bound is the mean log-likelihood before the M-step; a variational
+    mixture's is scikit-learn's evidence bound after it (a total, not a mean).
+    """
     try:
-        s.params = m_step(
-            st,
-            s.params.strategy,
-            s.reg_covar,
-            passes.shift,
-            passes.eps,
-            weight_scale=passes.weight_scale(st),
-        )
+        if isinstance(s.params, VariationalParams):
+            s.params = variational_m_step(
+                st,
+                s.params.strategy,
+                s.params.prior,
+                s.reg_covar,
+                passes.shift,
+                passes.eps,
+                weight_scale=passes.weight_scale(st),
+            )
+            lb = lower_bound(st.entropy, s.params)
+        else:
+            lb = st.loglik / st.n
+            s.params = m_step(
+                st,
+                s.params.strategy,
+                s.reg_covar,
+                passes.shift,
+                passes.eps,
+                weight_scale=passes.weight_scale(st),
+            )
     except DegenerateCovarianceError as e:
         s.error = str(e)
         logger.info("candidate failed at iteration %d: %s", s.n_iter + 1, e)

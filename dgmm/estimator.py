@@ -23,11 +23,229 @@ from .io import InputData, load_input, load_model, save_model
 from .params import GaussianParams
 from .selection import STRATEGIES, Candidate, Sweep, best_restart, information_criteria
 from .validation import check_n_components, check_number
+from .variational import PriorSpec
 
 logger = logging.getLogger(__name__)
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class _BaseMixture(DensityMixin, BaseEstimator):
+    """What every mixture estimator shares: fitting on the lockstep engine, inference on row
+    blocks, sampling and persistence. Subclasses give the parameters, their checks, the
+    starting values a user may give and how fitted parameters become attributes."""
+
+    def _prior_spec(self, n_features: int) -> PriorSpec | None:
+        """The priors of a variational mixture (None: a mixture fitted by EM)."""
+        return None
+
+    def _check_features(self, data: InputData) -> None:
+        n_features = data.x.shape[1]
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> _BaseMixture:
+        """Estimate the parameters with EM, ``n_init`` restarts sharing every data pass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+            Training data, chunked along rows.
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights.
+
+        Returns
+        -------
+        self : GaussianMixture
+
+        Raises
+        ------
+        ValueError
+            On NaN/inf rows (naming how many and the first), wrong shape or dtype, fewer rows
+            than components, bad parameter values, or a covariance that degenerates.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then label the training data; equal to ``fit(X).predict(X)``."""
+        return self._fit(X, sample_weight).predict(X)
+
+    def _fit(self, X: Any, sample_weight: Any) -> _BaseMixture:
+        """One cell of the selection engine: ``n_init`` restarts (one with a warm start)."""
+        self._check_parameters()
+        data = load_input(X, sample_weight)
+        n_samples, n_features = data.x.shape
+        check_n_components(self.n_components, n_samples)
+        user = self._user_init(n_features)
+        warm = self.warm_start and hasattr(self, "converged_")
+        if warm and n_features != self.n_features_in_:
+            self._check_features(data)
+        # With every start given, all restarts would be identical: run one.
+        n_starts = 1 if warm or user.complete else self.n_init
+        cands = [
+            Candidate(self.covariance_type, self.n_components, r, self.reg_covar)
+            for r in range(n_starts)
+        ]
+        if warm:
+            cands[0].state = EMState(self._params(), self.reg_covar, self.lower_bound_)
+        passes = DataPasses.over(data)
+        sweep = Sweep(
+            passes,
+            cands,
+            init_params=self.init_params,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+            user=user,
+            x_mem=data.x_mem,
+            w_mem=data.w_mem,
+            progress=lambda phase: self._progress(cands) if phase == "em" else None,
+            strategy=self.strategy,
+            sample_size=self.sample_size,
+            prior=self._prior_spec(n_features),
+        )
+        self._say(1, f"Initializing {n_starts} restart(s) with {self.init_params!r}.")
+        sweep.run(score=False)
+        for c in cands:
+            if c.init_error is not None:
+                raise ValueError(c.init_error)
+            if c.state.failed:
+                raise ValueError(c.state.error)
+        from_candidate(best_restart(cands), self, n_features, passes.n_passes)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _say(self, level: int, msg: str) -> None:
+        logger.info(msg)
+        if self.verbose >= level:
+            print(msg)
+
+    def _progress(self, cands: list[Candidate]) -> None:
+        results = [c.state for c in cands]
+        it = max(r.n_iter for r in results)
+        active = [r for r in results if not (r.converged or r.failed) and r.n_iter < self.max_iter]
+        if it % self.verbose_interval == 0 or not active:
+            best = max(r.lower_bound for r in results)
+            self._say(
+                2 if active else 1,
+                f"Iteration {it}: {len(active)} of {len(results)} restart(s) running, "
+                f"best lower bound {best:.6f}",
+            )
+
+    def _set_result(self, r: EMState) -> None:
+        p = r.params
+        self.weights_, self.means_ = p.weights, p.means
+        self.covariances_, self.precisions_cholesky_ = p.covariances, p.precisions_cholesky
+        self.converged_, self.n_iter_ = r.converged, r.n_iter
+        self.lower_bound_, self.lower_bounds_ = r.lower_bound, list(r.lower_bounds)
+        self._set_derived()
+
+    def _set_derived(self) -> None:
+        self.precisions_ = get_covariance_type(self.covariance_type).precisions(
+            self.precisions_cholesky_
+        )
+
+    def _params(self) -> GaussianParams:
+        return GaussianParams(
+            self.covariance_type,
+            np.asarray(self.weights_),
+            np.asarray(self.means_),
+            np.asarray(self.covariances_),
+            np.asarray(self.precisions_cholesky_),
+        )
+
+    # --------------------------------------------------------------- inference
+    def _apply(self, X: Any, output: str, dtype: Any) -> Any:
+        check_is_fitted(self)
+        data = load_input(X)
+        self._check_features(data)
+        params = self._params()
+        shift = params.weights @ params.means
+        spec = ApplySpec(params.shifted(shift, compute_dtype(data.x.dtype)), shift, output)
+        if data.lazy:
+            n_cols = self.n_components if output == "proba" else None
+            return map_rows(data.x, apply_block, spec, dtype, n_cols, f"dgmm-{output}")
+        return apply_block(data.x_mem, spec)
+
+    def predict(self, X: Any) -> Any:
+        """Component labels of the rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+
+        Returns
+        -------
+        labels : ndarray or dask.array.Array of shape (n_samples,)
+            Lazy for Dask / Zarr input.
+        """
+        return self._apply(X, "labels", np.int64)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of each component for every row, shape (n_samples, K)."""
+        return self._apply(X, "proba", np.float64)
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the model, shape (n_samples,)."""
+        return self._apply(X, "score", np.float64)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean per-row log-likelihood of ``X``."""
+        return float(np.asarray(self.score_samples(X).mean()))
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture (scikit-learn's draws for the same seed).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            The component each row was drawn from.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples}. The sampling requires at least "
+                "one sample."
+            )
+        strategy = get_covariance_type(self.covariance_type)
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        X = np.vstack(
+            [
+                strategy.sample(rng, mean, self.covariances_, k, int(c))
+                for k, (mean, c) in enumerate(zip(self.means_, counts, strict=True))
+            ]
+        )
+        y = np.concatenate([np.full(c, k, dtype=int) for k, c in enumerate(counts)])
+        return X, y
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the fitted model to a directory as JSON + ``.npz`` (no pickle)."""
+        check_is_fitted(self)
+        save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> _BaseMixture:
+        """Read a model written by `save`."""
+        return load_model(path, cls)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "precisions_cholesky_")
+
+
+class GaussianMixture(_BaseMixture):
     """Gaussian mixture fitted by EM as a map-reduce over row chunks of numpy, Dask or Zarr data.
 
     Each EM iteration is one pass over the data: every row block yields the sufficient
@@ -207,171 +425,6 @@ default='kmeans'
             precisions = strategy.check_precisions(self.precisions_init, k, n_features)
         return UserInit(weights, means, precisions)
 
-    def _check_features(self, data: InputData) -> None:
-        n_features = data.x.shape[1]
-        if n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-
-    # --------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
-        """Estimate the parameters with EM, ``n_init`` restarts sharing every data pass.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
-            Training data, chunked along rows.
-        y : Ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative row weights.
-
-        Returns
-        -------
-        self : GaussianMixture
-
-        Raises
-        ------
-        ValueError
-            On NaN/inf rows (naming how many and the first), wrong shape or dtype, fewer rows
-            than components, bad parameter values, or a covariance that degenerates.
-        """
-        self._fit(X, sample_weight)
-        return self
-
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        """Fit, then label the training data; equal to ``fit(X).predict(X)``."""
-        return self._fit(X, sample_weight).predict(X)
-
-    def _fit(self, X: Any, sample_weight: Any) -> GaussianMixture:
-        """One cell of the selection engine: ``n_init`` restarts (one with a warm start)."""
-        self._check_parameters()
-        data = load_input(X, sample_weight)
-        n_samples, n_features = data.x.shape
-        check_n_components(self.n_components, n_samples)
-        user = self._user_init(n_features)
-        warm = self.warm_start and hasattr(self, "converged_")
-        if warm and n_features != self.n_features_in_:
-            self._check_features(data)
-        # With every start given, all restarts would be identical: run one.
-        n_starts = 1 if warm or user.complete else self.n_init
-        cands = [
-            Candidate(self.covariance_type, self.n_components, r, self.reg_covar)
-            for r in range(n_starts)
-        ]
-        if warm:
-            cands[0].state = EMState(self._params(), self.reg_covar, self.lower_bound_)
-        passes = DataPasses.over(data)
-        sweep = Sweep(
-            passes,
-            cands,
-            init_params=self.init_params,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
-            user=user,
-            x_mem=data.x_mem,
-            w_mem=data.w_mem,
-            progress=lambda phase: self._progress(cands) if phase == "em" else None,
-            strategy=self.strategy,
-            sample_size=self.sample_size,
-        )
-        self._say(1, f"Initializing {n_starts} restart(s) with {self.init_params!r}.")
-        sweep.run(score=False)
-        for c in cands:
-            if c.init_error is not None:
-                raise ValueError(c.init_error)
-            if c.state.failed:
-                raise ValueError(c.state.error)
-        from_candidate(best_restart(cands), self, n_features, passes.n_passes)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return self
-
-    def _say(self, level: int, msg: str) -> None:
-        logger.info(msg)
-        if self.verbose >= level:
-            print(msg)
-
-    def _progress(self, cands: list[Candidate]) -> None:
-        results = [c.state for c in cands]
-        it = max(r.n_iter for r in results)
-        active = [r for r in results if not (r.converged or r.failed) and r.n_iter < self.max_iter]
-        if it % self.verbose_interval == 0 or not active:
-            best = max(r.lower_bound for r in results)
-            self._say(
-                2 if active else 1,
-                f"Iteration {it}: {len(active)} of {len(results)} restart(s) running, "
-                f"best lower bound {best:.6f}",
-            )
-
-    def _set_result(self, r: EMState) -> None:
-        p = r.params
-        self.weights_, self.means_ = p.weights, p.means
-        self.covariances_, self.precisions_cholesky_ = p.covariances, p.precisions_cholesky
-        self.converged_, self.n_iter_ = r.converged, r.n_iter
-        self.lower_bound_, self.lower_bounds_ = r.lower_bound, list(r.lower_bounds)
-        self._set_derived()
-
-    def _set_derived(self) -> None:
-        self.precisions_ = get_covariance_type(self.covariance_type).precisions(
-            self.precisions_cholesky_
-        )
-
-    def _params(self) -> GaussianParams:
-        return GaussianParams(
-            self.covariance_type,
-            np.asarray(self.weights_),
-            np.asarray(self.means_),
-            np.asarray(self.covariances_),
-            np.asarray(self.precisions_cholesky_),
-        )
-
-    # --------------------------------------------------------------- inference
-    def _apply(self, X: Any, output: str, dtype: Any) -> Any:
-        check_is_fitted(self)
-        data = load_input(X)
-        self._check_features(data)
-        params = self._params()
-        shift = params.weights @ params.means
-        spec = ApplySpec(params.shifted(shift, compute_dtype(data.x.dtype)), shift, output)
-        if data.lazy:
-            n_cols = self.n_components if output == "proba" else None
-            return map_rows(data.x, apply_block, spec, dtype, n_cols, f"dgmm-{output}")
-        return apply_block(data.x_mem, spec)
-
-    def predict(self, X: Any) -> Any:
-        """Component labels of the rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
-
-        Returns
-        -------
-        labels : ndarray or dask.array.Array of shape (n_samples,)
-            Lazy for Dask / Zarr input.
-        """
-        return self._apply(X, "labels", np.int64)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Posterior probability of each component for every row, shape (n_samples, K)."""
-        return self._apply(X, "proba", np.float64)
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of every row under the model, shape (n_samples,)."""
-        return self._apply(X, "score", np.float64)
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean per-row log-likelihood of ``X``."""
-        return float(np.asarray(self.score_samples(X).mean()))
-
     def _n_parameters(self) -> int:
         return self._params().n_parameters()
 
@@ -388,47 +441,6 @@ default='kmeans'
         """Akaike information criterion on ``X`` (lower is better)."""
         ll, n = self._loglik_and_rows(X)
         return information_criteria(ll, self._n_parameters(), n)["aic"]
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw rows from the fitted mixture (scikit-learn's draws for the same seed).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            The component each row was drawn from.
-        """
-        check_is_fitted(self)
-        if n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples}. The sampling requires at least "
-                "one sample."
-            )
-        strategy = get_covariance_type(self.covariance_type)
-        rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        X = np.vstack(
-            [
-                strategy.sample(rng, mean, self.covariances_, k, int(c))
-                for k, (mean, c) in enumerate(zip(self.means_, counts, strict=True))
-            ]
-        )
-        y = np.concatenate([np.full(c, k, dtype=int) for k, c in enumerate(counts)])
-        return X, y
-
-    # -------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the fitted model to a directory as JSON + ``.npz`` (no pickle)."""
-        check_is_fitted(self)
-        save_model(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> GaussianMixture:
-        """Read a model written by `save`."""
-        return load_model(path, cls)
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "precisions_cholesky_")
 
 
 def check_estimator_params(

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from ._rng import choice_without_replacement
-from .covariance import CovarianceType, DegenerateCovarianceError
+from .covariance import CovarianceType, DegenerateCovarianceError, get_covariance_type
 from .em import DataPasses
 from .estep import (
     Labels,
@@ -29,6 +29,8 @@ from .estep import (
 from .kmeans import kmeans_parallel_centers
 from .mstep import m_step
 from .params import GaussianParams
+from .stats import SuffStats
+from .variational import PriorSpec, VariationalParams, variational_m_step
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,17 @@ class DenseResp:
 
     def __call__(self, xs, row0):
         return self.resp[row0 : row0 + xs.shape[0]].T.astype(xs.dtype), None
+
+
+@dataclass(frozen=True)
+class AllRows:
+    """Every row in one component: the data's own mean and covariance (the priors' defaults)."""
+
+    n_components = 1
+    centres = None
+
+    def __call__(self, xs, row0):
+        return np.ones((1, xs.shape[0]), dtype=xs.dtype), None
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class InitRequest:
     # the random stream this request draws from (requests may share one, drawn in order);
     # None: the stream given to `initial_parameters`
     rng: np.random.RandomState | None = None
+    # a variational mixture's priors (None: a Gaussian mixture fitted by EM)
+    prior: PriorSpec | None = None
 
 
 def _seed(rng: np.random.RandomState) -> int:
@@ -172,15 +187,34 @@ def initial_parameters(
         for r in requests
     ]
     todo = [i for i, s in enumerate(sources) if s is not None]
-    stats = (
-        passes.statistics([StatsJob(sources[i], requests[i].strategy) for i in todo], "dgmm-init")
-        if todo
-        else []
-    )
-    out: list[GaussianParams | DegenerateCovarianceError] = []
+    jobs = [StatsJob(sources[i], requests[i].strategy) for i in todo]
+    # The priors' data-dependent defaults ride along in the same pass: one more job
+    priors = [r for r in requests if r.prior is not None and r.prior.needs_data]
+    if priors:
+        wide = any(r.strategy.name in ("full", "tied") for r in priors)
+        jobs.append(StatsJob(AllRows(), get_covariance_type("full" if wide else "diag")))
+    stats = passes.statistics(jobs, "dgmm-init") if jobs else []
+    moments = data_moments(stats.pop(), passes.shift, wide) if priors else (None, None)
+    out: list[GaussianParams | VariationalParams | DegenerateCovarianceError] = []
     estimates = dict(zip(todo, stats, strict=True))
     for i, r in enumerate(requests):
         try:
+            if r.prior is not None:
+                est = estimates[i]
+                d = est.sx.shape[1]
+                prior = r.prior.resolve(r.strategy, r.n_components, d, *moments)
+                out.append(
+                    variational_m_step(
+                        est,
+                        r.strategy,
+                        prior,
+                        r.reg_covar,
+                        passes.shift,
+                        passes.eps,
+                        weight_scale=passes.weight_scale(est),
+                    )
+                )
+                continue
             est = estimates.get(i)
             if est is not None:
                 est = m_step(
@@ -196,6 +230,18 @@ def initial_parameters(
         except DegenerateCovarianceError as e:
             out.append(e)
     return out
+
+
+def data_moments(stats: SuffStats, shift: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (ddof=1, as ``np.cov``; only its diagonal unless ``full``) of the
+    rows, from their statistics as one component about ``shift``."""
+    n = stats.n
+    d = stats.sx[0] / n
+    if full:
+        cov = (stats.sxx[0] / n - np.outer(d, d)) * (n / (n - 1))
+    else:
+        cov = np.diag((stats.sxx[0] / n - d**2) * (n / (n - 1)))
+    return shift + d, cov
 
 
 def _apply_user(

@@ -20,6 +20,7 @@ MODEL_FORMAT = "dgmm-gaussian-mixture"
 MODEL_VERSION = 1
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 _INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
+_ARRAY_TYPES = (np.ndarray, list, tuple)
 
 
 def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
@@ -184,15 +185,17 @@ def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Pa
     if path.exists() and not overwrite:
         raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it.")
     params = est.get_params()
-    arrays = {name: np.asarray(getattr(est, name)) for name in _ARRAYS}
-    for name in _INIT_ARRAYS:
-        if params[name] is not None:
-            arrays[name] = np.asarray(params[name])
+    fitted = _ARRAYS + getattr(est, "_FITTED_ARRAYS", ())
+    arrays = {name: np.asarray(getattr(est, name)) for name in fitted}
+    array_params = [k for k, v in params.items() if isinstance(v, _ARRAY_TYPES)]
+    for name in array_params:
+        arrays[name] = np.asarray(params[name])
         params[name] = None
     if not isinstance(params["random_state"], (int, np.integer, type(None))):
         params["random_state"] = None  # a RandomState's state is not part of the model
     meta = {
         "format": MODEL_FORMAT,
+        "class": type(est).__name__,
         "version": MODEL_VERSION,
         "params": {k: _jsonable(v) for k, v in params.items()},
         "attributes": {
@@ -201,7 +204,9 @@ def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Pa
             "lower_bound_": float(est.lower_bound_),
             "lower_bounds_": [float(v) for v in est.lower_bounds_],
             "n_features_in_": int(est.n_features_in_),
+            **{k: float(getattr(est, k)) for k in getattr(est, "_FITTED_SCALARS", ())},
         },
+        "array_params": array_params,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -212,6 +217,17 @@ def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Pa
         shutil.rmtree(path)
     tmp.rename(path)
     return path
+
+
+def saved_class(path: str | os.PathLike) -> str:
+    """The estimator class a saved model was written by (older models: GaussianMixture)."""
+    meta_file = Path(path) / "model.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"No dgmm model at '{path}' (missing model.json).")
+    name = json.loads(meta_file.read_text()).get("class", "GaussianMixture")
+    if name not in ("GaussianMixture", "BayesianGaussianMixture"):
+        raise ValueError(f"'{path}' holds a model of unknown class {name!r}.")
+    return name
 
 
 def load_model(path: str | os.PathLike, cls: type) -> Any:
@@ -226,10 +242,14 @@ def load_model(path: str | os.PathLike, cls: type) -> Any:
             f"'{path}' is not a dgmm model of version {MODEL_VERSION}: "
             f"format={meta.get('format')!r}, version={meta.get('version')!r}."
         )
+    if meta.get("class", "GaussianMixture") != cls.__name__:
+        raise ValueError(
+            f"'{path}' holds a {meta['class']}, not a {cls.__name__}; load it with dgmm.load."
+        )
     with np.load(path / "arrays.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     params = dict(meta["params"])
-    for name in _INIT_ARRAYS:
+    for name in meta.get("array_params", _INIT_ARRAYS):
         params[name] = arrays.pop(name, None)
     est = cls(**params)
     for name, value in {**meta["attributes"], **arrays}.items():

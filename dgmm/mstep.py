@@ -43,15 +43,38 @@ def m_step(
     DegenerateCovarianceError
         If a covariance is not positive definite; the message names the component.
     """
+    nk, means, covariances = gaussian_estimates(
+        stats, strategy, reg_covar, shift, eps, weight_scale
+    )
+    prec_chol = precision_cholesky(strategy, covariances, reg_covar)
+    denominator = nk.sum() if weights_denominator is None else weights_denominator
+    return GaussianParams(strategy.name, nk / denominator, means, covariances, prec_chol)
+
+
+def gaussian_estimates(
+    stats: SuffStats,
+    strategy: CovarianceType,
+    reg_covar: float,
+    shift: np.ndarray,
+    eps: float,
+    weight_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts (with the ``10·eps`` floor), means and regularised covariances of the statistics
+    (scikit-learn's ``_estimate_gaussian_parameters``); see `m_step`."""
     nk = stats.nk + 10.0 * eps * weight_scale
     # New means relative to each centre: small when the centres are the previous means, so the
     # covariance ``sxx/n − d·dᵀ`` loses nothing to cancellation at any separation.
     d = stats.sx / nk[:, None]
     covariances = strategy.covariances(nk, d, stats.sxx, reg_covar)
+    centres = shift if stats.centres is None else shift + stats.centres
+    return nk, centres + d, covariances
+
+
+def precision_cholesky(
+    strategy: CovarianceType, covariances: np.ndarray, reg_covar: float
+) -> np.ndarray:
+    """The precision factors; a `DegenerateCovarianceError` names ``reg_covar``."""
     try:
-        prec_chol = strategy.precision_cholesky(covariances)
+        return strategy.precision_cholesky(covariances)
     except DegenerateCovarianceError as e:
         raise DegenerateCovarianceError(e.component, reg_covar) from None
-    denominator = nk.sum() if weights_denominator is None else weights_denominator
-    centres = shift if stats.centres is None else shift + stats.centres
-    return GaussianParams(strategy.name, nk / denominator, centres + d, covariances, prec_chol)

@@ -30,6 +30,7 @@ from .io import load_input
 from .params import GaussianParams, n_parameters
 from .sampling import SamplePlan, default_sample_size, sample_seed
 from .validation import ColumnProfile, check_n_components, check_profile
+from .variational import PriorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -387,6 +388,7 @@ class Sweep:
     screen: bool = False  # mark spurious maxima (`GaussianParams.degenerate`) as NA
     strategy: str = "exact"
     sample_size: int | None = None
+    prior: PriorSpec | None = None  # a variational mixture's priors
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
 
     def __post_init__(self) -> None:
@@ -473,7 +475,11 @@ class Sweep:
                 c = wanted.get(r)
                 reg = c.reg_covar if c is not None else members[0].reg_covar
                 strategy = get_covariance_type(cov)
-                requests.append(InitRequest(strategy, k, self.init_params, self.user, reg, rng=rng))
+                requests.append(
+                    InitRequest(
+                        strategy, k, self.init_params, self.user, reg, rng=rng, prior=self.prior
+                    )
+                )
                 owners.append(c)
         starts = initial_parameters(self.passes, requests, None, self.x_mem, self.w_mem)
         for c, p in zip(owners, starts, strict=True):
@@ -502,10 +508,11 @@ class Sweep:
             x_mem=data.x_mem,
             w_mem=data.w_mem,
             retry=self.retry,
+            prior=self.prior,
         )
         started = time.perf_counter()
         sub.run(score=False)
-        trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem)
+        trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem, self.tol)
         logger.info(
             "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
             data.x.shape[0],
@@ -597,20 +604,26 @@ class Sweep:
 # A restart is stopped after EM on the sample when its mean log-likelihood there trails its
 # cell's best by more than this many standard errors of the per-row difference.
 TRAILING_STANDARD_ERRORS = 3.0
+# ... or when its per-row log-likelihoods are within this many ``tol`` of the best's (RMS)
+DUPLICATE_TOL = 10.0
 
 
 def trailing_restarts(
-    cands: list[Candidate], x: np.ndarray, w: np.ndarray | None
+    cands: list[Candidate], x: np.ndarray, w: np.ndarray | None, tol: float
 ) -> dict[int, str]:
-    """Restarts (by ``id``) that clearly trail their cell's best on the rows ``x``, with why.
+    """Restarts (by ``id``) not worth continuing after EM on the rows ``x``, with why.
 
-    The margin is statistical: a restart trails when its mean log-likelihood is below the
-    best restart's by more than `TRAILING_STANDARD_ERRORS` standard errors of the (weighted)
-    mean of the per-row differences, so it would very likely trail on all rows too.
+    A restart trails when its mean log-likelihood is below its cell's best restart's by more
+    than `TRAILING_STANDARD_ERRORS` standard errors of the (weighted) mean of the per-row
+    differences, so it would very likely trail on all rows too. It repeats the best when the
+    per-row log-likelihoods of the two differ by less than ``DUPLICATE_TOL × tol`` (RMS): the
+    same fit, which on all rows would reach the same fixed point. Variational fits are not
+    screened (their bound is not a sum over rows).
     """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
-        if c.error is None and c.state is not None and c.state.n_iter:
+        fitted = c.error is None and c.state is not None and c.state.n_iter
+        if fitted and isinstance(c.state.params, GaussianParams):
             cells.setdefault(c.cell, []).append(c)
     weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     weights = weights / weights.sum()
@@ -627,7 +640,13 @@ def trailing_restarts(
             diff = ref - row_log_likelihood(c.state.params, x)
             mean = float(weights @ diff)
             se = float(np.sqrt(weights @ (diff - mean) ** 2 / n_eff))
-            if mean > TRAILING_STANDARD_ERRORS * se:
+            rms = float(np.sqrt(weights @ diff**2))
+            if rms < DUPLICATE_TOL * tol:
+                out[id(c)] = (
+                    f"on the sample it is the same fit as restart {best.restart} (per-row "
+                    f"log-likelihoods within {rms:.2g})"
+                )
+            elif mean > TRAILING_STANDARD_ERRORS * se:
                 out[id(c)] = (
                     f"on the sample its log-likelihood trails restart {best.restart}'s by "
                     f"{mean:.3g} per row ({mean / se if se else np.inf:.0f} standard errors)"

@@ -126,11 +126,13 @@ class ModelConfig(Strict):
 
     n_components: list[StrictInt]
     covariance_types: list[Literal["full", "tied", "diag", "spherical"]] = ["full"]
-    n_init: int = Field(default=1, ge=1)
+    # scikit-learn's k-means start, five restarts: with multi-resolution EM the restarts cost
+    # EM on the sample, and those that trail there stop before the full data
+    n_init: int = Field(default=5, ge=1)
     max_iter: int = Field(default=100, ge=0)
     tol: float = Field(default=1e-3, ge=0)
     reg_covar: float = Field(default=1e-6, ge=0)
-    init: Literal["kmeans", "k-means||", "k-means++", "random", "random_from_data"] = "k-means++"
+    init: Literal["kmeans", "k-means||", "k-means++", "random", "random_from_data"] = "kmeans"
     random_state: int = Field(default=0, ge=0, lt=2**32)
     retry: RetryConfig | None = None
     # multi-resolution EM (`dgmm.select(strategy=)`): a few full-data passes instead of tens

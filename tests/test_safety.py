@@ -73,7 +73,7 @@ def write_cfg(path: Path, data_path: str, out_path: str, **sections) -> Path:
     """A small run config for the array ``X`` of ``data_path``."""
     cfg = {
         "data": {"path": str(data_path), "array": "X"},
-        "model": {"n_components": [1, 2], "max_iter": 10},
+        "model": {"n_components": [1, 2], "max_iter": 10, "n_init": 1},
         "output": {
             "path": str(out_path),
             "overwrite": True,

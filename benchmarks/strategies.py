@@ -1,0 +1,112 @@
+"""Multi-resolution EM against exhaustive EM, side by side in one run, on a Zarr array.
+
+On one LocalCluster (2 workers × 1 thread, 2 GiB each) and the same float32 Zarr array:
+
+* the sweep K = 1..10 × {full, tied, diag, spherical} × ``n_init=2`` with ``strategy='exact'``
+  (every restart's EM on all rows) and ``strategy='sample'`` (EM on a uniform sample first,
+  restarts that trail stopped, then all rows);
+* one K=10 ``full`` fit with each strategy.
+
+All with k-means++ seeding, ``tol=1e-3``, ``max_iter=100``, ``random_state=0``. Printed per run:
+wall seconds, passes over the data, the selected cell, and the selected model's mean
+log-likelihood on all rows (computed after the timing).
+
+    python benchmarks/strategies.py [--rows 1000000] [--features 32] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distributed import Client, LocalCluster
+
+import dgmm
+from dgmm.io import open_zarr_array, zarr_to_dask
+from pipelines.data import make_data
+
+warnings.simplefilter("ignore")
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def sweep(x, strategy: str, **common) -> dict:
+    t = time.perf_counter()
+    found = dgmm.select(x, list(range(1, 11)), TYPES, n_init=2, strategy=strategy, **common)
+    seconds = time.perf_counter() - t
+    rows = found.results
+    return {
+        "seconds": seconds,
+        "passes": found.n_passes_,
+        "selected": found.best_params_,
+        "mean_log_likelihood": float(found.best_estimator_.score(x)),
+        "stopped": sum((r["error"] or "").startswith("stopped") for r in rows),
+        "failed": sum(r["error"] is not None for r in rows),
+        "full_data_iterations": sum(r["n_iter"] or 0 for r in rows),
+        "sample_iterations": sum(r["sample_iter"] for r in rows),
+    }
+
+
+def single(x, strategy: str, **common) -> dict:
+    t = time.perf_counter()
+    gm = dgmm.GaussianMixture(10, covariance_type="full", strategy=strategy, **common).fit(x)
+    seconds = time.perf_counter() - t
+    return {
+        "seconds": seconds,
+        "passes": gm.n_passes_,
+        "n_iter": gm.n_iter_,
+        "mean_log_likelihood": float(gm.score(x)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--tmp", type=Path)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="dgmm-strategies-", dir=args.tmp))
+    out: dict = {"rows": args.rows, "features": args.features, "dtype": "float32"}
+    try:
+        make_data(tmp / "d.zarr", args.rows, args.features, 8, seed=0, dtype="float32")
+        x = zarr_to_dask(open_zarr_array(tmp / "d.zarr" / "X"))
+        common = dict(max_iter=100, tol=1e-3, init_params="k-means++", random_state=0)
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                memory_limit="2GiB",
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster),
+        ):
+            for strategy in ("sample", "exact"):
+                out[f"single_k10_full_{strategy}"] = single(x, strategy, **common)
+                print(strategy, "single", out[f"single_k10_full_{strategy}"], flush=True)
+            for strategy in ("sample", "exact"):
+                out[f"sweep_{strategy}"] = sweep(x, strategy, **common)
+                print(strategy, "sweep", out[f"sweep_{strategy}"], flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for what in ("single_k10_full", "sweep"):
+        e, s = out[f"{what}_exact"], out[f"{what}_sample"]
+        out[f"{what}_time_ratio"] = s["seconds"] / e["seconds"]
+        out[f"{what}_log_likelihood_gain"] = s["mean_log_likelihood"] - e["mean_log_likelihood"]
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`BayesianGaussianMixture`: scikit-learn's variational mixture, on numpy, Dask and Zarr input.
+
+Parity with scikit-learn on the same data and init; scikit-learn's own public tests run against
+dgmm's class; choosing K in one fit on the seed example; persistence; one engine.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, load_wine
+from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
+
+import dgmm
+
+from .conftest import COV_TYPES, write_zarr
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
+
+
+def _datasets(seed_example):
+    return {
+        "iris": load_iris().data,
+        "wine": load_wine().data,
+        "seed example": seed_example[0],
+    }
+
+
+def _assert_same_fit(ours, sk, rtol=1e-6):
+    assert ours.n_iter_ == sk.n_iter_ and ours.converged_ == sk.converged_
+    assert float(ours.lower_bound_) == pytest.approx(float(np.ravel(sk.lower_bound_)[0]), rel=rtol)
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        a, b = getattr(ours, attr), getattr(sk, attr)
+        assert np.allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max()), attr
+    for attr in ("mean_precision_", "degrees_of_freedom_", "mean_prior_", "covariance_prior_"):
+        assert np.allclose(getattr(ours, attr), getattr(sk, attr), rtol=rtol), attr
+    assert np.allclose(
+        np.asarray(ours.weight_concentration_), np.asarray(sk.weight_concentration_), rtol=rtol
+    )
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "seed example"])
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+def test_same_fit_as_scikit_learn(name, prior_type, seed_example):
+    """Every covariance type, numpy and Dask input, k-means init (scikit-learn's own call on
+    numpy input; on Dask input the same call on the sample, which small data holds whole):
+    the same iterations, parameters and lower bound within rtol 1e-6."""
+    X = _datasets(seed_example)[name]
+    for cov in COV_TYPES:
+        kw = dict(
+            n_components=6,
+            covariance_type=cov,
+            weight_concentration_prior_type=prior_type,
+            random_state=1,
+            max_iter=120,
+        )
+        sk = SkBayesianGaussianMixture(**kw).fit(X)
+        for x in (X, da.from_array(X, chunks=(347, X.shape[1]))):
+            ours = dgmm.BayesianGaussianMixture(**kw).fit(x)
+            _assert_same_fit(ours, sk)
+        assert np.array_equal(np.asarray(ours.predict(X)), sk.predict(X))
+        assert np.allclose(np.asarray(ours.score_samples(X)), sk.score_samples(X), rtol=1e-6)
+        assert np.allclose(np.asarray(ours.predict_proba(X)), sk.predict_proba(X), atol=1e-7)
+
+
+def test_random_init_and_restarts_match_scikit_learn(seed_example):
+    """'random' responsibilities and n_init restarts drawn as scikit-learn draws them."""
+    X = seed_example[0]
+    for cov in COV_TYPES:
+        kw = dict(n_components=5, covariance_type=cov, init_params="random", n_init=3)
+        sk = SkBayesianGaussianMixture(random_state=0, **kw).fit(X)
+        _assert_same_fit(dgmm.BayesianGaussianMixture(random_state=0, **kw).fit(X), sk)
+
+
+def _sklearn_public_tests():
+    """scikit-learn's tests of `BayesianGaussianMixture` that use only its public API."""
+    from sklearn.mixture.tests import test_bayesian_mixture as mod
+
+    private = {
+        # test scikit-learn's private helpers, not the estimator
+        "test_log_dirichlet_norm",
+        "test_log_wishart_norm",
+        # calls the private `_check_parameters(X)` and `_initialize_parameters(X, rng)`
+        "test_compare_covar_type",
+    }
+    cases = []
+    for name, fn in inspect.getmembers(mod, inspect.isfunction):
+        if not name.startswith("test_") or name in private:
+            continue
+        marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
+        if not marks:
+            cases.append(pytest.param(name, {}, id=name))
+            continue
+        names, values = marks[0].args
+        keys = [k.strip() for k in names.split(",")]
+        for v in values:
+            v = v if isinstance(v, tuple) else (v,)
+            cases.append(pytest.param(name, dict(zip(keys, v, strict=True)), id=f"{name}{v}"))
+    return mod, cases
+
+
+_MOD, _CASES = _sklearn_public_tests()
+
+
+@pytest.mark.parametrize(("name", "kwargs"), _CASES)
+def test_scikit_learn_public_tests_pass(name, kwargs, monkeypatch):
+    """scikit-learn's own test functions, with its class replaced by dgmm's."""
+    monkeypatch.setattr(_MOD, "BayesianGaussianMixture", dgmm.BayesianGaussianMixture)
+    getattr(_MOD, name)(**kwargs)
+
+
+def test_one_fit_chooses_k_on_the_seed_example(seed_example, tmp_path):
+    """The seed article's four stretched blobs: a Dirichlet-process fit at K=10 leaves four
+    components above 1% weight, from a Zarr array as from numpy; the labels are lazy."""
+    X = seed_example[0]
+    kw = dict(n_components=10, covariance_type="full", random_state=0, max_iter=500, n_init=2)
+    bgm = dgmm.BayesianGaussianMixture(**kw).fit(X)
+    assert int((bgm.weights_ > 0.01).sum()) == 4
+    z = write_zarr(tmp_path / "x.zarr", X, (200, 2))
+    lazy = dgmm.BayesianGaussianMixture(**kw).fit(z)
+    assert int((lazy.weights_ > 0.01).sum()) == 4
+    labels = lazy.predict(z)
+    assert isinstance(labels, da.Array)
+    assert len(np.unique(labels.compute())) == 4
+
+
+def test_save_and_load_without_pickle(seed_example, tmp_path):
+    X = seed_example[0]
+    for prior_type in PRIOR_TYPES:
+        bgm = dgmm.BayesianGaussianMixture(
+            4,
+            covariance_type="diag",
+            weight_concentration_prior_type=prior_type,
+            mean_prior=np.zeros(2),
+            random_state=0,
+        ).fit(X)
+        bgm.save(tmp_path / prior_type)
+        back = dgmm.load(tmp_path / prior_type)
+        assert isinstance(back, dgmm.BayesianGaussianMixture)
+        assert np.array_equal(back.mean_prior, np.zeros(2))
+        assert np.array_equal(back.score_samples(X), bgm.score_samples(X))
+        assert type(back.weight_concentration_) is type(bgm.weight_concentration_)
+        with pytest.raises(ValueError, match="holds a BayesianGaussianMixture"):
+            dgmm.GaussianMixture.load(tmp_path / prior_type)
+
+
+def test_weights_and_bad_priors(seed_example):
+    """Row weights reach the fit (integer weights equal repeated rows); bad priors are named."""
+    X = seed_example[0][:300]
+    w = np.tile([1.0, 2.0, 3.0], 100)
+    kw = dict(n_components=3, covariance_type="full", random_state=0, init_params="random")
+    weighted = dgmm.BayesianGaussianMixture(**kw).fit(X, sample_weight=w)
+    scaled = dgmm.BayesianGaussianMixture(**kw).fit(X, sample_weight=w * 7.0)
+    assert not np.allclose(weighted.means_, dgmm.BayesianGaussianMixture(**kw).fit(X).means_)
+    assert scaled.n_iter_ > 0 and np.isfinite(scaled.lower_bound_)
+    for bad, match in [
+        ({"weight_concentration_prior_type": "stick"}, "weight_concentration_prior_type"),
+        ({"mean_prior": np.zeros(3)}, r"should have the shape of \(2,\)"),
+        ({"covariance_prior": -1.0, "covariance_type": "spherical"}, "should be a positive"),
+        ({"covariance_prior": np.eye(3)}, r"shape of \(2, 2\)"),
+        ({"degrees_of_freedom_prior": 0.5}, "should be greater than 1"),
+        ({"mean_precision_prior": 0.0}, "must be > 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            dgmm.BayesianGaussianMixture(**{**kw, **bad}).fit(X)
