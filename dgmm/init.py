@@ -188,21 +188,28 @@ def initial_parameters(
     ]
     todo = [i for i, s in enumerate(sources) if s is not None]
     jobs = [StatsJob(sources[i], requests[i].strategy) for i in todo]
-    # The priors' data-dependent defaults ride along in the same pass: one more job
-    priors = [r for r in requests if r.prior is not None and r.prior.needs_data]
-    if priors:
-        wide = any(r.strategy.name in ("full", "tied") for r in priors)
-        jobs.append(StatsJob(AllRows(), get_covariance_type("full" if wide else "diag")))
+    # The priors' data-dependent defaults ride along in the same pass: the data's covariance
+    # for full and tied, its diagonal for diag and spherical (each type always from the same
+    # statistic, so a fit's priors do not depend on which other fits share the pass)
+    kinds = {
+        _MOMENTS_OF[r.strategy.name] for r in requests if r.prior is not None and r.prior.needs_data
+    }
+    kinds_order = sorted(kinds)
+    jobs += [StatsJob(AllRows(), get_covariance_type(kind)) for kind in kinds_order]
     stats = passes.statistics(jobs, "dgmm-init") if jobs else []
-    moments = data_moments(stats.pop(), passes.shift, wide) if priors else (None, None)
+    moments = {
+        kind: data_moments(st, passes.shift, kind == "full")
+        for kind, st in zip(kinds_order, stats[len(todo) :], strict=True)
+    }
     out: list[GaussianParams | VariationalParams | DegenerateCovarianceError] = []
-    estimates = dict(zip(todo, stats, strict=True))
+    estimates = dict(zip(todo, stats[: len(todo)], strict=True))
     for i, r in enumerate(requests):
         try:
             if r.prior is not None:
                 est = estimates[i]
                 d = est.sx.shape[1]
-                prior = r.prior.resolve(r.strategy, r.n_components, d, *moments)
+                data = moments.get(_MOMENTS_OF[r.strategy.name], (None, None))
+                prior = r.prior.resolve(r.strategy, r.n_components, d, *data)
                 out.append(
                     variational_m_step(
                         est,
@@ -230,6 +237,9 @@ def initial_parameters(
         except DegenerateCovarianceError as e:
             out.append(e)
     return out
+
+
+_MOMENTS_OF = {"full": "full", "tied": "full", "diag": "diag", "spherical": "diag"}
 
 
 def data_moments(stats: SuffStats, shift: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -30,12 +30,21 @@ from .io import load_input
 from .params import GaussianParams, n_parameters
 from .sampling import SamplePlan, default_sample_size, sample_seed
 from .validation import ColumnProfile, check_n_components, check_profile
-from .variational import PriorSpec
+from .variational import Prior, PriorSpec, VariationalParams, check_prior_spec
 
 logger = logging.getLogger(__name__)
 
 CRITERIA = ("bic", "aic", "icl")
 STRATEGIES = ("exact", "sample")
+METHODS = ("sweep", "variational")
+PRIOR_SETTINGS = (
+    "weight_concentration_prior_type",
+    "weight_concentration_prior",
+    "mean_precision_prior",
+    "mean_prior",
+    "degrees_of_freedom_prior",
+    "covariance_prior",
+)
 # A failed candidate fitted without regularisation is retried first with scikit-learn's default.
 RETRY_FIRST_REG = 1e-6
 
@@ -189,11 +198,21 @@ class _Reporter:
     its M-step (``reporter("em")``), so the report has that iteration's lower bounds."""
 
     def __init__(
-        self, fn: ProgressFn, passes: DataPasses, criterion: str, n_rows: int, max_iter: int
+        self,
+        fn: ProgressFn,
+        passes: DataPasses,
+        criterion: str,
+        n_rows: int,
+        max_iter: int,
+        variational: bool = False,
     ):
         self.fn, self.passes, self.n_rows, self.max_iter = fn, passes, n_rows, max_iter
         self.t0 = time.perf_counter()
         self.criterion = "bic" if criterion == "icl" else criterion
+        # variational fits report their bound (the largest); criteria need a scoring pass
+        self.variational = variational
+        if variational:
+            self.criterion = "lower bound"
         self.candidates: list[Candidate] = []
         passes.on_pass = self.pass_done
 
@@ -205,13 +224,23 @@ class _Reporter:
     def __call__(self, phase: str) -> None:
         seconds = 0.0 if phase == "resume" else self.passes.last_seconds
         live = [c for c in self.candidates if c.state is not None]
-        values = [
-            information_criteria(
-                self.n_rows * c.state.lower_bound, c.state.params.n_parameters(), self.n_rows
-            )[self.criterion]
+        done = [
+            c
             for c in live
             if c.state.n_iter and not c.state.failed and np.isfinite(c.state.lower_bound)
         ]
+        if self.variational:
+            values = [-c.state.lower_bound for c in done]  # the largest bound, below
+        else:
+            values = [
+                information_criteria(
+                    self.n_rows * c.state.lower_bound, c.state.params.n_parameters(), self.n_rows
+                )[self.criterion]
+                for c in done
+            ]
+        best = min(values, default=None)
+        if best is not None and self.variational:
+            best = -best
         running = [
             c
             for c in live
@@ -225,7 +254,7 @@ class _Reporter:
                 len(running),
                 len(self.candidates),
                 self.criterion,
-                min(values, default=None),
+                best,
                 self.n_rows if phase != "resume" else 0,
                 seconds,
                 time.perf_counter() - self.t0,
@@ -235,6 +264,7 @@ class _Reporter:
 
 # ----------------------------------------------------------------------------- checkpoints
 _ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
+_VB_ARRAYS = ("weight_concentration", "mean_precision", "degrees_of_freedom")
 
 
 def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int) -> None:
@@ -269,6 +299,18 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
             if p is not None:
                 for a in _ARRAYS:
                     arrays[f"{tag}{i}_{a}"] = getattr(p, a)
+                if isinstance(p, VariationalParams):
+                    for a in _VB_ARRAYS:
+                        arrays[f"{tag}{i}_{a}"] = np.asarray(getattr(p, a))
+                    q = p.prior
+                    for a in ("mean", "covariance"):
+                        arrays[f"{tag}{i}_prior_{a}"] = np.asarray(getattr(q, a))
+                    meta[-1][f"{tag}_prior"] = [
+                        q.process,
+                        q.weight_concentration,
+                        q.mean_precision,
+                        q.degrees_of_freedom,
+                    ]
     header = {"key": key, "n_passes": n_passes, "candidates": meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -294,10 +336,21 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
 
-        def params(tag: str, c: Candidate = c, i: int = i) -> GaussianParams | None:
+        def params(
+            tag: str, c: Candidate = c, i: int = i, m: dict = m
+        ) -> GaussianParams | VariationalParams | None:
             if f"{tag}{i}_weights" not in arrays:
                 return None
-            return GaussianParams(c.covariance_type, *(arrays[f"{tag}{i}_{a}"] for a in _ARRAYS))
+            g = GaussianParams(c.covariance_type, *(arrays[f"{tag}{i}_{a}"] for a in _ARRAYS))
+            if f"{tag}_prior" not in m:
+                return g
+            process, wc, mp, dof = m[f"{tag}_prior"]
+            prior = Prior(
+                process, wc, mp, arrays[f"{tag}{i}_prior_mean"], dof,
+                arrays[f"{tag}{i}_prior_covariance"],
+            )  # fmt: skip
+            extra = (arrays[f"{tag}{i}_{a}"] for a in _VB_ARRAYS)
+            return VariationalParams(g, *extra, prior)
 
         c.start = params("start")
         s = m["state"]
@@ -306,6 +359,12 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
 
 
 _DATA_KEYS = ("shape", "dtype", "row_chunks", "digest")
+
+
+def _jsonable_prior(prior: dict | None) -> dict | None:
+    if prior is None:
+        return None
+    return {k: np.asarray(v).tolist() if v is not None else None for k, v in prior.items()}
 
 
 def _brief(value: Any) -> str:
@@ -589,9 +648,12 @@ class Sweep:
     def _score(self) -> None:
         """One pass: log-likelihood and entropy of the final parameters of every fitted restart."""
         scored = [c for c in self.candidates if c.error is None and c.state is not None]
+        # a variational fit is scored as its posterior-mean mixture (weights_, means_, ...)
         jobs = [
             StatsJob(
-                ScoringPosterior(c.state.params.shifted(self.passes.shift, self.passes.dtype)),
+                ScoringPosterior(
+                    gaussian_view(c.state.params).shifted(self.passes.shift, self.passes.dtype)
+                ),
                 c.state.params.strategy,
             )
             for c in scored
@@ -654,6 +716,16 @@ def trailing_restarts(
     return out
 
 
+def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
+    """The mixture a fit stands for: a variational fit's posterior means."""
+    return params.gaussian if isinstance(params, VariationalParams) else params
+
+
+def effective_components(params: GaussianParams | VariationalParams, threshold: float) -> int:
+    """Components whose weight exceeds ``threshold``."""
+    return int(np.sum(params.weights > threshold))
+
+
 def best_restart(restarts: Iterable[Candidate]) -> Candidate | None:
     """scikit-learn's choice among the restarts that fitted: the first strictly largest final
     lower bound, or the last one while every bound is still −inf (``max_iter=0``)."""
@@ -706,6 +778,7 @@ class SelectionResult:
         ValueError
             If the cell was not in the sweep or every restart of it failed.
         """
+        from .bayesian import BayesianGaussianMixture
         from .estimator import GaussianMixture, from_candidate
 
         group = [c for c in self.candidates if c.cell == (covariance_type, n_components)]
@@ -716,11 +789,10 @@ class SelectionResult:
             raise ValueError(
                 f"every restart of ({covariance_type!r}, K={n_components}) failed: {group[0].error}"
             )
-        gm = GaussianMixture(
-            n_components,
-            covariance_type=covariance_type,
-            **{**self.settings, "reg_covar": best.state.reg_covar},
-        )
+        settings = {**self.settings, "reg_covar": best.state.reg_covar}
+        prior = settings.pop("prior", None)
+        cls = GaussianMixture if prior is None else BayesianGaussianMixture
+        gm = cls(n_components, covariance_type=covariance_type, **settings, **(prior or {}))
         return from_candidate(best, gm, best.state.params.n_features, self.n_passes_)
 
     def cells(self) -> list[dict]:
@@ -739,16 +811,33 @@ class SelectionResult:
         return pd.DataFrame(self.results)
 
 
-def _rows(cands: list[Candidate], n_features: int, n: int) -> list[dict]:
-    """One row per restart; criteria use the number of rows ``n`` (as scikit-learn's do)."""
+def _rows(
+    cands: list[Candidate], n_features: int, n: int, weight_threshold: float | None = None
+) -> list[dict]:
+    """One row per restart; criteria use the number of rows ``n`` (as scikit-learn's do).
+
+    A variational fit (``weight_threshold`` given) is scored as its posterior-mean mixture
+    with its effective components (weight above the threshold) counted as parameters; its rows
+    add ``lower_bound``, ``effective_components`` and the ``weights``.
+    """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
         cells.setdefault(c.cell, []).append(c)
     best = {cell: best_restart(group) for cell, group in cells.items()}
     rows = []
     for c in cands:
-        p = n_parameters(c.covariance_type, c.n_components, n_features)
         ok = c.error is None and c.log_likelihood is not None
+        k = c.n_components
+        extra = {}
+        if weight_threshold is not None:
+            fitted = c.state is not None and c.error is None
+            k = effective_components(c.state.params, weight_threshold) if fitted else k
+            extra = {
+                "lower_bound": c.state.lower_bound if fitted else None,
+                "effective_components": k if fitted else None,
+                "weights": [float(v) for v in c.state.params.weights] if fitted else None,
+            }
+        p = n_parameters(c.covariance_type, k, n_features)
         crit = (
             information_criteria(c.log_likelihood, p, n, c.entropy)
             if ok
@@ -769,6 +858,7 @@ def _rows(cands: list[Candidate], n_features: int, n: int) -> list[dict]:
                 "retries": c.retries,
                 "best_in_cell": best[c.cell] is c,
                 "error": c.error,
+                **extra,
             }
         )
     return rows
@@ -832,6 +922,9 @@ def select(
     screen_degenerate: bool = True,
     strategy: str = "exact",
     sample_size: int | None = None,
+    method: str = "sweep",
+    prior: dict | None = None,
+    weight_threshold: float = 0.01,
     name: str = "X",
 ) -> SelectionResult:
     """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
@@ -882,6 +975,21 @@ def select(
         Rows of that sample, which Dask input's 'kmeans' and 'k-means++' initialisations also
         run scikit-learn on; None: 20 per free parameter of the largest candidate, within
         10 000 and 100 000 rows (and 256 MiB).
+    method : {'sweep', 'variational'}, default='sweep'
+        'sweep' fits every K × covariance type by EM. 'variational' fits one
+        `BayesianGaussianMixture` per covariance type at the largest K (``n_init`` restarts,
+        the best by lower bound); components the data do not need keep weights near 0. Types
+        are then compared by ``criterion`` on each fit's posterior-mean mixture, counting the
+        parameters of its effective components (weight above ``weight_threshold``): a
+        variational bound drops constants that differ between covariance types, so bounds
+        are compared within a type only. ``tol`` is then on the bound, a total (scikit-learn's
+        convention).
+    prior : dict, default=None
+        `BayesianGaussianMixture` prior settings for 'variational' (``weight_concentration_
+        prior_type``, ``weight_concentration_prior``, ``mean_precision_prior``,
+        ``mean_prior``, ``degrees_of_freedom_prior``, ``covariance_prior``).
+    weight_threshold : float, default=0.01
+        The weight above which a variational fit's component counts as used.
     name : str, default='X'
         What error messages call the data.
 
@@ -910,6 +1018,13 @@ def select(
     from .estimator import check_estimator_params
 
     ks, types = _check_grid(n_components, covariance_types, criterion)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    variational = method == "variational"
+    if variational:
+        ks = [max(ks)]  # one fit per type at the largest K chooses its own components
+    if not (0.0 <= weight_threshold < 1.0):
+        raise ValueError(f"weight_threshold must be in [0, 1); got {weight_threshold!r}")
     check_estimator_params(
         n_init=n_init,
         init_params=init_params,
@@ -922,6 +1037,15 @@ def select(
     data = load_input(X, sample_weight, name)
     n_samples, n_features = data.x.shape
     check_n_components(max(ks), n_samples)
+    spec = None
+    if variational:
+        unknown = sorted(set(prior or {}) - set(PRIOR_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown prior setting(s) {unknown}; known: {list(PRIOR_SETTINGS)}")
+        for t in types:
+            spec = check_prior_spec(PriorSpec(**(prior or {})), t, n_features)
+    elif prior is not None:
+        raise ValueError("prior is a setting of method='variational'")
     passes = DataPasses.over(data)
     cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
     cells = [(cov, k) for cov in types for k in ks]
@@ -929,7 +1053,7 @@ def select(
     passes.sampling = SamplePlan(size, sample_seed(random_state))
     reporter = None
     if progress is not None:
-        reporter = _Reporter(progress, passes, criterion, n_samples, max_iter)
+        reporter = _Reporter(progress, passes, criterion, n_samples, max_iter, variational)
         reporter.candidates = cands
     key = {}
     if profile is not None:
@@ -956,6 +1080,7 @@ def select(
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
             "strategy": [strategy, size],
+            "method": [method, weight_threshold, _jsonable_prior(prior)],
             "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
             "shape": list(data.x.shape),
             "dtype": str(data.x.dtype),
@@ -979,9 +1104,10 @@ def select(
         screen=screen_degenerate,
         strategy=strategy,
         sample_size=size,
+        prior=spec,
     )
     sweep.run()
-    rows = _rows(cands, n_features, n_samples)
+    rows = _rows(cands, n_features, n_samples, weight_threshold if variational else None)
     ok = [r for r in rows if r["best_in_cell"] and r["error"] is None]
     if not ok:
         reasons = sorted({r["error"] for r in rows if r["error"]})
@@ -1004,6 +1130,7 @@ def select(
             "random_state": random_state,
             "strategy": strategy,
             "sample_size": sample_size,
+            "prior": dict(prior or {}) if variational else None,
         },
     )
     result.best_estimator_ = result.estimator(chosen["n_components"], chosen["covariance_type"])

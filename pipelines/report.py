@@ -150,6 +150,47 @@ def criteria_figure(cells: list[Row], criterion: str):
     return fig
 
 
+def components_text(best: Row, threshold: float, n_rows: int) -> str:
+    """The selected variational fit's components: weight and expected rows, largest first."""
+    w = np.asarray(best["weights"])
+    order = np.argsort(w)[::-1]
+    used = int(np.sum(w > threshold))
+    lines = [
+        f"Effective components: {used} of K = {w.size} with weight above {threshold:g} "
+        "(the posterior mean weight; expected rows = weight x rows)",
+        f"{'component':>10}{'weight':>12}{'expected rows':>16}",
+    ]
+    for k in order:
+        mark = "" if w[k] > threshold else "  (unused)"
+        lines.append(f"{int(k):>10}{w[k]:>12.4f}{w[k] * n_rows:>16.1f}{mark}")
+    return "\n".join(lines)
+
+
+def weights_figure(cells: list[Row], threshold: float):
+    """Each covariance type's variational fit: its component weights, largest first, against
+    the threshold above which a component counts; the title names each type's count."""
+    plt = _pyplot()
+    ok = [c for c in cells if c["error"] is None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(ok), 1)
+    for i, c in enumerate(ok):
+        w = np.sort(np.asarray(c["weights"]))[::-1]
+        ax.bar(
+            np.arange(w.size) + i * width,
+            w,
+            width,
+            label=f"{c['covariance_type']}: {c['effective_components']} used",
+        )
+    ax.axhline(threshold, color="black", lw=0.8, ls="--", label=f"threshold {threshold:g}")
+    ax.set_yscale("symlog", linthresh=max(threshold / 10, 1e-6))
+    ax.set_xlabel("component (by weight)")
+    ax.set_ylabel("weight")
+    ax.set_title("Variational fits: components the data use")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_criteria(cells: list[Row], criterion: str, path: Path) -> None:
     """`criteria_figure` saved as a PNG."""
     fig = criteria_figure(cells, criterion)

@@ -40,6 +40,7 @@ from .paths import (
 )
 from .report import (
     clusters_figure,
+    components_text,
     package_versions,
     plot_criteria,
     sample_rows,
@@ -47,6 +48,7 @@ from .report import (
     summary,
     table,
     uncertainty_figure,
+    weights_figure,
 )
 from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
 
@@ -324,8 +326,9 @@ def select_model(
     checkpoint to the data); a checkpoint of the same config and data is resumed. Every pass
     is reported to ``progress``.
     """
-    m = cfg.model
-    n_cand = len(m.n_components) * len(m.covariance_types) * m.n_init
+    m, sel = cfg.model, cfg.selection
+    variational = sel.method == "variational"
+    n_cand = (1 if variational else len(m.n_components)) * len(m.covariance_types) * m.n_init
     say(
         f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
         f"({len(x.chunks[0])} chunks), config hash {cfg.result_hash()}"
@@ -353,6 +356,9 @@ def select_model(
             profile=profile,
             strategy=m.strategy,
             sample_size=m.sample_size,
+            method=sel.method,
+            prior=sel.prior.model_dump() if variational else None,
+            weight_threshold=sel.weight_threshold,
             name=f"data '{data_path(cfg.data)}'",
         )
     finally:
@@ -441,11 +447,16 @@ def write_report(
         "versions": package_versions(),
     }
     write_json(st / "report.json", report)
-    plot_criteria(cells, criterion, st / "criteria.png")
+    if cfg.selection.method == "variational":
+        save_figure(weights_figure(cells, cfg.selection.weight_threshold), st / "weights.png")
+    else:
+        plot_criteria(cells, criterion, st / "criteria.png")
     rows, _ = sample_rows(x)
     save_figure(clusters_figure(rows, gm, x.shape[0]), st / "clusters.png")
     save_figure(uncertainty_figure(rows, gm, x.shape[0]), st / "uncertainty.png")
     text = summary(cells, best, criterion, sizes, candidates=found.results)
+    if cfg.selection.method == "variational":
+        text += "\n" + components_text(best, cfg.selection.weight_threshold, int(x.shape[0]))
     (st / "table.txt").write_text(table(cells, criterion) + "\n\n" + text + "\n")
     for name in ("dask-report.html", "run.log"):
         if (dirs.work / name).exists():

@@ -194,8 +194,25 @@ class ModelConfig(Strict):
         return self
 
 
+class PriorConfig(Strict):
+    """Priors of the variational mode (`dgmm.BayesianGaussianMixture`'s; data-dependent
+    mean and covariance priors)."""
+
+    weight_concentration_prior_type: Literal["dirichlet_process", "dirichlet_distribution"] = (
+        "dirichlet_process"
+    )
+    weight_concentration_prior: float | None = Field(default=None, gt=0)
+    mean_precision_prior: float | None = Field(default=None, gt=0)
+    degrees_of_freedom_prior: float | None = Field(default=None, gt=0)
+
+
 class SelectionConfig(Strict):
     criterion: Literal["bic", "aic", "icl"] = "bic"
+    # 'sweep': every K x covariance type by EM; 'variational': one Bayesian mixture per
+    # covariance type at the largest K, which leaves unneeded components near zero weight
+    method: Literal["sweep", "variational"] = "sweep"
+    weight_threshold: float = Field(default=0.01, ge=0, lt=1)
+    prior: PriorConfig = PriorConfig()
 
 
 class OutputConfig(Strict):

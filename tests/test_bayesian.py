@@ -167,3 +167,88 @@ def test_weights_and_bad_priors(seed_example):
     ]:
         with pytest.raises(ValueError, match=match):
             dgmm.BayesianGaussianMixture(**{**kw, **bad}).fit(X)
+
+
+def test_variational_selection_is_the_estimator_and_resumes(seed_example, tmp_path):
+    """`select(method='variational')`: one fit per type at the largest K, each bitwise the
+    `BayesianGaussianMixture` fit with the same seed; types compared by BIC of the effective
+    mixture (tied, four components, as the BIC sweep finds); a stopped run resumes bitwise."""
+    X = seed_example[0]
+    kw = dict(n_init=2, random_state=0, max_iter=300)
+    types = ["full", "tied", "spherical"]
+    found = dgmm.select(X, range(1, 9), types, method="variational", **kw)
+    assert found.best_params_ == {"n_components": 8, "covariance_type": "tied"}
+    best = found.best_estimator_
+    assert isinstance(best, dgmm.BayesianGaussianMixture)
+    assert int((best.weights_ > 0.01).sum()) == 4
+    row = next(r for r in found.cells() if r["covariance_type"] == "tied")
+    assert row["effective_components"] == 4 and row["n_parameters"] == 4 * 2 + 3 + 3
+    for cov in types:
+        alone = dgmm.BayesianGaussianMixture(8, covariance_type=cov, **kw).fit(X)
+        ours = found.estimator(8, cov)
+        assert np.array_equal(alone.means_, ours.means_) and alone.n_iter_ == ours.n_iter_
+        assert alone.lower_bound_ == ours.lower_bound_
+
+    class Stop(Exception):
+        pass
+
+    def stop(report):
+        if report.n_pass == 5:
+            raise Stop
+
+    x = da.from_array(X, chunks=400)
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(Stop):
+        dgmm.select(x, 8, types, method="variational", checkpoint=ckpt, progress=stop, **kw)
+    lines = []
+    resumed = dgmm.select(
+        x,
+        8,
+        types,
+        method="variational",
+        checkpoint=ckpt,
+        progress=lambda r: lines.append(r.line()),
+        **kw,
+    )
+    fresh = dgmm.select(x, 8, types, method="variational", **kw)
+    assert resumed.resumed_from == 5  # saved before the progress call that stopped it
+    assert [r["lower_bound"] for r in resumed.results] == [r["lower_bound"] for r in fresh.results]
+    assert "best lower bound" in lines[-1]
+    with pytest.raises(ValueError, match="unknown prior setting"):
+        dgmm.select(X, 4, method="variational", prior={"alpha": 1.0})
+    with pytest.raises(ValueError, match="method must be one of"):
+        dgmm.select(X, 4, method="bayes")
+
+
+def test_variational_pipeline_run(tmp_path):
+    """A run with ``selection.method: variational`` labels the rows with the chosen fit, plots
+    the weights and lists the effective components."""
+    import json
+
+    from pipelines.cli import main
+    from pipelines.data import make_data
+
+    from .conftest import run_output
+    from .test_safety import write_cfg
+
+    data = tmp_path / "d.zarr"
+    make_data(data, 3000, 2, 3, seed=1, chunk_rows=600)
+    cfg = write_cfg(
+        tmp_path / "run.yaml",
+        data,
+        tmp_path / "out",
+        model={"n_components": [6], "covariance_types": ["full", "diag"], "max_iter": 300},
+        selection={"method": "variational", "weight_threshold": 0.02},
+    )
+    assert main(["run", str(cfg)]) == 0
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    sel = report["selected"]
+    assert sel["n_components"] == 6 and 1 <= sel["effective_components"] <= 6
+    assert (out / "weights.png").stat().st_size > 0 and not (out / "criteria.png").exists()
+    text = (out / "table.txt").read_text()
+    assert f"Effective components: {sel['effective_components']} of K = 6" in text
+    labels = run_output(out)["labels"][:]
+    assert labels.shape == (3000,) and len(np.unique(labels)) <= sel["effective_components"]
+    model = dgmm.load(out / "model")
+    assert isinstance(model, dgmm.BayesianGaussianMixture)
