@@ -18,9 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not long" --durations=15
 
-# everything, the longest fault tests included (about 2 minutes more)
+# everything, the longest fault tests included (about 3 minutes more)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# only the tests `make test` leaves out for time (CI runs them after it)
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m long --durations=5
 
 # the tests without real processes, command-line runs and whole pipelines (under 2 minutes)
 test-fast: $(STAMP)

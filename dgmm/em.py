@@ -216,6 +216,7 @@ class DataPasses:
         self.reach: np.ndarray | None = None
         # Told the pass's name after every counted pass (progress reports).
         self.on_pass: Callable[[str], None] | None = None
+        self.name = "X"  # what error messages call the data
         self.last_seconds = 0.0
         # The uniform sample of rows `sample` draws (set by the engine), once drawn, and the
         # profile its pass took.
@@ -279,7 +280,7 @@ class DataPasses:
             checked = self.checked
             self._counted("dgmm-sample", started)
             self.checked = checked
-            check_finite_profile(profile, self.blocks.x.dtype)
+            check_finite_profile(profile, self.blocks.x.dtype, self.name)
             if sample.weight_total <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
             self.use_profile(profile)

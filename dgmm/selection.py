@@ -604,10 +604,18 @@ class Sweep:
         run_em(
             self.passes,
             [c.state for c in live],
-            tol=self.tol,
+            tol=self.full_data_tol,
             max_iter=self.max_iter,
             callback=on_pass,
         )
+
+    @property
+    def full_data_tol(self) -> float:
+        """``tol`` on all rows. A variational bound is a total, so after EM on the sample its
+        tolerance grows with the rows (N / sample size): the same test per row."""
+        if self.prior is None or not self.multi_resolution:
+            return self.tol
+        return self.tol * self.passes.blocks.x.shape[0] / self.passes.sampling.size
 
     def _retry(self) -> bool:
         """Restart failed candidates with reg_covar × factor while it stays within the cap."""
@@ -1047,6 +1055,7 @@ def select(
     elif prior is not None:
         raise ValueError("prior is a setting of method='variational'")
     passes = DataPasses.over(data)
+    passes.name = name
     cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
     cells = [(cov, k) for cov in types for k in ks]
     size = sample_size or default_sample_size(cells, n_features)

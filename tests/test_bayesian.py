@@ -56,7 +56,7 @@ def test_same_fit_as_scikit_learn(name, prior_type, seed_example):
             covariance_type=cov,
             weight_concentration_prior_type=prior_type,
             random_state=1,
-            max_iter=120,
+            max_iter=60,
         )
         sk = SkBayesianGaussianMixture(**kw).fit(X)
         for x in (X, da.from_array(X, chunks=(347, X.shape[1]))):
@@ -175,7 +175,7 @@ def test_variational_selection_is_the_estimator_and_resumes(seed_example, tmp_pa
     mixture (tied, four components, as the BIC sweep finds); a stopped run resumes bitwise."""
     X = seed_example[0]
     kw = dict(n_init=2, random_state=0, max_iter=300)
-    types = ["full", "tied", "spherical"]
+    types = ["tied", "spherical"]
     found = dgmm.select(X, range(1, 9), types, method="variational", **kw)
     assert found.best_params_ == {"n_components": 8, "covariance_type": "tied"}
     best = found.best_estimator_
@@ -232,12 +232,12 @@ def test_variational_pipeline_run(tmp_path):
     from .test_safety import write_cfg
 
     data = tmp_path / "d.zarr"
-    make_data(data, 3000, 2, 3, seed=1, chunk_rows=600)
+    make_data(data, 1500, 2, 3, seed=1, chunk_rows=500)
     cfg = write_cfg(
         tmp_path / "run.yaml",
         data,
         tmp_path / "out",
-        model={"n_components": [6], "covariance_types": ["full", "diag"], "max_iter": 300},
+        model={"n_components": [6], "covariance_types": ["full", "diag"], "max_iter": 150},
         selection={"method": "variational", "weight_threshold": 0.02},
     )
     assert main(["run", str(cfg)]) == 0
@@ -249,6 +249,6 @@ def test_variational_pipeline_run(tmp_path):
     text = (out / "table.txt").read_text()
     assert f"Effective components: {sel['effective_components']} of K = 6" in text
     labels = run_output(out)["labels"][:]
-    assert labels.shape == (3000,) and len(np.unique(labels)) <= sel["effective_components"]
+    assert labels.shape == (1500,) and len(np.unique(labels)) <= sel["effective_components"]
     model = dgmm.load(out / "model")
     assert isinstance(model, dgmm.BayesianGaussianMixture)

@@ -278,7 +278,7 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
 
 
 PROGRESS_LINE = re.compile(
-    r"^dgmm: pass (\d+) (profile|init|em|score|labels): iteration (\d+), (\d+)/(\d+) "
+    r"^dgmm: pass (\d+) (profile|sample|init|em|score|labels): iteration (\d+), (\d+)/(\d+) "
     r"candidates running, best bic (-|\S+), \S+ rows/s, [\d.]+ s, elapsed \d+:\d\d:\d\d$"
 )
 
@@ -303,7 +303,8 @@ def test_progress_lines_in_a_redirected_log(tmp_path, small_data):
     lines = [m for m in map(PROGRESS_LINE.match, log.read_text().splitlines()) if m]
     assert [int(m[1]) for m in lines] == list(range(1, report["n_passes"] + 1))
     phases = [m[2] for m in lines]
-    assert phases[0] == "profile" and phases[-2:] == ["score", "labels"]
+    # the first pass profiles (and draws the sample k-means seeds on)
+    assert phases[0] == "sample" and phases[-2:] == ["score", "labels"]
     assert "init" in phases and phases.count("em") == max(r["n_iter"] for r in report["candidates"])
     assert all(int(m[5]) == 3 for m in lines) and int(lines[-1][4]) == 0
     ems = [m for m in lines if m[2] == "em"]

@@ -222,6 +222,7 @@ def _certificates(d: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.long
 def test_run_against_a_tls_scheduler(tmp_path):
     """cluster.tls certificate paths become a distributed.Security; the run completes over TLS."""
     from distributed import Client

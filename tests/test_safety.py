@@ -500,6 +500,7 @@ def test_every_listening_socket_is_on_loopback(processes, dashboard):
 
 
 # ------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.long
 @pytest.mark.slow
 def test_ctrl_c_shows_one_line(tmp_path):
     """SIGINT to the whole process group (what a terminal sends) ends with one line only."""
@@ -692,6 +693,7 @@ def test_statistics_too_large_for_a_worker_are_refused_before_start(tmp_path, ca
     assert not (tmp_path / "out.work").exists()
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_sweep_larger_than_a_worker_runs_in_batches(tmp_path):
     """D=256, full, K=1..16 x 2 restarts: 143 MB of statistics per block, ~1.3 GB held by a
