@@ -443,11 +443,16 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
     return out
 
 
-def row_log_likelihood(params: GaussianParams, x: np.ndarray) -> np.ndarray:
-    """Per-row log-likelihood (float64) of in-memory rows under ``params``."""
+def row_log_likelihood(params: GaussianParams, x: np.ndarray, entropy: bool = False) -> np.ndarray:
+    """Per-row log-likelihood (float64) of in-memory rows under ``params``; with ``entropy``,
+    plus each row's ``Σ_k τ log τ`` (its share of ICL's classification term)."""
     shift = x.mean(axis=0, dtype=np.float64)
     shifted = params.shifted(shift, compute_dtype(x.dtype))
-    return block_output(x, shifted, shift, "score").astype(np.float64)
+    out = block_output(x, shifted, shift, "score").astype(np.float64)
+    if entropy:
+        tau = block_output(x, shifted, shift, "proba").astype(np.float64)
+        out += np.sum(tau * np.log(np.where(tau > 0, tau, 1.0)), axis=1)
+    return out
 
 
 @dataclass(frozen=True)

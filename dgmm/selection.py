@@ -448,6 +448,7 @@ class Sweep:
     strategy: str = "exact"
     sample_size: int | None = None
     prior: PriorSpec | None = None  # a variational mixture's priors
+    screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
 
     def __post_init__(self) -> None:
@@ -572,6 +573,11 @@ class Sweep:
         started = time.perf_counter()
         sub.run(score=False)
         trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem, self.tol)
+        if self.screen_cells is not None:
+            n = self.passes.blocks.x.shape[0]
+            trailing |= trailing_cells(
+                sub.candidates, data.x_mem, data.w_mem, n, self.screen_cells, set(trailing)
+            )
         logger.info(
             "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
             data.x.shape[0],
@@ -721,6 +727,63 @@ def trailing_restarts(
                     f"on the sample its log-likelihood trails restart {best.restart}'s by "
                     f"{mean:.3g} per row ({mean / se if se else np.inf:.0f} standard errors)"
                 )
+    return out
+
+
+def trailing_cells(
+    cands: list[Candidate],
+    x: np.ndarray,
+    w: np.ndarray | None,
+    n_rows: int,
+    criterion: str,
+    stopped: set[int],
+) -> dict[int, str]:
+    """Candidates (by ``id``) of cells whose criterion on all ``n_rows`` rows, estimated from
+    EM on the sample rows ``x``, clearly trails the best cell's, with why.
+
+    Each cell's best restart gives per-row scores on the sample (log-likelihood, plus the
+    classification entropy for ICL); the full-data criterion is estimated as
+    ``−2·N·mean + penalty``. A cell is stopped when its excess over the best cell's exceeds
+    `TRAILING_STANDARD_ERRORS` standard errors of the paired per-row differences, both as
+    estimated and after the first-order correction for fitting on the sample (a model of p
+    parameters fitted on m rows looks better there by about p/(2m) per row than it will be
+    on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
+    are left out; variational fits are not screened.
+    """
+    cells: dict[tuple[str, int], list[Candidate]] = {}
+    for c in cands:
+        fitted = c.error is None and c.state is not None and c.state.n_iter
+        if fitted and id(c) not in stopped and isinstance(c.state.params, GaussianParams):
+            cells.setdefault(c.cell, []).append(c)
+    if len(cells) < 2:
+        return {}
+    weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    weights = weights / weights.sum()
+    m = 1.0 / float(np.sum(weights**2))  # the sample's effective number of rows
+    scale = {"bic": np.log(n_rows), "aic": 2.0, "icl": np.log(n_rows)}[criterion]
+    best_of = {cell: best_restart(group) for cell, group in cells.items()}
+    scores, raw, fix = {}, {}, {}
+    for cell, c in best_of.items():
+        p = c.state.params.n_parameters()
+        scores[cell] = row_log_likelihood(c.state.params, x, criterion == "icl")
+        raw[cell] = -2.0 * n_rows * float(weights @ scores[cell]) + scale * p
+        fix[cell] = raw[cell] + n_rows * p * (1.0 / m - 1.0 / n_rows)
+    top = min(fix, key=fix.get)
+    out = {}
+    for cell in best_of:
+        if cell == top:
+            continue
+        diff = scores[top] - scores[cell]
+        mean = float(weights @ diff)
+        se = 2.0 * n_rows * float(np.sqrt(weights @ (diff - mean) ** 2 / m))
+        excess = min(raw[cell] - raw[top], fix[cell] - fix[top])
+        if excess > TRAILING_STANDARD_ERRORS * se:
+            why = (
+                f"on the sample its estimated {criterion.upper()} trails "
+                f"{top[0]},{top[1]}'s by {excess:.4g} "
+                f"({excess / se if se else np.inf:.0f} standard errors)"
+            )
+            out.update({id(r): why for r in cells[cell]})
     return out
 
 
@@ -933,6 +996,7 @@ def select(
     method: str = "sweep",
     prior: dict | None = None,
     weight_threshold: float = 0.01,
+    screen_cells: bool = True,
     name: str = "X",
 ) -> SelectionResult:
     """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
@@ -983,6 +1047,11 @@ def select(
         Rows of that sample, which Dask input's 'kmeans' and 'k-means++' initialisations also
         run scikit-learn on; None: 20 per free parameter of the largest candidate, within
         10 000 and 100 000 rows (and 256 MiB).
+    screen_cells : bool, default=True
+        With ``strategy='sample'``, also stop whole cells whose criterion on all rows,
+        estimated from their fit on the sample, trails the best cell's by more than 3 standard
+        errors (with and without the correction for fitting on the sample): their rows say why
+        and carry no scores. False keeps every cell to the end (the whole table).
     method : {'sweep', 'variational'}, default='sweep'
         'sweep' fits every K × covariance type by EM. 'variational' fits one
         `BayesianGaussianMixture` per covariance type at the largest K (``n_init`` restarts,
@@ -1088,7 +1157,7 @@ def select(
     if checkpoint is not None:
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
-            "strategy": [strategy, size],
+            "strategy": [strategy, size, screen_cells],
             "method": [method, weight_threshold, _jsonable_prior(prior)],
             "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
             "shape": list(data.x.shape),
@@ -1114,6 +1183,7 @@ def select(
         strategy=strategy,
         sample_size=size,
         prior=spec,
+        screen_cells=criterion if screen_cells and not variational else None,
     )
     sweep.run()
     rows = _rows(cands, n_features, n_samples, weight_threshold if variational else None)

@@ -356,6 +356,7 @@ def select_model(
             profile=profile,
             strategy=m.strategy,
             sample_size=m.sample_size,
+            screen_cells=m.screen_cells,
             method=sel.method,
             prior=sel.prior.model_dump() if variational else None,
             weight_threshold=sel.weight_threshold,

@@ -138,6 +138,8 @@ class ModelConfig(Strict):
     # multi-resolution EM (`dgmm.select(strategy=)`): a few full-data passes instead of tens
     strategy: Literal["exact", "sample"] = "sample"
     sample_size: int | None = Field(default=None, ge=1)
+    # with strategy sample: stop cells whose criterion, estimated on the sample, clearly trails
+    screen_cells: bool = True
 
     @field_validator("n_components", mode="before")
     @classmethod

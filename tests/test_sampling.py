@@ -160,6 +160,16 @@ def test_multi_resolution_em_ends_where_exact_em_does():
         assert all(r["sample_iter"] > 0 for r in fast.results if r["error"] is None)
         stopped = [r for r in fast.results if (r["error"] or "").startswith("stopped")]
         assert all(r["log_likelihood"] is None and not r["best_in_cell"] for r in stopped)
+        cells = [r for r in stopped if "estimated BIC trails" in r["error"]]
+        assert cells and all(
+            (r["covariance_type"], r["n_components"])
+            != (fast.best_params_["covariance_type"], fast.best_params_["n_components"])
+            for r in cells
+        )
+        # without cell screening every cell is scored to the end, and the choice is the same
+        whole = dgmm.select(x, *grid, strategy="sample", sample_size=6000, screen_cells=False, **kw)
+        assert whole.best_params_ == exact.best_params_
+        assert not any("estimated" in (r["error"] or "") for r in whole.results)
     gm = dgmm.GaussianMixture(3, covariance_type="full", tol=1e-8, max_iter=500, random_state=0)
     exact_fit = gm.fit(x)
     fast_fit = dgmm.GaussianMixture(**{**gm.get_params(), "strategy": "sample"}).fit(x)
