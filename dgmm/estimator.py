@@ -113,7 +113,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
         for c in cands:
             if c.init_error is not None:
                 raise ValueError(c.init_error)
-            if c.state.failed:
+            if c.stopped is None and c.state.failed:
                 raise ValueError(c.state.error)
         from_candidate(best_restart(cands), self, n_features, passes.n_passes)
         if not self.converged_ and self.max_iter > 0:
@@ -131,7 +131,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
             print(msg)
 
     def _progress(self, cands: list[Candidate]) -> None:
-        results = [c.state for c in cands]
+        results = [c.state for c in cands if c.state is not None]  # stopped on the sample: None
         it = max(r.n_iter for r in results)
         active = [r for r in results if not (r.converged or r.failed) and r.n_iter < self.max_iter]
         if it % self.verbose_interval == 0 or not active:

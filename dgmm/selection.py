@@ -97,6 +97,7 @@ class Candidate:
     entropy: float | None = None
     degenerate: str | None = None  # why its fit is a spurious maximum (selection only)
     stopped: str | None = None  # why it was not continued after EM on the sample
+    estimate: dict | None = None  # its cell's criteria estimated on the sample, if stopped so
     sample_iter: int = 0  # EM iterations on the sample (multi-resolution EM)
 
     @property
@@ -282,6 +283,7 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
                 "reg_covar": c.reg_covar,
                 "init_error": c.init_error,
                 "stopped": c.stopped,
+                "estimate": c.estimate,
                 "sample_iter": c.sample_iter,
                 "state": None
                 if s is None
@@ -335,6 +337,7 @@ def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
     for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
+        c.estimate = m.get("estimate")
 
         def params(
             tag: str, c: Candidate = c, i: int = i, m: dict = m
@@ -573,11 +576,13 @@ class Sweep:
         started = time.perf_counter()
         sub.run(score=False)
         trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem, self.tol)
+        estimated: dict[int, dict] = {}
         if self.screen_cells is not None:
             n = self.passes.blocks.x.shape[0]
-            trailing |= trailing_cells(
+            cells, estimated = trailing_cells(
                 sub.candidates, data.x_mem, data.w_mem, n, self.screen_cells, set(trailing)
             )
+            trailing |= cells
         logger.info(
             "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
             data.x.shape[0],
@@ -593,7 +598,7 @@ class Sweep:
             elif s.state.failed:
                 c.state = EMState(s.state.params, s.reg_covar, error=f"on the sample: {s.error}")
             elif id(s) in trailing:
-                c.stopped = trailing[id(s)]
+                c.stopped, c.estimate = trailing[id(s)], estimated.get(id(s))
             else:
                 c.start = s.state.params
                 c.state = EMState(c.start, s.reg_covar)
@@ -737,7 +742,7 @@ def trailing_cells(
     n_rows: int,
     criterion: str,
     stopped: set[int],
-) -> dict[int, str]:
+) -> tuple[dict[int, str], dict[int, dict]]:
     """Candidates (by ``id``) of cells whose criterion on all ``n_rows`` rows, estimated from
     EM on the sample rows ``x``, clearly trails the best cell's, with why.
 
@@ -748,7 +753,8 @@ def trailing_cells(
     estimated and after the first-order correction for fitting on the sample (a model of p
     parameters fitted on m rows looks better there by about p/(2m) per row than it will be
     on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
-    are left out; variational fits are not screened.
+    are left out; variational fits are not screened. Also returns, for the best restart of
+    each stopped cell, its BIC, AIC and ICL as estimated (with the correction).
     """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
@@ -756,20 +762,25 @@ def trailing_cells(
         if fitted and id(c) not in stopped and isinstance(c.state.params, GaussianParams):
             cells.setdefault(c.cell, []).append(c)
     if len(cells) < 2:
-        return {}
+        return {}, {}
     weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     weights = weights / weights.sum()
     m = 1.0 / float(np.sum(weights**2))  # the sample's effective number of rows
     scale = {"bic": np.log(n_rows), "aic": 2.0, "icl": np.log(n_rows)}[criterion]
     best_of = {cell: best_restart(group) for cell, group in cells.items()}
-    scores, raw, fix = {}, {}, {}
+    scores, raw, fix, estimates = {}, {}, {}, {}
     for cell, c in best_of.items():
         p = c.state.params.n_parameters()
-        scores[cell] = row_log_likelihood(c.state.params, x, criterion == "icl")
+        ll = row_log_likelihood(c.state.params, x)
+        with_entropy = row_log_likelihood(c.state.params, x, True)
+        scores[cell] = with_entropy if criterion == "icl" else ll
         raw[cell] = -2.0 * n_rows * float(weights @ scores[cell]) + scale * p
         fix[cell] = raw[cell] + n_rows * p * (1.0 / m - 1.0 / n_rows)
+        total = n_rows * (float(weights @ ll) - p / (2 * m) + p / (2 * n_rows))
+        entropy = n_rows * float(weights @ (with_entropy - ll))
+        estimates[cell] = information_criteria(total, p, n_rows, entropy)
     top = min(fix, key=fix.get)
-    out = {}
+    out, estimated = {}, {}
     for cell in best_of:
         if cell == top:
             continue
@@ -784,7 +795,8 @@ def trailing_cells(
                 f"({excess / se if se else np.inf:.0f} standard errors)"
             )
             out.update({id(r): why for r in cells[cell]})
-    return out
+            estimated[id(best_of[cell])] = estimates[cell]
+    return out, estimated
 
 
 def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
@@ -818,8 +830,11 @@ class SelectionResult:
         One row per restart (cell by cell, in the order asked): ``n_components``,
         ``covariance_type``, ``restart``, ``log_likelihood`` (total, of the final parameters),
         ``n_parameters``, ``bic``, ``aic``, ``icl``, ``n_iter``, ``converged``, ``reg_covar``,
-        ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep) and ``error``
-        (None, or why the restart failed; its scores are then None).
+        ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep), ``error``
+        (None, or why the restart failed or was stopped; its scores are then None),
+        ``sample_iter`` (EM iterations on the sample, ``strategy='sample'``) and
+        ``estimate`` (a cell stopped after the sample: its BIC, AIC and ICL estimated there).
+        Variational rows add ``lower_bound``, ``effective_components`` and ``weights``.
     criterion : str
     best_params_ : dict
         ``n_components`` and ``covariance_type`` of the selected cell.
@@ -867,11 +882,17 @@ class SelectionResult:
         return from_candidate(best, gm, best.state.params.n_features, self.n_passes_)
 
     def cells(self) -> list[dict]:
-        """The best restart of every cell (the mclust table's entries), NA rows included."""
+        """The best restart of every cell (the mclust table's entries), NA rows included (a cell
+        stopped after EM on the sample by the restart that holds its estimated criteria)."""
         out: dict[tuple[str, int], dict] = {}
         for row in self.results:
             key = (row["covariance_type"], row["n_components"])
-            if row["best_in_cell"] or key not in out:
+            held = out.get(key)
+            if (
+                held is None
+                or row["best_in_cell"]
+                or (not held["best_in_cell"] and row["estimate"] and not held["estimate"])
+            ):
                 out[key] = row
         return list(out.values())
 
@@ -929,6 +950,7 @@ def _rows(
                 "retries": c.retries,
                 "best_in_cell": best[c.cell] is c,
                 "error": c.error,
+                "estimate": c.estimate,
                 **extra,
             }
         )

@@ -69,10 +69,19 @@ def summary(
             )
         )
     stopped = [c for c in candidates or [] if (c["error"] or "").startswith("stopped")]
-    if stopped:
+    by_cell = {
+        (c["covariance_type"], c["n_components"]) for c in stopped if "estimated" in c["error"]
+    }
+    if by_cell:
         lines.append(
-            f"{len(stopped)} restart(s) stopped after EM on the sample, where they clearly "
-            "trailed their cell's best"
+            f"{len(by_cell)} cell(s) stopped after EM on the sample, where their estimated "
+            "criterion clearly trailed the best cell's (~ in the table)"
+        )
+    restarts = [c for c in stopped if "estimated" not in c["error"]]
+    if restarts:
+        lines.append(
+            f"{len(restarts)} restart(s) stopped after EM on the sample, trailing or "
+            "repeating their cell's best there"
         )
     lines += [
         "",
@@ -84,18 +93,31 @@ def summary(
     return "\n".join(lines)
 
 
+def _entry(c: Row | None, criterion: str) -> str:
+    if c is None:
+        return "NA"
+    if c["error"] is None:
+        return f"{c[criterion]:.2f}"
+    if c.get("estimate"):
+        return f"~{c['estimate'][criterion]:.2f}"
+    return "NA"
+
+
 def table(cells: list[Row], criterion: str) -> str:
-    """The whole K × covariance-type grid of the criterion, NA where a candidate failed."""
+    """The whole K × covariance-type grid of the criterion, NA where a candidate failed and
+    ``~value`` where a cell was stopped after EM on the sample (the value estimated there)."""
     types = list(dict.fromkeys(c["covariance_type"] for c in cells))
     ks = sorted({c["n_components"] for c in cells})
     cell = {(c["covariance_type"], c["n_components"]): c for c in cells}
     lines = [f"{'K':>4}" + "".join(f"{t:>16}" for t in types)]
     for k in ks:
-        vals = []
-        for t in types:
-            c = cell.get((t, k))
-            vals.append(f"{'NA' if c is None or c['error'] else f'{c[criterion]:.2f}':>16}")
+        vals = [f"{_entry(cell.get((t, k)), criterion):>16}" for t in types]
         lines.append(f"{k:>4}" + "".join(vals))
+    if any(c["error"] and c.get("estimate") for c in cells):
+        lines.append(
+            "~: estimated from the cell's fit on the sample, where it trailed the best cell "
+            "clearly (not fitted on all rows)"
+        )
     return "\n".join(lines)
 
 
@@ -120,6 +142,7 @@ def criteria_figure(cells: list[Row], criterion: str):
     types = list(dict.fromkeys(c["covariance_type"] for c in cells))
     colours = dict(zip(types, plt.get_cmap("tab10").colors, strict=False))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    guessed = [c for c in cells if c["error"] and c.get("estimate")]
     for ax, crit in zip(axes, ("bic", "aic", "icl"), strict=True):
         low = min(ok, key=lambda c: c[crit])
         for t in types:
@@ -128,6 +151,21 @@ def criteria_figure(cells: list[Row], criterion: str):
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=4, color=colours[t], label=t)
+            est = sorted(
+                (c["n_components"], c["estimate"][crit] - low[crit])
+                for c in guessed
+                if c["covariance_type"] == t
+            )
+            if est:
+                ax.plot(
+                    *zip(*est, strict=True),
+                    marker="o",
+                    ms=5,
+                    mfc="none",
+                    ls="none",
+                    color=colours[t],
+                    label=f"{t} (estimated on the sample)",
+                )
         name = crit.upper()
         ax.plot(
             low["n_components"],

@@ -6,7 +6,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from pipelines.report import criteria_figure
+from pipelines.report import criteria_figure, table
 
 CRITERIA = ("bic", "aic", "icl")
 
@@ -19,8 +19,20 @@ def _cells(rng: np.random.Generator) -> list[dict]:
     for t in types:
         for k in ks:
             values = {c: float(rng.normal(scale=scale) + scale * 10) for c in CRITERIA}
-            error = "degenerate" if rng.random() < 0.15 else None
-            cells.append({"covariance_type": t, "n_components": int(k), "error": error, **values})
+            u, estimate = rng.random(), None
+            error = "degenerate" if u < 0.15 else None
+            if 0.15 <= u < 0.4:  # stopped after EM on the sample, with its estimated criteria
+                error = "stopped: on the sample its estimated BIC trails"
+                estimate = {c: float(rng.normal(scale=scale) + scale * 12) for c in CRITERIA}
+            cells.append(
+                {
+                    "covariance_type": t,
+                    "n_components": int(k),
+                    "error": error,
+                    "estimate": estimate,
+                    **values,
+                }
+            )
     if all(c["error"] for c in cells):
         cells[0]["error"] = None
     return cells
@@ -47,6 +59,17 @@ def test_each_panel_stars_its_own_minimum(seed):
             for line in ax.get_lines():
                 if line is not stars[0]:
                     t = line.get_label()
+                    if t.endswith(" (estimated on the sample)"):  # hollow, no line
+                        t = t.removesuffix(" (estimated on the sample)")
+                        assert line.get_markerfacecolor() == "none"
+                        want = sorted(
+                            (c["n_components"], c["estimate"][crit] - low[crit])
+                            for c in cells
+                            if c["covariance_type"] == t and c["error"] and c["estimate"]
+                        )
+                        assert list(line.get_xdata()) == [k for k, _ in want]
+                        assert list(line.get_ydata()) == pytest.approx([v for _, v in want])
+                        continue
                     want = sorted(
                         (c["n_components"], c[crit] - low[crit])
                         for c in ok
@@ -57,3 +80,30 @@ def test_each_panel_stars_its_own_minimum(seed):
             assert ("selects the model" in ax.get_title()) is (crit == criterion)
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_table_marks_estimates_and_failures(seed):
+    """Every cell appears once: its value, ``~estimate`` when stopped on the sample, else NA;
+    the footnote explains ``~`` exactly when one is shown."""
+    rng = np.random.default_rng(seed)
+    cells = _cells(rng)
+    criterion = str(rng.choice(CRITERIA))
+    text = table(cells, criterion)
+    lines = text.splitlines()
+    types = lines[0].split()[1:]
+    grid = {}
+    for line in lines[1:]:
+        if line.startswith("~:"):
+            continue
+        k, *vals = line.split()
+        grid.update({(t, int(k)): v for t, v in zip(types, vals, strict=True)})
+    for c in cells:
+        got = grid[(c["covariance_type"], c["n_components"])]
+        if c["error"] is None:
+            assert got == f"{c[criterion]:.2f}"
+        elif c["estimate"]:
+            assert got == f"~{c['estimate'][criterion]:.2f}"
+        else:
+            assert got == "NA"
+    assert lines[-1].startswith("~:") is any(c["error"] and c["estimate"] for c in cells)

@@ -161,6 +161,16 @@ def test_multi_resolution_em_ends_where_exact_em_does():
         stopped = [r for r in fast.results if (r["error"] or "").startswith("stopped")]
         assert all(r["log_likelihood"] is None and not r["best_in_cell"] for r in stopped)
         cells = [r for r in stopped if "estimated BIC trails" in r["error"]]
+        chosen = next(
+            r
+            for r in fast.cells()
+            if r["best_in_cell"]
+            and r["bic"] is not None
+            and (r["covariance_type"], r["n_components"])
+            == (fast.best_params_["covariance_type"], fast.best_params_["n_components"])
+        )
+        shown = [r for r in fast.cells() if r["estimate"]]
+        assert shown and all(r["estimate"]["bic"] > chosen["bic"] for r in shown)
         assert cells and all(
             (r["covariance_type"], r["n_components"])
             != (fast.best_params_["covariance_type"], fast.best_params_["n_components"])
@@ -177,6 +187,11 @@ def test_multi_resolution_em_ends_where_exact_em_does():
     order = [np.argsort(m[:, 0]) for m in (exact_fit.means_, fast_fit.means_)]
     assert np.allclose(exact_fit.means_[order[0]], fast_fit.means_[order[1]], rtol=1e-5, atol=1e-5)
     assert abs(exact_fit.lower_bound_ - fast_fit.lower_bound_) < 1e-7
+    # restarts: those stopped on the sample are left out, the best one is kept
+    many = dgmm.GaussianMixture(
+        4, n_init=4, strategy="sample", sample_size=6000, random_state=1, verbose=2
+    ).fit(x)
+    assert many.converged_ and np.isfinite(many.lower_bound_)
 
 
 def test_multi_resolution_is_reproducible_and_resumes_bitwise(tmp_path):
