@@ -53,7 +53,7 @@ def summary(
     )
     lines.append(f"{'loglik':<10}" + "".join(f"{c['log_likelihood']:>{width}.2f}" for c in head))
     lines.append(f"{'params':<10}" + "".join(f"{c['n_parameters']:>{width}d}" for c in head))
-    failed = [c for c in cells if c["error"] is not None]
+    failed = [c for c in cells if c["error"] is not None and not c["error"].startswith("stopped")]
     spurious = [c for c in failed if c["error"].startswith("degenerate")]
     if spurious:
         lines.append(

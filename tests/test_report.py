@@ -107,3 +107,23 @@ def test_table_marks_estimates_and_failures(seed):
         else:
             assert got == "NA"
     assert lines[-1].startswith("~:") is any(c["error"] and c["estimate"] for c in cells)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_summary_counts_stopped_cells_apart_from_failures(seed):
+    """Cells stopped after EM on the sample are counted as such, never as failed."""
+    from pipelines.report import summary
+
+    rng = np.random.default_rng(seed)
+    cells = _cells(rng)
+    for c in cells:
+        c.update(log_likelihood=-1.0, n_parameters=3)
+    best = min((c for c in cells if c["error"] is None), key=lambda c: c["bic"])
+    text = summary(cells, best, "bic", [1], candidates=cells)
+    n_failed = sum(c["error"] == "degenerate" for c in cells)
+    n_stopped = sum((c["error"] or "").startswith("stopped") for c in cells)
+    assert ("cell(s) stopped after EM on the sample" in text) is (n_stopped > 0)
+    if n_stopped:
+        assert f"{n_stopped} cell(s) stopped" in text
+    assert "failed (NA)" not in text  # every failure here is degenerate, named as such
+    assert (f"{n_failed} cell(s) NA, every restart a degenerate fit" in text) is (n_failed > 0)
