@@ -338,6 +338,7 @@ def test_progress_interval_thins_the_console_not_the_log(seed, caplog):
     assert len([r for r in caplog.records if r.name == "pipelines"]) == len(phases)
 
 
+@pytest.mark.long
 def test_changed_config_starts_afresh(tmp_path, small_data):
     out = tmp_path / "out"
     cfg = write_config(tmp_path, small_data, out)
@@ -392,6 +393,7 @@ def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data, che
     assert single == sweep == n_chunks * found.n_passes_  # ten values of K read as one
 
 
+@pytest.mark.long
 def test_standardized_parquet_run_and_predict_agree(tmp_path):
     """A run on Parquet columns with data.standardize stores the transform with the model;
     `dgmm predict` on the same rows applies it and gives the run's labels."""

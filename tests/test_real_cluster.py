@@ -80,6 +80,7 @@ def real_cluster(tmp_path_factory):
         yield address
 
 
+@pytest.mark.long
 def test_job_command_against_real_scheduler(real_cluster, tmp_path):
     """What the compose `job` service runs: `dgmm run` on a config naming the scheduler."""
     data = tmp_path / "d.zarr"

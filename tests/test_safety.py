@@ -444,6 +444,7 @@ def test_a_second_writer_is_refused_and_a_dead_one_does_not_block(
     assert not lock_path(tmp_path / "out").exists()
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_two_runs_of_one_config_at_once(tmp_path, mixture):
     """The second of two concurrent runs refuses in one line; the first completes."""
