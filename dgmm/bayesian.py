@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 
-from .covariance import get_covariance_type
 from .em import EMState
-from .estimator import _BaseMixture, check_estimator_params
+from .estimator import _BaseMixture
 from .init import UserInit
 from .params import GaussianParams
-from .validation import check_number
 from .variational import (
     PriorSpec,
     VariationalParams,
@@ -155,21 +152,6 @@ default='dirichlet_process'
         c = self.weight_concentration_
         if self.weight_concentration_prior_type == "dirichlet_process" and not isinstance(c, tuple):
             self.weight_concentration_ = (np.asarray(c[0]), np.asarray(c[1]))  # as loaded
-
-    def _check_parameters(self) -> None:
-        check_number("n_components", self.n_components, Integral, low=1)
-        get_covariance_type(self.covariance_type)
-        check_estimator_params(
-            n_init=self.n_init,
-            init_params=self.init_params,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            strategy=self.strategy,
-            sample_size=self.sample_size,
-        )
-        check_number("verbose", self.verbose, Integral, low=0)
-        check_number("verbose_interval", self.verbose_interval, Integral, low=1)
 
     def _user_init(self, n_features: int) -> UserInit:
         return UserInit()

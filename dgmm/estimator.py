@@ -37,6 +37,21 @@ class _BaseMixture(DensityMixin, BaseEstimator):
         """The priors of a variational mixture (None: a mixture fitted by EM)."""
         return None
 
+    def _check_parameters(self) -> None:
+        check_number("n_components", self.n_components, Integral, low=1)
+        get_covariance_type(self.covariance_type)
+        check_estimator_params(
+            n_init=self.n_init,
+            init_params=self.init_params,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            strategy=self.strategy,
+            sample_size=self.sample_size,
+        )
+        check_number("verbose", self.verbose, Integral, low=0)
+        check_number("verbose_interval", self.verbose_interval, Integral, low=1)
+
     def _check_features(self, data: InputData) -> None:
         n_features = data.x.shape[1]
         if n_features != self.n_features_in_:
@@ -378,21 +393,6 @@ default='kmeans'
         self.sample_size = sample_size
 
     # ------------------------------------------------------------------ checks
-    def _check_parameters(self) -> None:
-        check_number("n_components", self.n_components, Integral, low=1)
-        get_covariance_type(self.covariance_type)
-        check_estimator_params(
-            n_init=self.n_init,
-            init_params=self.init_params,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            strategy=self.strategy,
-            sample_size=self.sample_size,
-        )
-        check_number("verbose", self.verbose, Integral, low=0)
-        check_number("verbose_interval", self.verbose_interval, Integral, low=1)
-
     def _user_init(self, n_features: int) -> UserInit:
         k = self.n_components
         weights = means = precisions = None
