@@ -11,6 +11,7 @@ from .estimator import _BaseMixture
 from .init import UserInit
 from .params import GaussianParams
 from .variational import (
+    Prior,
     PriorSpec,
     VariationalParams,
     check_prior_spec,
@@ -182,8 +183,6 @@ default='dirichlet_process'
         super()._set_result(r)
 
     def _params(self) -> VariationalParams:
-        from .variational import Prior
-
         process = self.weight_concentration_prior_type == "dirichlet_process"
         c = np.asarray(self.weight_concentration_, dtype=np.float64)
         gaussian = GaussianParams(

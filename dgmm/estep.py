@@ -443,16 +443,15 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
     return out
 
 
-def row_log_likelihood(params: GaussianParams, x: np.ndarray, entropy: bool = False) -> np.ndarray:
-    """Per-row log-likelihood (float64) of in-memory rows under ``params``; with ``entropy``,
-    plus each row's ``Σ_k τ log τ`` (its share of ICL's classification term)."""
+def row_output(params: GaussianParams, x: np.ndarray, output: str) -> np.ndarray:
+    """`block_output` of in-memory rows (float64): ``score`` is each row's log-likelihood,
+    ``entropy`` its ``Σ_k τ log τ`` (its share of ICL's classification term)."""
     shift = x.mean(axis=0, dtype=np.float64)
     shifted = params.shifted(shift, compute_dtype(x.dtype))
-    out = block_output(x, shifted, shift, "score").astype(np.float64)
-    if entropy:
-        tau = block_output(x, shifted, shift, "proba").astype(np.float64)
-        out += np.sum(tau * np.log(np.where(tau > 0, tau, 1.0)), axis=1)
-    return out
+    if output != "entropy":
+        return block_output(x, shifted, shift, output).astype(np.float64)
+    tau = block_output(x, shifted, shift, "proba").astype(np.float64)
+    return np.sum(tau * np.log(np.where(tau > 0, tau, 1.0)), axis=1)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sklearn.utils import check_random_state
 
 from .covariance import get_covariance_type
 from .em import DataPasses, EMState, run_em
-from .estep import ScoringPosterior, StatsJob, row_log_likelihood
+from .estep import ScoringPosterior, StatsJob, row_output
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
 from .params import GaussianParams, n_parameters
@@ -575,12 +575,13 @@ class Sweep:
         )
         started = time.perf_counter()
         sub.run(score=False)
-        trailing = trailing_restarts(sub.candidates, data.x_mem, data.w_mem, self.tol)
+        scores = SampleScores(data.x_mem, data.w_mem)
+        trailing = trailing_restarts(sub.candidates, scores, self.tol)
         estimated: dict[int, dict] = {}
         if self.screen_cells is not None:
             n = self.passes.blocks.x.shape[0]
             cells, estimated = trailing_cells(
-                sub.candidates, data.x_mem, data.w_mem, n, self.screen_cells, set(trailing)
+                sub.candidates, scores, n, self.screen_cells, set(trailing)
             )
             trailing |= cells
         logger.info(
@@ -689,10 +690,35 @@ TRAILING_STANDARD_ERRORS = 3.0
 DUPLICATE_TOL = 10.0
 
 
-def trailing_restarts(
-    cands: list[Candidate], x: np.ndarray, w: np.ndarray | None, tol: float
-) -> dict[int, str]:
-    """Restarts (by ``id``) not worth continuing after EM on the rows ``x``, with why.
+class SampleScores:
+    """Per-row scores on the sample rows ``x`` (weights ``w``) of candidates' fits, each
+    computed once, and paired comparisons of them."""
+
+    def __init__(self, x: np.ndarray, w: np.ndarray | None):
+        self.x = x
+        weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.n_eff = 1.0 / float(np.sum(self.weights**2))  # the sample's effective rows
+        self._cache: dict[tuple[int, str], np.ndarray] = {}
+
+    def rows(self, c: Candidate, output: str = "score") -> np.ndarray:
+        """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit."""
+        key = (id(c), output)
+        if key not in self._cache:
+            self._cache[key] = row_output(c.state.params, self.x, output)
+        return self._cache[key]
+
+    def mean(self, values: np.ndarray) -> float:
+        return float(self.weights @ values)
+
+    def paired(self, diff: np.ndarray) -> tuple[float, float]:
+        """Weighted mean of per-row differences and its standard error."""
+        mean = self.mean(diff)
+        return mean, float(np.sqrt(self.weights @ (diff - mean) ** 2 / self.n_eff))
+
+
+def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) -> dict[int, str]:
+    """Restarts (by ``id``) not worth continuing after EM on the sample, with why.
 
     A restart trails when its mean log-likelihood is below its cell's best restart's by more
     than `TRAILING_STANDARD_ERRORS` standard errors of the (weighted) mean of the per-row
@@ -706,22 +732,17 @@ def trailing_restarts(
         fitted = c.error is None and c.state is not None and c.state.n_iter
         if fitted and isinstance(c.state.params, GaussianParams):
             cells.setdefault(c.cell, []).append(c)
-    weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-    weights = weights / weights.sum()
-    n_eff = 1.0 / float(np.sum(weights**2))
     out = {}
     for group in cells.values():
         if len(group) < 2:
             continue
         best = best_restart(group)
-        ref = row_log_likelihood(best.state.params, x)
         for c in group:
             if c is best:
                 continue
-            diff = ref - row_log_likelihood(c.state.params, x)
-            mean = float(weights @ diff)
-            se = float(np.sqrt(weights @ (diff - mean) ** 2 / n_eff))
-            rms = float(np.sqrt(weights @ diff**2))
+            diff = scores.rows(best) - scores.rows(c)
+            mean, se = scores.paired(diff)
+            rms = float(np.sqrt(scores.mean(diff**2)))
             if rms < DUPLICATE_TOL * tol:
                 out[id(c)] = (
                     f"on the sample it is the same fit as restart {best.restart} (per-row "
@@ -737,14 +758,13 @@ def trailing_restarts(
 
 def trailing_cells(
     cands: list[Candidate],
-    x: np.ndarray,
-    w: np.ndarray | None,
+    scores: SampleScores,
     n_rows: int,
     criterion: str,
     stopped: set[int],
 ) -> tuple[dict[int, str], dict[int, dict]]:
     """Candidates (by ``id``) of cells whose criterion on all ``n_rows`` rows, estimated from
-    EM on the sample rows ``x``, clearly trails the best cell's, with why.
+    EM on the sample, clearly trails the best cell's, with why.
 
     Each cell's best restart gives per-row scores on the sample (log-likelihood, plus the
     classification entropy for ICL); the full-data criterion is estimated as
@@ -763,30 +783,25 @@ def trailing_cells(
             cells.setdefault(c.cell, []).append(c)
     if len(cells) < 2:
         return {}, {}
-    weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-    weights = weights / weights.sum()
-    m = 1.0 / float(np.sum(weights**2))  # the sample's effective number of rows
+    m = scores.n_eff
     scale = {"bic": np.log(n_rows), "aic": 2.0, "icl": np.log(n_rows)}[criterion]
     best_of = {cell: best_restart(group) for cell, group in cells.items()}
-    scores, raw, fix, estimates = {}, {}, {}, {}
+    per_row, raw, fix, estimates = {}, {}, {}, {}
     for cell, c in best_of.items():
         p = c.state.params.n_parameters()
-        ll = row_log_likelihood(c.state.params, x)
-        with_entropy = row_log_likelihood(c.state.params, x, True)
-        scores[cell] = with_entropy if criterion == "icl" else ll
-        raw[cell] = -2.0 * n_rows * float(weights @ scores[cell]) + scale * p
+        ll, ent = scores.rows(c), scores.rows(c, "entropy")
+        per_row[cell] = ll + ent if criterion == "icl" else ll
+        raw[cell] = -2.0 * n_rows * scores.mean(per_row[cell]) + scale * p
         fix[cell] = raw[cell] + n_rows * p * (1.0 / m - 1.0 / n_rows)
-        total = n_rows * (float(weights @ ll) - p / (2 * m) + p / (2 * n_rows))
-        entropy = n_rows * float(weights @ (with_entropy - ll))
-        estimates[cell] = information_criteria(total, p, n_rows, entropy)
+        total = n_rows * (scores.mean(ll) - p / (2 * m) + p / (2 * n_rows))
+        estimates[cell] = information_criteria(total, p, n_rows, n_rows * scores.mean(ent))
     top = min(fix, key=fix.get)
     out, estimated = {}, {}
     for cell in best_of:
         if cell == top:
             continue
-        diff = scores[top] - scores[cell]
-        mean = float(weights @ diff)
-        se = 2.0 * n_rows * float(np.sqrt(weights @ (diff - mean) ** 2 / m))
+        _, se_row = scores.paired(per_row[top] - per_row[cell])
+        se = 2.0 * n_rows * se_row
         excess = min(raw[cell] - raw[top], fix[cell] - fix[top])
         if excess > TRAILING_STANDARD_ERRORS * se:
             why = (
