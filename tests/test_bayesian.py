@@ -169,6 +169,7 @@ def test_weights_and_bad_priors(seed_example):
             dgmm.BayesianGaussianMixture(**{**kw, **bad}).fit(X)
 
 
+@pytest.mark.long
 def test_variational_selection_is_the_estimator_and_resumes(seed_example, tmp_path):
     """`select(method='variational')`: one fit per type at the largest K, each bitwise the
     `BayesianGaussianMixture` fit with the same seed; types compared by BIC of the effective

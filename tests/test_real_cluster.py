@@ -142,6 +142,7 @@ def test_unreachable_scheduler_fails_fast(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.long
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fit_survives_a_killed_worker(real_cluster, tmp_path):
     """SIGKILL one worker while chunks are being processed: the fit completes, identically."""
