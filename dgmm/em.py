@@ -51,6 +51,7 @@ __all__ = [
     "TaskMemoryError",
     "cluster_memory_limit",
     "compute",
+    "max_sample_rows",
     "plan_for",
     "plan_passes",
     "run_em",
@@ -75,6 +76,27 @@ WORKER_BUDGET_FRACTION = 0.75
 # Statistics that small always go: a worker that cannot hold them cannot hold a chunk either
 MIN_TASK_BUDGET = 16 * 2**20
 FAN_INS = (SPLIT_EVERY, 4, 2)
+
+
+# The sampling pass's last combine holds its inputs and their concatenation, twice the sample;
+# a binomial draw can exceed its expected size by a few per cent.
+SAMPLE_HELD = 2.2
+
+
+def sample_row_bytes(n_features: int, dtype: np.dtype, weighted: bool) -> int:
+    """Bytes one sampled row takes: its values in the data's dtype, its row number, its weight."""
+    return n_features * np.dtype(dtype).itemsize + 8 + (8 if weighted else 0)
+
+
+def max_sample_rows(
+    memory_limit: int | None, n_features: int, chunk_rows: int, dtype: np.dtype, weighted: bool
+) -> int | None:
+    """The most rows a sampling pass can gather on a worker under ``memory_limit`` (None: no
+    limit): held twice by the last combine, they get the budget a pass's statistics get."""
+    if memory_limit is None:
+        return None
+    budget = task_budget(memory_limit, chunk_rows * n_features * compute_dtype(dtype).itemsize)
+    return max(int(budget // (SAMPLE_HELD * sample_row_bytes(n_features, dtype, weighted))), 1)
 
 
 class TaskMemoryError(ValueError):
@@ -242,6 +264,15 @@ class DataPasses:
     def resume(self, n_passes: int) -> None:
         """Continue the count of a resumed run, whose first pass checked the data."""
         self.n_passes, self.checked = n_passes, True
+
+    def max_sample_rows(self) -> int | None:
+        """The most rows the sampling pass can gather on one worker of the cluster (None: no
+        memory limit known): the sample, held twice by its last combine, must fit the same
+        budget as a pass's statistics (`task_budget`)."""
+        x = self.blocks.x
+        chunk_rows = max(x.chunks[0], default=0)
+        weighted = self.blocks.w is not None
+        return max_sample_rows(self.memory_limit, x.shape[1], chunk_rows, x.dtype, weighted)
 
     def profile(self) -> ColumnProfile:
         """One pass: column ranges, NaN/inf rows and a digest of the bytes (`ColumnProfile`)."""

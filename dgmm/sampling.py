@@ -71,14 +71,21 @@ class RowSample:
     fraction: float
     weight_total: float = 0.0
 
-    def __add__(self, other: RowSample) -> RowSample:
+    @staticmethod
+    def concatenate(parts: list[RowSample]) -> RowSample:
+        """The parts' rows in one sample, copied once (a worker holds the parts and the
+        result, twice the rows, not more)."""
+        first = parts[0]
         return RowSample(
-            np.concatenate([self.x, other.x]),
-            None if self.w is None else np.concatenate([self.w, other.w]),
-            np.concatenate([self.index, other.index]),
-            self.fraction,
-            self.weight_total + other.weight_total,
+            np.concatenate([p.x for p in parts]),
+            None if first.w is None else np.concatenate([p.w for p in parts]),
+            np.concatenate([p.index for p in parts]),
+            first.fraction,
+            float(sum(p.weight_total for p in parts)),
         )
+
+    def __add__(self, other: RowSample) -> RowSample:
+        return RowSample.concatenate([self, other])
 
     def in_row_order(self) -> RowSample:
         order = np.argsort(self.index, kind="stable")
@@ -111,10 +118,10 @@ def sample_block(
 def combine_samples(
     parts: list[tuple[ColumnProfile, RowSample]],
 ) -> tuple[ColumnProfile, RowSample]:
-    profile, sample = parts[0]
-    for p, s in parts[1:]:
-        profile, sample = profile + p, sample + s
-    return profile, sample
+    profile = parts[0][0]
+    for p, _ in parts[1:]:
+        profile = profile + p
+    return profile, RowSample.concatenate([s for _, s in parts])
 
 
 def default_sample_size(cells: list[tuple[str, int]], n_features: int) -> int:

@@ -396,6 +396,38 @@ def _key_difference(old: Any, new: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------- the engine
+def plan_sample(
+    passes: DataPasses, cells: list[tuple[str, int]], sample_size: int | None, random_state: Any
+) -> SamplePlan:
+    """The sample a run draws: ``sample_size`` rows, or `default_sample_size` of the cells,
+    at most what the sampling pass can gather on one worker (`DataPasses.max_sample_rows`).
+
+    Raises
+    ------
+    ValueError
+        When a given ``sample_size`` would not fit a worker.
+    """
+    n_rows, n_features = passes.blocks.x.shape
+    cap = passes.max_sample_rows()
+    if sample_size is not None and cap is not None and min(sample_size, n_rows) > cap:
+        raise ValueError(
+            f"sample_size={sample_size} does not fit a worker: the sampling pass gathers the "
+            f"sample on one worker, and its memory limit ({passes.memory_limit / 2**20:.0f} MiB) "
+            f"leaves room for {cap} rows of {n_features} features; give sample_size <= {cap} "
+            "or larger workers"
+        )
+    size = sample_size or default_sample_size(cells, n_features)
+    if sample_size is None and cap is not None and min(size, n_rows) > cap:
+        logger.info(
+            "sample of %d rows instead of %d: the workers' memory limit (%.0f MiB) holds no more",
+            cap,
+            size,
+            passes.memory_limit / 2**20,
+        )
+        size = cap
+    return SamplePlan(size, sample_seed(random_state))
+
+
 @dataclass
 class Sweep:
     """The lockstep EM engine over a set of candidates sharing one dataset.
@@ -457,9 +489,9 @@ class Sweep:
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
             cells = sorted({c.cell for c in self.candidates})
-            d = self.passes.blocks.x.shape[1]
-            size = self.sample_size or default_sample_size(cells, d)
-            self.passes.sampling = SamplePlan(size, sample_seed(self.random_state))
+            self.passes.sampling = plan_sample(
+                self.passes, cells, self.sample_size, self.random_state
+            )
 
     @property
     def multi_resolution(self) -> bool:
@@ -1164,8 +1196,8 @@ def select(
     passes.name = name
     cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
     cells = [(cov, k) for cov in types for k in ks]
-    size = sample_size or default_sample_size(cells, n_features)
-    passes.sampling = SamplePlan(size, sample_seed(random_state))
+    passes.sampling = plan_sample(passes, cells, sample_size, random_state)
+    size = passes.sampling.size
     reporter = None
     if progress is not None:
         reporter = _Reporter(progress, passes, criterion, n_samples, max_iter, variational)

@@ -121,8 +121,18 @@ def _checked_data(cfg: RunConfig):
 
 def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> dgmm_em.PassPlan:
     """The plan of the sweep's passes under a worker memory limit; refuses a sweep whose
-    largest candidate cannot fit a worker even alone in its pass."""
+    largest candidate cannot fit a worker even alone in its pass, or a sample_size whose
+    sample cannot be gathered on a worker."""
     cands = [(cov, k) for cov in model.covariance_types for k in model.n_components]
+    n, d = x.shape
+    cap = dgmm_em.max_sample_rows(limit, d, max(x.chunks[0]), x.dtype, False)
+    if model.sample_size and cap is not None and min(model.sample_size, n) > cap:
+        raise ConfigError(
+            f"model.sample_size: {model.sample_size} rows of {d} features do not fit the "
+            f"{limit / 2**20:.0f} MiB worker (the sampling pass gathers the sample on one "
+            f"worker, which holds it twice while combining); use model.sample_size <= {cap}, "
+            f"or raise {setting}"
+        )
     try:
         return dgmm_em.plan_for(
             cands * model.n_init, x.shape[1], max(x.chunks[0]), x.dtype.itemsize, limit

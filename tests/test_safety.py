@@ -763,3 +763,34 @@ def test_paused_workers_fail_the_run_in_bounded_time(tmp_path, capsys, mixture, 
     cfg.write_text(yaml.safe_dump(raw))
     status, _, err = cli(capsys, "run", cfg)
     assert status == 0, err
+
+
+def test_a_sample_too_large_for_a_worker_is_refused_before_start(tmp_path, capsys):
+    """model.sample_size beyond what a 512 MiB worker can gather (the sampling pass's last
+    combine holds the sample twice) is refused by name before anything starts; the largest
+    size that fits is accepted by `dgmm validate`, which prints it."""
+    from dgmm.em import max_sample_rows
+
+    rng = np.random.default_rng(0)
+    n, d = 2500, 4096
+    g = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    g.create_array("X", shape=(n, d), chunks=(250, d), dtype="f8")[...] = rng.normal(size=(n, d))
+    cap = max_sample_rows(512 * 2**20, d, 250, np.dtype("f8"), False)
+    assert cap < n
+    for size, ok in ((n, False), (cap + 1, False), (cap, True)):
+        cfg = write_cfg(
+            tmp_path / "run.yaml",
+            tmp_path / "d.zarr",
+            tmp_path / "out",
+            model={"n_components": [2], "covariance_types": ["diag"], "sample_size": size},
+            cluster={"memory_limit": "512MiB"},
+        )
+        status, out, err = cli(capsys, "validate", cfg)
+        if ok:
+            assert status == 0, err
+            assert f"a sample of at most {cap} rows fits a worker" in out, out
+            continue
+        line = assert_one_line_error(status, err, 2)
+        assert f"model.sample_size: {size} rows of {d} features do not fit" in line, line
+        assert f"model.sample_size <= {cap}" in line and "cluster.memory_limit" in line, line
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()

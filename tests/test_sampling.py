@@ -311,3 +311,55 @@ def test_pipeline_defaults_on_classic_datasets(seed_example):
         if name == "iris":
             gm = fast.best_estimator_
             assert gm._params().degenerate(len(X), gm.reg_covar) is None
+
+
+def test_the_sample_fits_the_workers_memory_limit():
+    """Generated shapes, dtypes, weights, chunkings and worker limits: the sample a run plans
+    fits a worker alongside its chunk (the last combine holds it twice); a given sample_size
+    that would not fit is refused by name; one real sample's bytes are within the model."""
+    from dgmm.em import (
+        SAMPLE_HELD,
+        TEMPORARY_BYTES,
+        WORKER_BASELINE_BYTES,
+        WORKER_BUDGET_FRACTION,
+        sample_row_bytes,
+        task_budget,
+    )
+    from dgmm.selection import plan_sample
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        d = int(rng.integers(1, 3000))
+        chunk_rows = int(rng.integers(1, min(10**6, 2**25 // d) + 1))  # up to 256 MiB
+        n = chunk_rows * int(rng.integers(1, 500)) - int(rng.integers(chunk_rows))
+        dtype = np.dtype(rng.choice(["float32", "float64", "int16", "uint8"]))
+        x = da.zeros((n, d), dtype=dtype, chunks=(chunk_rows, d))
+        w = da.ones(n, chunks=chunk_rows) if rng.random() < 0.5 else None
+        passes = DataPasses.over(load_input(x, w))
+        passes.memory_limit = int(rng.integers(256, 16 * 1024)) * 2**20
+        cells = [("full", int(rng.integers(1, 40))), ("diag", int(rng.integers(1, 40)))]
+        plan = plan_sample(passes, cells, None, trial)
+        row = sample_row_bytes(d, dtype, w is not None)
+        held = SAMPLE_HELD * min(plan.size, n) * row
+        chunk = chunk_rows * d * passes.dtype.itemsize
+        budget = task_budget(passes.memory_limit, chunk)
+        assert held <= budget, trial
+        if budget > 16 * 2**20:  # above the floor every pass gets, the worker is not overrun
+            usable = WORKER_BUDGET_FRACTION * passes.memory_limit - WORKER_BASELINE_BYTES
+            assert held + chunk + TEMPORARY_BYTES <= usable, trial
+        assert plan.size <= default_sample_size(cells, d)
+        cap = passes.max_sample_rows()
+        if cap < n:
+            with pytest.raises(ValueError, match=rf"sample_size={cap + 1} does not fit.*MiB"):
+                plan_sample(passes, cells, cap + 1, trial)
+        assert plan_sample(passes, cells, cap, trial).size == cap  # a size that fits stands
+    # a real sample under a tight limit: its parts and their concatenation fit the budget
+    X = np.random.default_rng(0).normal(size=(200_000, 64)).astype(np.float32)
+    passes = DataPasses.over(load_input(da.from_array(X, chunks=(10_000, 64))))
+    passes.memory_limit = 300 * 2**20
+    passes.sampling = plan_sample(passes, [("full", 10)], None, 0)
+    assert passes.sampling.size < default_sample_size([("full", 10)], 64)
+    s = passes.sample()
+    held = 2 * (s.x.nbytes + s.index.nbytes)
+    assert held <= task_budget(passes.memory_limit, 10_000 * 64 * 4)
+    assert abs(len(s.index) - passes.sampling.size) < 5 * np.sqrt(passes.sampling.size)
