@@ -484,6 +484,7 @@ class Sweep:
     sample_size: int | None = None
     prior: PriorSpec | None = None  # a variational mixture's priors
     screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
+    weight_threshold: float | None = None  # a variational fit's used components (screening)
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
 
     def __post_init__(self) -> None:
@@ -613,7 +614,7 @@ class Sweep:
         if self.screen_cells is not None:
             n = self.passes.blocks.x.shape[0]
             cells, estimated = trailing_cells(
-                sub.candidates, scores, n, self.screen_cells, set(trailing)
+                sub.candidates, scores, n, self.screen_cells, set(trailing), self.weight_threshold
             )
             trailing |= cells
         logger.info(
@@ -737,7 +738,7 @@ class SampleScores:
         """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit."""
         key = (id(c), output)
         if key not in self._cache:
-            self._cache[key] = row_output(c.state.params, self.x, output)
+            self._cache[key] = row_output(gaussian_view(c.state.params), self.x, output)
         return self._cache[key]
 
     def mean(self, values: np.ndarray) -> float:
@@ -794,6 +795,7 @@ def trailing_cells(
     n_rows: int,
     criterion: str,
     stopped: set[int],
+    weight_threshold: float | None = None,
 ) -> tuple[dict[int, str], dict[int, dict]]:
     """Candidates (by ``id``) of cells whose criterion on all ``n_rows`` rows, estimated from
     EM on the sample, clearly trails the best cell's, with why.
@@ -805,13 +807,15 @@ def trailing_cells(
     estimated and after the first-order correction for fitting on the sample (a model of p
     parameters fitted on m rows looks better there by about p/(2m) per row than it will be
     on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
-    are left out; variational fits are not screened. Also returns, for the best restart of
-    each stopped cell, its BIC, AIC and ICL as estimated (with the correction).
+    are left out. A variational fit is judged as `select` will judge it: its posterior-mean
+    mixture with the parameters of its components of weight above ``weight_threshold``. Also
+    returns, for the best restart of each stopped cell, its BIC, AIC and ICL as estimated
+    (with the correction).
     """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
         fitted = c.error is None and c.state is not None and c.state.n_iter
-        if fitted and id(c) not in stopped and isinstance(c.state.params, GaussianParams):
+        if fitted and id(c) not in stopped:
             cells.setdefault(c.cell, []).append(c)
     if len(cells) < 2:
         return {}, {}
@@ -821,6 +825,9 @@ def trailing_cells(
     per_row, raw, fix, estimates = {}, {}, {}, {}
     for cell, c in best_of.items():
         p = c.state.params.n_parameters()
+        if isinstance(c.state.params, VariationalParams):
+            used = effective_components(c.state.params, weight_threshold or 0.0)
+            p = n_parameters(c.covariance_type, used, c.state.params.n_features)
         ll, ent = scores.rows(c), scores.rows(c, "entropy")
         per_row[cell] = ll + ent if criterion == "icl" else ll
         raw[cell] = -2.0 * n_rows * scores.mean(per_row[cell]) + scale * p
@@ -1129,7 +1136,10 @@ def select(
         parameters of its effective components (weight above ``weight_threshold``): a
         variational bound drops constants that differ between covariance types, so bounds
         are compared within a type only. ``tol`` is then on the bound, a total (scikit-learn's
-        convention).
+        convention: a variational fit prunes unneeded components while its bound barely
+        changes, so a tolerance per row would stop it before they drain). With
+        ``strategy='sample'`` and ``screen_cells``, types whose criterion trails clearly on
+        the sample stop there, as cells of the sweep do.
     prior : dict, default=None
         `BayesianGaussianMixture` prior settings for 'variational' (``weight_concentration_
         prior_type``, ``weight_concentration_prior``, ``mean_precision_prior``,
@@ -1198,6 +1208,7 @@ def select(
     cells = [(cov, k) for cov in types for k in ks]
     passes.sampling = plan_sample(passes, cells, sample_size, random_state)
     size = passes.sampling.size
+    multi_resolution = strategy == "sample" and 2 * size < n_samples  # as `Sweep` decides
     reporter = None
     if progress is not None:
         reporter = _Reporter(progress, passes, criterion, n_samples, max_iter, variational)
@@ -1213,7 +1224,7 @@ def select(
         passes.resume(1)  # the given profile stands for the profile pass
     elif checkpoint is not None:
         # the sample pass profiles too: where the run draws a sample, it is the profile pass
-        wants_sample = (strategy == "sample" and 2 * size < n_samples) or (
+        wants_sample = multi_resolution or (
             data.x_mem is None and init_params in ("kmeans", "k-means++")
         )
         if wants_sample:
@@ -1252,7 +1263,8 @@ def select(
         strategy=strategy,
         sample_size=size,
         prior=spec,
-        screen_cells=criterion if screen_cells and not variational else None,
+        screen_cells=criterion if screen_cells else None,
+        weight_threshold=weight_threshold if variational else None,
     )
     sweep.run()
     rows = _rows(cands, n_features, n_samples, weight_threshold if variational else None)

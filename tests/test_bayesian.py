@@ -253,3 +253,28 @@ def test_variational_pipeline_run(tmp_path):
     assert labels.shape == (1500,) and len(np.unique(labels)) <= sel["effective_components"]
     model = dgmm.load(out / "model")
     assert isinstance(model, dgmm.BayesianGaussianMixture)
+
+
+def test_variational_types_trailing_on_the_sample_stop_there():
+    """``strategy='sample'``: a covariance type whose criterion (of its effective mixture)
+    clearly trails on the sample stops there, named and with its estimate, and the selection
+    is the one every type fitted to the end makes."""
+    rng = np.random.default_rng(0)
+    n, k = 12_000, 4
+    centres = rng.normal(scale=6, size=(k, 2))
+    stretch = rng.normal(size=(k, 2, 2))
+    labels = rng.integers(k, size=n)
+    X = centres[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, 2)), stretch[labels])
+    kw = dict(method="variational", n_init=2, random_state=0, max_iter=300)
+    types = ["full", "diag", "spherical"]
+    fast = dgmm.select(X, 6, types, strategy="sample", sample_size=2000, **kw)
+    exact = dgmm.select(X, 6, types, **kw)
+    assert fast.best_params_ == exact.best_params_ == {"n_components": 6, "covariance_type": "full"}
+    assert fast.n_passes_ < exact.n_passes_
+    stopped = [c for c in fast.cells() if c["error"]]
+    assert {c["covariance_type"] for c in stopped} == {"diag", "spherical"}
+    for c in stopped:
+        assert "on the sample its estimated BIC trails full,6's" in c["error"]
+        truth = next(e for e in exact.cells() if e["covariance_type"] == c["covariance_type"])
+        assert c["estimate"]["bic"] > fast.cells()[0]["bic"]
+        assert abs(c["estimate"]["bic"] - truth["bic"]) < 0.01 * abs(truth["bic"])
