@@ -78,6 +78,9 @@ def variational(x, **common) -> dict:
         "effective_components": {
             r["covariance_type"]: r["effective_components"] for r in found.cells()
         },
+        "stopped_on_the_sample": [r["covariance_type"] for r in found.cells() if r["error"]],
+        "sample_iter": {r["covariance_type"]: r["sample_iter"] for r in found.cells()},
+        "n_iter": {r["covariance_type"]: r["n_iter"] for r in found.cells()},
         "converged": bool(best.converged_),
         # the posterior-mean mixture's, from the run's scoring pass
         "mean_log_likelihood": next(
@@ -142,10 +145,11 @@ def main() -> None:
             out[f"{what}_time_ratio"] = s["seconds"] / e["seconds"]
             gain = s["mean_log_likelihood"] - e["mean_log_likelihood"]
             out[f"{what}_log_likelihood_gain"] = gain
-    if "variational" in out and "sweep_exact" in out:
-        out["variational_time_ratio"] = (
-            out["variational"]["seconds"] / out["sweep_exact"]["seconds"]
-        )
+    for sweep_run in ("sweep_exact", "sweep_sample"):
+        if "variational" in out and sweep_run in out:
+            out[f"variational_time_ratio_to_{sweep_run}"] = (
+                out["variational"]["seconds"] / out[sweep_run]["seconds"]
+            )
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
