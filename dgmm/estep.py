@@ -92,15 +92,36 @@ def recentred(x64: np.ndarray, centres: np.ndarray, home: np.ndarray, dtype: np.
 def logsumexp_rows(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row log-sum-exp over components of (K, n) log-probabilities, and the normalised
     responsibilities (K, n), sharing one ``exp``."""
+    lse, resp, _ = posterior_rows(lp, False)
+    return lse, resp
+
+
+def posterior_rows(
+    lp: np.ndarray, entropy: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`logsumexp_rows`, and with ``entropy`` each row's ``Σ_k τ log τ`` (else None).
+
+    ``log τ_k = (lp_k − m) − log s`` for the row's maximum ``m`` and ``s = Σ_k exp(lp_k − m)``,
+    so the entropy takes one product with the shifted log-probabilities, not a ``log`` per
+    component (scikit-learn's ``Σ exp(log_resp)·log_resp``, the same to rounding).
+    """
     m = lp.max(axis=0)
     m[~np.isfinite(m)] = 0.0
     e = lp - m
+    t = e.copy() if entropy else None
     np.exp(e, out=e)
     s = e.sum(axis=0)
     with np.errstate(divide="ignore"):
-        lse = np.log(s) + m
+        log_s = np.log(s)
+    lse = log_s + m
     e /= s
-    return lse, e
+    ent = None
+    if entropy:
+        # components with τ = 0 add nothing (their shifted log-probability may be −inf)
+        np.multiply(e, t, out=t, where=e > 0)
+        t[e <= 0] = 0.0
+        ent = t.sum(axis=0, dtype=np.float64) - log_s
+    return lse, e, ent
 
 
 class Responsibilities(Protocol):
@@ -133,14 +154,25 @@ class Posterior:
     def centres(self) -> np.ndarray:
         return self.params.centres
 
+    entropy = False  # whether passes also accumulate Σ τ log τ
+
     def __call__(self, xs, row0):
         lse, resp = logsumexp_rows(self.params.weighted_log_prob(xs))
         return resp, lse
 
+    def rows(
+        self, xs: np.ndarray, params: ShiftedParams | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Responsibilities, log-likelihoods and (if `entropy`) ``Σ_k τ log τ`` of rows
+        ``xs``, under ``params`` (a frame of this model's) or the model's own."""
+        lse, resp, ent = posterior_rows((params or self.params).weighted_log_prob(xs), self.entropy)
+        return resp, lse, ent
+
 
 @dataclass(frozen=True)
 class ScoringPosterior(Posterior):
-    """The E-step of a scoring pass: also accumulates the entropy term that ICL needs."""
+    """The E-step of a scoring pass (and of a variational fit): also accumulates the entropy
+    term that ICL and the variational bound need."""
 
     entropy = True
 
@@ -241,15 +273,14 @@ class _Accumulator:
     sxx: np.ndarray
     entropy: float = 0.0
 
-    def add(self, z, z64, resp, w, lse, strategy: CovarianceType, entropy: bool, delta) -> None:
+    def add(self, z, z64, resp, w, lse, strategy: CovarianceType, ent, delta) -> None:
         """Add rows ``z`` (compute dtype) and ``z64`` (float64) relative to an origin that lies
         ``delta`` (K, D) from each component's centre (None: at every centre); ``resp`` (K, n)
-        of any float dtype; with ``entropy``, also ``Σ w Σ_k τ log τ``."""
+        of any float dtype; ``ent``, each row's ``Σ_k τ log τ`` (or None), adds
+        ``Σ w Σ_k τ log τ``."""
         rw = resp.astype(np.float64, copy=False)
-        if entropy:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(rw > 0, rw * np.log(rw), 0.0).sum(axis=0)
-            self.entropy += float(t.sum() if w is None else t @ w)
+        if ent is not None:
+            self.entropy += float(ent.sum() if w is None else ent @ w)
         if w is not None:
             rw = rw * w
         self.n += float(z64.shape[0] if w is None else w.sum())
@@ -278,17 +309,12 @@ def _add_rows(
     """One job's statistics of one sub-block of shifted float64 rows ``x64``, re-centred per
     component if ``framed`` (for a model; a hard source with centres always is)."""
     source, strategy = job.source, job.strategy
-    scoring = getattr(source, "entropy", False)
     centres = source.centres
     xs = x64.astype(dtype, copy=False)
-    if centres is None:
-        resp, lse = source(xs, row0)
-        acc.add(xs, x64, resp, w, lse, strategy, scoring, None)
-        return
     model = isinstance(source, Posterior)
-    if model and not framed:
-        resp, lse = source(xs, row0)
-        acc.add(xs, x64, resp, w, lse, strategy, scoring, -centres)
+    if centres is None or (model and not framed):
+        resp, lse, ent = source.rows(xs) if model else (*source(xs, row0), None)
+        acc.add(xs, x64, resp, w, lse, strategy, ent, None if centres is None else -centres)
         return
     if model:
         home = nearest_centre(xs, source.params.means_s)
@@ -297,11 +323,11 @@ def _add_rows(
         home = resp.argmax(axis=0)
     for j, rows, z64, z in recentred(x64, centres, home, dtype):
         if model:
-            lse, resp_j = logsumexp_rows(source.params.in_frame(j).weighted_log_prob(z))
+            resp_j, lse, ent = source.rows(z, source.params.in_frame(j))
         else:
-            lse, resp_j = None, resp[:, rows]
+            resp_j, lse, ent = resp[:, rows], None, None
         wj = None if w is None else w[rows]
-        acc.add(z, z64, resp_j, wj, lse, strategy, scoring, centres[j] - centres)
+        acc.add(z, z64, resp_j, wj, lse, strategy, ent, centres[j] - centres)
 
 
 def chunk_statistics(
