@@ -1127,7 +1127,9 @@ def select(
         With ``strategy='sample'``, also stop whole cells whose criterion on all rows,
         estimated from their fit on the sample, trails the best cell's by more than 3 standard
         errors (with and without the correction for fitting on the sample): their rows say why
-        and carry no scores. False keeps every cell to the end (the whole table).
+        and carry no scores. With ``method='variational'`` the cells are the covariance types,
+        each judged by its effective mixture. False keeps every cell to the end (the whole
+        table).
     method : {'sweep', 'variational'}, default='sweep'
         'sweep' fits every K × covariance type by EM. 'variational' fits one
         `BayesianGaussianMixture` per covariance type at the largest K (``n_init`` restarts,
