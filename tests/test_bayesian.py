@@ -260,14 +260,14 @@ def test_variational_types_trailing_on_the_sample_stop_there():
     clearly trails on the sample stops there, named and with its estimate, and the selection
     is the one every type fitted to the end makes."""
     rng = np.random.default_rng(0)
-    n, k = 12_000, 4
+    n, k = 8_000, 4
     centres = rng.normal(scale=6, size=(k, 2))
     stretch = rng.normal(size=(k, 2, 2))
     labels = rng.integers(k, size=n)
     X = centres[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, 2)), stretch[labels])
     kw = dict(method="variational", n_init=2, random_state=0, max_iter=300)
     types = ["full", "diag", "spherical"]
-    fast = dgmm.select(X, 6, types, strategy="sample", sample_size=2000, **kw)
+    fast = dgmm.select(X, 6, types, strategy="sample", sample_size=1500, **kw)
     exact = dgmm.select(X, 6, types, **kw)
     assert fast.best_params_ == exact.best_params_ == {"n_components": 6, "covariance_type": "full"}
     assert fast.n_passes_ < exact.n_passes_

@@ -283,6 +283,7 @@ PROGRESS_LINE = re.compile(
 )
 
 
+@pytest.mark.long
 def test_progress_lines_in_a_redirected_log(tmp_path, small_data):
     """With stdout and stderr sent to a file (a batch job), every pass writes one progress line
     with its number, phase, iteration, candidates running, best criterion, rate and elapsed
