@@ -5,7 +5,7 @@ init_params='k-means++', random_state=0, tol=1e-3)`` with ``strategy='sample'`` 
 ``'exact'``: wall seconds, passes over the data, EM iterations on all rows and the final lower
 bound (the mean log-likelihood per row before the last M-step).
 
-    python benchmarks/single_large.py PATH [--array X] [--rows N] [--json out.json]
+    python benchmarks/single_large.py PATH [--array X] [--rows N] [--tol 1e-3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,12 +31,18 @@ def main() -> None:
     ap.add_argument("path", type=Path)
     ap.add_argument("--array", default="X")
     ap.add_argument("--rows", type=int, default=None, help="only the first ROWS rows")
+    ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     x = zarr_to_dask(open_zarr_array(args.path / args.array))
     if args.rows:
         x = x[: args.rows]
-    out: dict = {"shape": list(x.shape), "dtype": str(x.dtype), "bytes": int(x.nbytes)}
+    out: dict = {
+        "shape": list(x.shape),
+        "dtype": str(x.dtype),
+        "bytes": int(x.nbytes),
+        "tol": args.tol,
+    }
     print(out, flush=True)
     with (
         LocalCluster(
@@ -56,6 +62,7 @@ def main() -> None:
                 init_params="k-means++",
                 random_state=0,
                 strategy=strategy,
+                tol=args.tol,
             ).fit(x)
             out[strategy] = {
                 "seconds": time.perf_counter() - t,
