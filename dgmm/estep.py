@@ -89,17 +89,12 @@ def recentred(x64: np.ndarray, centres: np.ndarray, home: np.ndarray, dtype: np.
             yield j, rows, z64, z64.astype(dtype, copy=False)
 
 
-def logsumexp_rows(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row log-sum-exp over components of (K, n) log-probabilities, and the normalised
-    responsibilities (K, n), sharing one ``exp``."""
-    lse, resp, _ = posterior_rows(lp, False)
-    return lse, resp
-
-
 def posterior_rows(
     lp: np.ndarray, entropy: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """`logsumexp_rows`, and with ``entropy`` each row's ``Σ_k τ log τ`` (else None).
+    """Per-row log-sum-exp over components of (K, n) log-probabilities, the normalised
+    responsibilities (K, n), sharing one ``exp``, and with ``entropy`` each row's
+    ``Σ_k τ log τ`` (else None).
 
     ``log τ_k = (lp_k − m) − log s`` for the row's maximum ``m`` and ``s = Σ_k exp(lp_k − m)``,
     so the entropy takes one product with the shifted log-probabilities, not a ``log`` per
@@ -157,7 +152,7 @@ class Posterior:
     entropy = False  # whether passes also accumulate Σ τ log τ
 
     def __call__(self, xs, row0):
-        lse, resp = logsumexp_rows(self.params.weighted_log_prob(xs))
+        resp, lse, _ = self.rows(xs)
         return resp, lse
 
     def rows(
@@ -445,8 +440,8 @@ def log_prob(params: ShiftedParams, x64: np.ndarray, dtype: np.dtype) -> np.ndar
 
 
 def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output: str):
-    """``labels`` (n,), ``proba`` (n, K) or ``score`` (per-row log-likelihood, n) of one row
-    block, sub-block by sub-block.
+    """``labels`` (n,), ``proba`` (n, K), ``score`` (per-row log-likelihood, n) or
+    ``entropy`` (per-row ``Σ_k τ log τ``, n, float64) of one row block, sub-block by sub-block.
 
     Probabilities are normalised directly (``exp(lp − max) / Σ``), not taken as
     ``exp(lp − lse)``: for a row far from every component ``lse`` rounds to the largest ``lp``
@@ -456,16 +451,15 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
     n, d = x.shape
     k = params.means_s.shape[0]
     step = sub_block_rows(_row_values(params.strategy, k, d), dtype.itemsize)
-    out = np.empty(
-        (n, k) if output == "proba" else n, dtype=np.intp if output == "labels" else dtype
-    )
+    out_dtype = {"labels": np.intp, "entropy": np.float64}.get(output, dtype)
+    out = np.empty((n, k) if output == "proba" else n, dtype=out_dtype)
     for s in range(0, n, step):
         lp = log_prob(params, np.subtract(x[s : s + step], shift, dtype=np.float64), dtype)
         if output == "labels":
             out[s : s + step] = lp.argmax(axis=0)
             continue
-        lse, resp = logsumexp_rows(lp)
-        out[s : s + step] = resp.T if output == "proba" else lse
+        lse, resp, ent = posterior_rows(lp, output == "entropy")
+        out[s : s + step] = {"proba": resp.T, "entropy": ent}.get(output, lse)
     return out
 
 
@@ -474,10 +468,7 @@ def row_output(params: GaussianParams, x: np.ndarray, output: str) -> np.ndarray
     ``entropy`` its ``Σ_k τ log τ`` (its share of ICL's classification term)."""
     shift = x.mean(axis=0, dtype=np.float64)
     shifted = params.shifted(shift, compute_dtype(x.dtype))
-    if output != "entropy":
-        return block_output(x, shifted, shift, output).astype(np.float64)
-    tau = block_output(x, shifted, shift, "proba").astype(np.float64)
-    return np.sum(tau * np.log(np.where(tau > 0, tau, 1.0)), axis=1)
+    return block_output(x, shifted, shift, output).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,6 @@ class RowSample:
             float(sum(p.weight_total for p in parts)),
         )
 
-    def __add__(self, other: RowSample) -> RowSample:
-        return RowSample.concatenate([self, other])
-
     def in_row_order(self) -> RowSample:
         order = np.argsort(self.index, kind="stable")
         w = None if self.w is None else self.w[order]

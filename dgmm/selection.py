@@ -396,6 +396,11 @@ def _key_difference(old: Any, new: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------- the engine
+def starts_on_sample(strategy: str, sampling: SamplePlan, n_rows: int) -> bool:
+    """Whether EM starts on the sample: asked for, and the data is over twice the sample."""
+    return strategy == "sample" and 2 * sampling.size < n_rows
+
+
 def plan_sample(
     passes: DataPasses, cells: list[tuple[str, int]], sample_size: int | None, random_state: Any
 ) -> SamplePlan:
@@ -496,9 +501,8 @@ class Sweep:
 
     @property
     def multi_resolution(self) -> bool:
-        """Whether EM starts on the sample: asked for, and the data is over twice the sample."""
-        n = self.passes.blocks.x.shape[0]
-        return self.strategy == "sample" and 2 * self.passes.sampling.size < n
+        """Whether EM starts on the sample (`starts_on_sample`)."""
+        return starts_on_sample(self.strategy, self.passes.sampling, self.passes.blocks.x.shape[0])
 
     def run(self, score: bool = True) -> list[Candidate]:
         """Initialise (or resume), run EM with retries, then score every fitted restart.
@@ -1210,7 +1214,6 @@ def select(
     cells = [(cov, k) for cov in types for k in ks]
     passes.sampling = plan_sample(passes, cells, sample_size, random_state)
     size = passes.sampling.size
-    multi_resolution = strategy == "sample" and 2 * size < n_samples  # as `Sweep` decides
     reporter = None
     if progress is not None:
         reporter = _Reporter(progress, passes, criterion, n_samples, max_iter, variational)
@@ -1226,7 +1229,7 @@ def select(
         passes.resume(1)  # the given profile stands for the profile pass
     elif checkpoint is not None:
         # the sample pass profiles too: where the run draws a sample, it is the profile pass
-        wants_sample = multi_resolution or (
+        wants_sample = starts_on_sample(strategy, passes.sampling, n_samples) or (
             data.x_mem is None and init_params in ("kmeans", "k-means++")
         )
         if wants_sample:
