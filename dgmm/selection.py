@@ -491,6 +491,9 @@ class Sweep:
     screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
     weight_threshold: float | None = None  # a variational fit's used components (screening)
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
+    # Called with the candidates every `SCREEN_EVERY` passes of EM; returns those (by ``id``)
+    # to stop there (the sample phase's cell screening).
+    judge: Callable[[list[Candidate]], set[int]] | None = None
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -610,17 +613,34 @@ class Sweep:
             retry=self.retry,
             prior=self.prior,
         )
+        n = self.passes.blocks.x.shape[0]
+        early: dict[int, str] = {}  # cells stopped while EM on the sample runs
+        estimated: dict[int, dict] = {}
+
+        def judge(cands: list[Candidate]) -> set[int]:
+            scores = SampleScores(data.x_mem, data.w_mem)
+            cells, estimates = trailing_cells(
+                cands, scores, n, self.screen_cells, set(early), self.weight_threshold
+            )
+            for c in cands:
+                if id(c) in cells:
+                    c.stopped = cells[id(c)]
+            early.update(cells)
+            estimated.update(estimates)
+            return set(cells)
+
+        if self.screen_cells is not None:
+            sub.judge = judge
         started = time.perf_counter()
         sub.run(score=False)
         scores = SampleScores(data.x_mem, data.w_mem)
-        trailing = trailing_restarts(sub.candidates, scores, self.tol)
-        estimated: dict[int, dict] = {}
+        trailing = trailing_restarts(sub.candidates, scores, self.tol) | early
         if self.screen_cells is not None:
-            n = self.passes.blocks.x.shape[0]
-            cells, estimated = trailing_cells(
+            cells, estimates = trailing_cells(
                 sub.candidates, scores, n, self.screen_cells, set(trailing), self.weight_threshold
             )
             trailing |= cells
+            estimated.update(estimates)
         logger.info(
             "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
             data.x.shape[0],
@@ -643,12 +663,15 @@ class Sweep:
         self._checkpoint()
 
     def _em(self) -> None:
-        live = [c for c in self.candidates if c.state is not None]
+        live = [c for c in self.candidates if c.state is not None and c.stopped is None]
 
         def on_pass(states: list[EMState], active: list[int]) -> None:
             self._checkpoint()
             if self.progress is not None:
                 self.progress("em")
+            if self.judge is not None and active and self.passes.n_passes % SCREEN_EVERY == 0:
+                halted = self.judge(self.candidates)
+                active[:] = [i for i in active if id(live[i]) not in halted]
 
         run_em(
             self.passes,
@@ -720,6 +743,11 @@ class Sweep:
             c.log_likelihood, c.entropy = float(st.loglik), float(st.entropy)
 
 
+# Cells are judged on the sample every this many passes there as well as once EM on it has
+# ended: a variational fit's bound is a total, so EM on the sample converges to a per-row
+# tolerance as many times finer as the sample has rows, and a type that clearly trails would
+# otherwise run tens of passes more before it is stopped.
+SCREEN_EVERY = 10
 # A restart is stopped after EM on the sample when its mean log-likelihood there trails its
 # cell's best by more than this many standard errors of the per-row difference.
 TRAILING_STANDARD_ERRORS = 3.0
@@ -739,10 +767,17 @@ class SampleScores:
         self._cache: dict[tuple[int, str], np.ndarray] = {}
 
     def rows(self, c: Candidate, output: str = "score") -> np.ndarray:
-        """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit."""
+        """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit
+        (a variational fit's posterior-mean mixture), or ``evidence``: its share of the fit's
+        own bound (`evidence_rows`)."""
+        if output == "evidence" and isinstance(c.state.params, GaussianParams):
+            output = "score"
         key = (id(c), output)
         if key not in self._cache:
-            self._cache[key] = row_output(gaussian_view(c.state.params), self.x, output)
+            if output == "evidence":
+                self._cache[key] = evidence_rows(c.state.params, self.x)
+            else:
+                self._cache[key] = row_output(gaussian_view(c.state.params), self.x, output)
         return self._cache[key]
 
     def mean(self, values: np.ndarray) -> float:
@@ -754,40 +789,57 @@ class SampleScores:
         return mean, float(np.sqrt(self.weights @ (diff - mean) ** 2 / self.n_eff))
 
 
+def evidence_rows(params: GaussianParams | VariationalParams, x: np.ndarray) -> np.ndarray:
+    """Each row's share of a fit's bound: its log-likelihood under a Gaussian mixture; under a
+    variational one, the log-normaliser of its E-step, ``log Σ_k exp(E[log π_k] +
+    E[log N(x | μ_k, Λ_k)])``, the bound's only term that is a sum over rows."""
+    return row_output(params, x, "score")
+
+
 def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) -> dict[int, str]:
     """Restarts (by ``id``) not worth continuing after EM on the sample, with why.
 
-    A restart trails when its mean log-likelihood is below its cell's best restart's by more
-    than `TRAILING_STANDARD_ERRORS` standard errors of the (weighted) mean of the per-row
-    differences, so it would very likely trail on all rows too. It repeats the best when the
-    per-row log-likelihoods of the two differ by less than ``DUPLICATE_TOL × tol`` (RMS): the
-    same fit, which on all rows would reach the same fixed point. Variational fits are not
-    screened (their bound is not a sum over rows).
+    A restart trails when its rows' mean share of the bound (`evidence_rows`) is below its
+    cell's best restart's by more than `TRAILING_STANDARD_ERRORS` standard errors of the
+    (weighted) mean of the per-row differences, so it would very likely trail on all rows
+    too. It repeats the best when those per-row shares differ by less than ``DUPLICATE_TOL ×
+    tol`` (RMS): the same fit, which on all rows would reach the same fixed point.
+
+    For a Gaussian mixture the share is the row's log-likelihood and the bound their mean. A
+    variational bound also holds terms that are no sum over rows (the posterior's divergence
+    from the prior) and is a total, so ``tol`` is divided by the sample's rows; the best
+    restart (the largest bound, as scikit-learn picks) has the larger bound there already, and
+    on all rows its lead in the rows' terms grows with the rows while the other terms grow
+    with their logarithm.
     """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
         fitted = c.error is None and c.state is not None and c.state.n_iter
-        if fitted and isinstance(c.state.params, GaussianParams):
+        if fitted:
             cells.setdefault(c.cell, []).append(c)
     out = {}
     for group in cells.values():
         if len(group) < 2:
             continue
         best = best_restart(group)
+        per_row, rows, trails = tol, "log-likelihoods", "log-likelihood trails"
+        if isinstance(best.state.params, VariationalParams):
+            per_row = tol / scores.x.shape[0]
+            rows, trails = "bound terms", "bound's terms over rows trail"
         for c in group:
             if c is best:
                 continue
-            diff = scores.rows(best) - scores.rows(c)
+            diff = scores.rows(best, "evidence") - scores.rows(c, "evidence")
             mean, se = scores.paired(diff)
             rms = float(np.sqrt(scores.mean(diff**2)))
-            if rms < DUPLICATE_TOL * tol:
+            if rms < DUPLICATE_TOL * per_row:
                 out[id(c)] = (
                     f"on the sample it is the same fit as restart {best.restart} (per-row "
-                    f"log-likelihoods within {rms:.2g})"
+                    f"{rows} within {rms:.2g})"
                 )
             elif mean > TRAILING_STANDARD_ERRORS * se:
                 out[id(c)] = (
-                    f"on the sample its log-likelihood trails restart {best.restart}'s by "
+                    f"on the sample its {trails} restart {best.restart}'s by "
                     f"{mean:.3g} per row ({mean / se if se else np.inf:.0f} standard errors)"
                 )
     return out

@@ -6,6 +6,7 @@ dgmm's class; choosing K in one fit on the seed example; persistence; one engine
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import dask.array as da
@@ -15,6 +16,8 @@ from sklearn.datasets import load_iris, load_wine
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
 import dgmm
+
+from dgmm.selection import SCREEN_EVERY
 
 from .conftest import COV_TYPES, write_zarr
 
@@ -278,3 +281,53 @@ def test_variational_types_trailing_on_the_sample_stop_there():
         truth = next(e for e in exact.cells() if e["covariance_type"] == c["covariance_type"])
         assert c["estimate"]["bic"] > fast.cells()[0]["bic"]
         assert abs(c["estimate"]["bic"] - truth["bic"]) < 0.01 * abs(truth["bic"])
+        # judged while EM on the sample runs, not after it converges there
+        assert c["sample_iter"] < SCREEN_EVERY
+    assert max(r["sample_iter"] for r in fast.results if not r["error"]) > SCREEN_EVERY
+
+
+def test_variational_restarts_stop_on_the_sample_only_when_they_trail():
+    """After EM on the sample, a variational restart stops when its bound is below its cell's
+    best's and its rows' terms of the bound trail by more than 3 standard errors, or when it
+    is the same fit; continued on all rows, every stopped restart ends below the one kept (on
+    generated restarts from four initialisations, fitted to convergence on the sample)."""
+    from dgmm.em import EMState
+    from dgmm.selection import Candidate, SampleScores, trailing_restarts
+
+    rng = np.random.default_rng(1)
+    n, k = 6_000, 4
+    centres = rng.normal(scale=5, size=(k, 3))
+    X = centres[rng.integers(k, size=n)] + rng.normal(size=(n, 3))
+    sample = X[rng.choice(n, 1_000, replace=False)]
+    inits = ["kmeans", "random", "random_from_data", "k-means++"]
+    fits = [
+        dgmm.BayesianGaussianMixture(
+            6, init_params=inits[seed % 4], max_iter=1000, random_state=seed
+        ).fit(sample)
+        for seed in range(8)
+    ]
+    fits.append(max(fits, key=lambda f: f.lower_bound_))  # the best fit again
+    cands = []
+    for r, est in enumerate(fits):
+        assert est.converged_
+        c = Candidate("full", 6, r, est.reg_covar)
+        c.state = EMState(est._params(), est.reg_covar, est.lower_bound_, n_iter=est.n_iter_)
+        cands.append(c)
+    scores = SampleScores(sample, None)
+    out = trailing_restarts(cands, scores, 1e-3)
+    best = max(cands, key=lambda c: c.state.lower_bound)
+    assert id(best) not in out
+    assert f"same fit as restart {best.restart}" in out[id(cands[-1])]
+
+    def on_all_rows(c: Candidate) -> float:
+        est = copy.deepcopy(fits[c.restart]).set_params(warm_start=True, max_iter=1000)
+        return est.fit(X).lower_bound_
+
+    kept = on_all_rows(best)
+    for c in cands[:-1]:
+        mean, se = scores.paired(scores.rows(best, "evidence") - scores.rows(c, "evidence"))
+        assert (id(c) in out) == (c is not best and mean > 3 * se)
+        if id(c) in out:
+            assert "bound's terms over rows trail" in out[id(c)]
+            assert on_all_rows(c) < kept
+    assert len(out) > 2, "too few restarts trailed to test the rule"
