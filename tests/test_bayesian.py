@@ -16,7 +16,6 @@ from sklearn.datasets import load_iris, load_wine
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
 import dgmm
-
 from dgmm.selection import SCREEN_EVERY
 
 from .conftest import COV_TYPES, write_zarr
