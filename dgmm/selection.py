@@ -832,6 +832,19 @@ def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) 
             diff = scores.rows(best, "evidence") - scores.rows(c, "evidence")
             mean, se = scores.paired(diff)
             rms = float(np.sqrt(scores.mean(diff**2)))
+            logger.debug(
+                "%s K=%d restart %d against restart %d on the sample: bound %.6g against %.6g, "
+                "rows' terms %.3g per row lower (standard error %.3g, RMS %.3g)",
+                c.covariance_type,
+                c.n_components,
+                c.restart,
+                best.restart,
+                c.state.lower_bound,
+                best.state.lower_bound,
+                mean,
+                se,
+                rms,
+            )
             if rms < DUPLICATE_TOL * per_row:
                 out[id(c)] = (
                     f"on the sample it is the same fit as restart {best.restart} (per-row "
