@@ -223,6 +223,7 @@ def test_variational_selection_is_the_estimator_and_resumes(seed_example, tmp_pa
         dgmm.select(X, 4, method="bayes")
 
 
+@pytest.mark.long
 def test_variational_pipeline_run(tmp_path):
     """A run with ``selection.method: variational`` labels the rows with the chosen fit, plots
     the weights and lists the effective components."""
@@ -257,6 +258,7 @@ def test_variational_pipeline_run(tmp_path):
     assert isinstance(model, dgmm.BayesianGaussianMixture)
 
 
+@pytest.mark.long
 def test_variational_types_trailing_on_the_sample_stop_there():
     """``strategy='sample'``: a covariance type whose criterion (of its effective mixture)
     clearly trails on the sample stops there, named and with its estimate, and the selection
@@ -294,7 +296,7 @@ def test_variational_restarts_stop_on_the_sample_only_when_they_trail():
     from dgmm.selection import Candidate, SampleScores, trailing_restarts
 
     rng = np.random.default_rng(1)
-    n, k = 6_000, 4
+    n, k = 3_000, 4
     centres = rng.normal(scale=5, size=(k, 3))
     X = centres[rng.integers(k, size=n)] + rng.normal(size=(n, 3))
     sample = X[rng.choice(n, 1_000, replace=False)]
@@ -303,7 +305,7 @@ def test_variational_restarts_stop_on_the_sample_only_when_they_trail():
         dgmm.BayesianGaussianMixture(
             6, init_params=inits[seed % 4], max_iter=1000, random_state=seed
         ).fit(sample)
-        for seed in range(8)
+        for seed in range(5)
     ]
     fits.append(max(fits, key=lambda f: f.lower_bound_))  # the best fit again
     cands = []

@@ -36,6 +36,7 @@ def test_local_cluster_equals_in_process(cov_type, blobs, tmp_path, local_cluste
     np.testing.assert_array_equal(labels.compute(), ref.predict(X))
 
 
+@pytest.mark.long
 def test_cluster_tasks_are_named_and_seeded_inits_reproduce(blobs, local_cluster):
     X, _ = blobs
     x = da.from_array(X, chunks=(300, 3))

@@ -138,6 +138,7 @@ def test_initialisation_reads_dask_data_at_most_twice(tmp_path, init):
         assert counter.reads == (init_passes + 1) * n_chunks, trial
 
 
+@pytest.mark.long
 def test_multi_resolution_em_ends_where_exact_em_does():
     """Generated mixtures: the sample strategy selects the exhaustive sweep's cell with a
     log-likelihood at least as good (to 1e-4 per row) in fewer passes, and a GaussianMixture
@@ -272,6 +273,7 @@ def _standardised(X: np.ndarray) -> np.ndarray:
     return (X - X.mean(axis=0)) / X.std(axis=0)
 
 
+@pytest.mark.long
 def test_pipeline_defaults_on_classic_datasets(seed_example):
     """With the run's defaults (`ModelConfig`): on the seed example (its sample a third of the
     rows, so EM does start there) and on standardised iris, wine and breast cancer (small:
