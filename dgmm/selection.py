@@ -748,6 +748,9 @@ class Sweep:
 # tolerance as many times finer as the sample has rows, and a type that clearly trails would
 # otherwise run tens of passes more before it is stopped.
 SCREEN_EVERY = 10
+# A cell judged before its fit on the sample has converged is given, per row, this many times
+# its last iteration's gain as room to improve.
+UNCONVERGED_ROOM = 10.0
 # A restart is stopped after EM on the sample when its mean log-likelihood there trails its
 # cell's best by more than this many standard errors of the per-row difference.
 TRAILING_STANDARD_ERRORS = 3.0
@@ -876,7 +879,8 @@ def trailing_cells(
     estimated and after the first-order correction for fitting on the sample (a model of p
     parameters fitted on m rows looks better there by about p/(2m) per row than it will be
     on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
-    are left out. A variational fit is judged as `select` will judge it: its posterior-mean
+    are left out. A fit still running is first given `unconverged_room`. A variational fit is
+    judged as `select` will judge it: its posterior-mean
     mixture with the parameters of its components of weight above ``weight_threshold``. Also
     returns, for the best restart of each stopped cell, its BIC, AIC and ICL as estimated
     (with the correction).
@@ -911,6 +915,7 @@ def trailing_cells(
         _, se_row = scores.paired(per_row[top] - per_row[cell])
         se = 2.0 * n_rows * se_row
         excess = min(raw[cell] - raw[top], fix[cell] - fix[top])
+        excess -= 2.0 * n_rows * unconverged_room(best_of[cell], scores.x.shape[0])
         if excess > TRAILING_STANDARD_ERRORS * se:
             why = (
                 f"on the sample its estimated {criterion.upper()} trails "
@@ -920,6 +925,16 @@ def trailing_cells(
             out.update({id(r): why for r in cells[cell]})
             estimated[id(best_of[cell])] = estimates[cell]
     return out, estimated
+
+
+def unconverged_room(c: Candidate, m: int) -> float:
+    """What a fit still running on the sample (of ``m`` rows) might yet gain per row: its last
+    iteration's gain `UNCONVERGED_ROOM` times over (EM's gains shrink as it converges)."""
+    s = c.state
+    if s.converged or len(s.lower_bounds) < 2:
+        return 0.0
+    gain = max(0.0, s.lower_bounds[-1] - s.lower_bounds[-2])
+    return UNCONVERGED_ROOM * (gain / m if isinstance(s.params, VariationalParams) else gain)
 
 
 def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:

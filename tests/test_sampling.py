@@ -365,3 +365,34 @@ def test_the_sample_fits_the_workers_memory_limit():
     held = 2 * (s.x.nbytes + s.index.nbytes)
     assert held <= task_budget(passes.memory_limit, 10_000 * 64 * 4)
     assert abs(len(s.index) - passes.sampling.size) < 5 * np.sqrt(passes.sampling.size)
+
+
+def test_a_cell_still_running_on_the_sample_gets_room_to_improve():
+    """A cell judged before its fit on the sample converged is stopped only if it trails by
+    more than 3 standard errors after `UNCONVERGED_ROOM` times its last gain per row."""
+    from dgmm.em import EMState
+    from dgmm.selection import UNCONVERGED_ROOM, Candidate, SampleScores, trailing_cells
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(scale=4, size=(3, 2))
+    X = centres[rng.integers(3, size=4_000)] + rng.normal(size=(4_000, 2))
+    sample, n_rows = X[:1_000], 40_000
+
+    def cell(k: int, gain: float | None) -> Candidate:
+        gm = dgmm.GaussianMixture(k, random_state=0).fit(sample)
+        c = Candidate("full", k, 0, gm.reg_covar)
+        c.state = EMState(gm._params(), gm.reg_covar, gm.lower_bound_, n_iter=gm.n_iter_)
+        c.state.converged = gain is None
+        c.state.lower_bounds = [gm.lower_bound_ - (gain or 0.0), gm.lower_bound_]
+        return c
+
+    stopped, _ = trailing_cells(
+        [cell(3, None), cell(1, None)], SampleScores(sample, None), n_rows, "bic", set()
+    )
+    assert len(stopped) == 1
+    margin = float(next(iter(stopped.values())).split(" by ")[1].split(" ")[0])
+    for room in (0.5, 2.0):  # room per row against the margin it must eat
+        gain = room * margin / (2 * n_rows * UNCONVERGED_ROOM)
+        cands = [cell(3, None), cell(1, gain)]
+        stopped, _ = trailing_cells(cands, SampleScores(sample, None), n_rows, "bic", set())
+        assert bool(stopped) == (room < 1.0), room
