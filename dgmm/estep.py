@@ -16,7 +16,7 @@ which is what keeps the M-step from cancelling at any separation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .covariance import CovarianceType
 from .params import GaussianParams, ShiftedParams
 from .stats import SuffStats
 from .validation import check_block_finite
+
+if TYPE_CHECKING:
+    from .variational import VariationalParams
 
 # Budget for the temporaries of one sub-block: measured best at about 2k rows for K=8, D=16.
 SUB_BLOCK_BYTES = 3 * 2**20
@@ -463,7 +466,9 @@ def block_output(x: np.ndarray, params: ShiftedParams, shift: np.ndarray, output
     return out
 
 
-def row_output(params: GaussianParams, x: np.ndarray, output: str) -> np.ndarray:
+def row_output(
+    params: GaussianParams | VariationalParams, x: np.ndarray, output: str
+) -> np.ndarray:
     """`block_output` of in-memory rows (float64): ``score`` is each row's log-likelihood,
     ``entropy`` its ``Σ_k τ log τ`` (its share of ICL's classification term)."""
     shift = x.mean(axis=0, dtype=np.float64)

@@ -464,7 +464,8 @@ class Sweep:
     strategy : {'exact', 'sample'}
         'sample': multi-resolution EM. Every candidate is initialised and fitted to
         convergence on a uniform sample of rows in memory (one pass draws it), restarts that
-        clearly trail their cell's best there are stopped, and the others continue on all
+        clearly trail their cell's best there are stopped (with ``screen_cells``, whole cells
+        too, judged every `SCREEN_EVERY` iterations there), and the others continue on all
         rows under the same convergence test. Data less than twice the sample runs 'exact'.
     sample_size : int or None
         Rows of that sample (and of the sample Dask input's 'kmeans' and 'k-means++' run on);
@@ -494,6 +495,7 @@ class Sweep:
     # Called with the candidates every `SCREEN_EVERY` passes of EM; returns those (by ``id``)
     # to stop there (the sample phase's cell screening).
     judge: Callable[[list[Candidate]], set[int]] | None = None
+    rounds: int = 0  # EM iterations run (lockstep rounds), for `judge`
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -622,9 +624,10 @@ class Sweep:
             cells, estimates = trailing_cells(
                 cands, scores, n, self.screen_cells, set(early), self.weight_threshold
             )
-            for c in cands:
-                if id(c) in cells:
-                    c.stopped = cells[id(c)]
+            why = {c.cell: cells[id(c)] for c in cands if id(c) in cells}
+            for c in cands:  # with the cell's restarts that failed and await a retry
+                if c.cell in why and c.stopped is None:
+                    c.stopped = cells[id(c)] = why[c.cell]
             early.update(cells)
             estimated.update(estimates)
             return set(cells)
@@ -669,7 +672,8 @@ class Sweep:
             self._checkpoint()
             if self.progress is not None:
                 self.progress("em")
-            if self.judge is not None and active and self.passes.n_passes % SCREEN_EVERY == 0:
+            self.rounds += 1
+            if self.judge is not None and active and self.rounds % SCREEN_EVERY == 0:
                 halted = self.judge(self.candidates)
                 active[:] = [i for i in active if id(live[i]) not in halted]
 
@@ -751,8 +755,9 @@ SCREEN_EVERY = 10
 # A cell judged before its fit on the sample has converged is given, per row, this many times
 # its last iteration's gain as room to improve.
 UNCONVERGED_ROOM = 10.0
-# A restart is stopped after EM on the sample when its mean log-likelihood there trails its
-# cell's best by more than this many standard errors of the per-row difference.
+# A restart is stopped after EM on the sample when its rows' share of the bound there (the
+# log-likelihood, or a variational fit's evidence) trails its cell's best by more than this
+# many standard errors of the per-row difference.
 TRAILING_STANDARD_ERRORS = 3.0
 # ... or when its per-row log-likelihoods are within this many ``tol`` of the best's (RMS)
 DUPLICATE_TOL = 10.0
@@ -765,7 +770,8 @@ class SampleScores:
     def __init__(self, x: np.ndarray, w: np.ndarray | None):
         self.x = x
         weights = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-        self.weights = weights / weights.sum()
+        self.total = float(weights.sum())  # what a variational bound's total is over
+        self.weights = weights / self.total
         self.n_eff = 1.0 / float(np.sum(self.weights**2))  # the sample's effective rows
         self._cache: dict[tuple[int, str], np.ndarray] = {}
 
@@ -827,7 +833,7 @@ def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) 
         best = best_restart(group)
         per_row, rows, trails = tol, "log-likelihoods", "log-likelihood trails"
         if isinstance(best.state.params, VariationalParams):
-            per_row = tol / scores.x.shape[0]
+            per_row = tol / scores.total
             rows, trails = "bound terms", "bound's terms over rows trail"
         for c in group:
             if c is best:
@@ -915,7 +921,7 @@ def trailing_cells(
         _, se_row = scores.paired(per_row[top] - per_row[cell])
         se = 2.0 * n_rows * se_row
         excess = min(raw[cell] - raw[top], fix[cell] - fix[top])
-        excess -= 2.0 * n_rows * unconverged_room(best_of[cell], scores.x.shape[0])
+        excess -= 2.0 * n_rows * max(unconverged_room(r, scores.total) for r in cells[cell])
         if excess > TRAILING_STANDARD_ERRORS * se:
             why = (
                 f"on the sample its estimated {criterion.upper()} trails "
@@ -927,12 +933,15 @@ def trailing_cells(
     return out, estimated
 
 
-def unconverged_room(c: Candidate, m: int) -> float:
-    """What a fit still running on the sample (of ``m`` rows) might yet gain per row: its last
-    iteration's gain `UNCONVERGED_ROOM` times over (EM's gains shrink as it converges)."""
+def unconverged_room(c: Candidate, m: float) -> float:
+    """What a fit still running on the sample (of ``m`` rows, or total weight) might yet gain
+    per row: its last iteration's gain `UNCONVERGED_ROOM` times over (EM's gains shrink as it
+    converges); unbounded before it has made a gain to measure."""
     s = c.state
-    if s.converged or len(s.lower_bounds) < 2:
+    if s.converged:
         return 0.0
+    if len(s.lower_bounds) < 2:
+        return np.inf
     gain = max(0.0, s.lower_bounds[-1] - s.lower_bounds[-2])
     return UNCONVERGED_ROOM * (gain / m if isinstance(s.params, VariationalParams) else gain)
 

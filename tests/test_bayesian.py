@@ -283,7 +283,7 @@ def test_variational_types_trailing_on_the_sample_stop_there():
         assert c["estimate"]["bic"] > fast.cells()[0]["bic"]
         assert abs(c["estimate"]["bic"] - truth["bic"]) < 0.01 * abs(truth["bic"])
         # judged while EM on the sample runs, not after it converges there
-        assert c["sample_iter"] < SCREEN_EVERY
+        assert c["sample_iter"] <= SCREEN_EVERY
     assert max(r["sample_iter"] for r in fast.results if not r["error"]) > SCREEN_EVERY
 
 
