@@ -421,8 +421,7 @@ def run_em(
     Each iteration's ``lower_bound`` is the mean (weighted) log-likelihood of the parameters
     before that iteration's M-step; a candidate converges when it changes by less than ``tol``.
     A candidate whose covariance degenerates stops with ``error`` set; the others go on. States
-    that already ran (a resumed checkpoint) continue where they stopped. ``callback(states,
-    active)`` runs after every pass and may remove indices from ``active`` to stop them.
+    that already ran (a resumed checkpoint) continue where they stopped.
     """
     active = [
         i for i, s in enumerate(states) if not (s.converged or s.failed) and s.n_iter < max_iter

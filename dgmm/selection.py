@@ -465,7 +465,7 @@ class Sweep:
         'sample': multi-resolution EM. Every candidate is initialised and fitted to
         convergence on a uniform sample of rows in memory (one pass draws it), restarts that
         clearly trail their cell's best there are stopped (with ``screen_cells``, whole cells
-        too, judged every `SCREEN_EVERY` iterations there), and the others continue on all
+        too), and the others continue on all
         rows under the same convergence test. Data less than twice the sample runs 'exact'.
     sample_size : int or None
         Rows of that sample (and of the sample Dask input's 'kmeans' and 'k-means++' run on);
@@ -492,10 +492,6 @@ class Sweep:
     screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
     weight_threshold: float | None = None  # a variational fit's used components (screening)
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
-    # Called with the candidates every `SCREEN_EVERY` passes of EM; returns those (by ``id``)
-    # to stop there (the sample phase's cell screening).
-    judge: Callable[[list[Candidate]], set[int]] | None = None
-    rounds: int = 0  # EM iterations run (lockstep rounds), for `judge`
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -615,35 +611,17 @@ class Sweep:
             retry=self.retry,
             prior=self.prior,
         )
-        n = self.passes.blocks.x.shape[0]
-        early: dict[int, str] = {}  # cells stopped while EM on the sample runs
-        estimated: dict[int, dict] = {}
-
-        def judge(cands: list[Candidate]) -> set[int]:
-            scores = SampleScores(data.x_mem, data.w_mem)
-            cells, estimates = trailing_cells(
-                cands, scores, n, self.screen_cells, set(early), self.weight_threshold
-            )
-            why = {c.cell: cells[id(c)] for c in cands if id(c) in cells}
-            for c in cands:  # with the cell's restarts that failed and await a retry
-                if c.cell in why and c.stopped is None:
-                    c.stopped = cells[id(c)] = why[c.cell]
-            early.update(cells)
-            estimated.update(estimates)
-            return set(cells)
-
-        if self.screen_cells is not None:
-            sub.judge = judge
         started = time.perf_counter()
         sub.run(score=False)
         scores = SampleScores(data.x_mem, data.w_mem)
-        trailing = trailing_restarts(sub.candidates, scores, self.tol) | early
+        trailing = trailing_restarts(sub.candidates, scores, self.tol)
+        estimated: dict[int, dict] = {}
         if self.screen_cells is not None:
-            cells, estimates = trailing_cells(
+            n = self.passes.blocks.x.shape[0]
+            cells, estimated = trailing_cells(
                 sub.candidates, scores, n, self.screen_cells, set(trailing), self.weight_threshold
             )
             trailing |= cells
-            estimated.update(estimates)
         logger.info(
             "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
             data.x.shape[0],
@@ -672,10 +650,6 @@ class Sweep:
             self._checkpoint()
             if self.progress is not None:
                 self.progress("em")
-            self.rounds += 1
-            if self.judge is not None and active and self.rounds % SCREEN_EVERY == 0:
-                halted = self.judge(self.candidates)
-                active[:] = [i for i in active if id(live[i]) not in halted]
 
         run_em(
             self.passes,
@@ -747,13 +721,10 @@ class Sweep:
             c.log_likelihood, c.entropy = float(st.loglik), float(st.entropy)
 
 
-# Cells are judged on the sample every this many passes there as well as once EM on it has
-# ended: a variational fit's bound is a total, so EM on the sample converges to a per-row
-# tolerance as many times finer as the sample has rows, and a type that clearly trails would
-# otherwise run tens of passes more before it is stopped.
-SCREEN_EVERY = 10
-# A cell judged before its fit on the sample has converged is given, per row, this many times
-# its last iteration's gain as room to improve.
+# A cell whose fit on the sample stopped unconverged (at ``max_iter``) is given, per row, this
+# many times its last iteration's gain as room to improve. Cells are judged only once EM on the
+# sample has ended: a fit's criterion part-way is no bound on its end (a fit from a random start
+# can gain little per iteration for tens of iterations, then overtake).
 UNCONVERGED_ROOM = 10.0
 # A restart is stopped after EM on the sample when its rows' share of the bound there (the
 # log-likelihood, or a variational fit's evidence) trails its cell's best by more than this

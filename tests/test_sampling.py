@@ -367,9 +367,10 @@ def test_the_sample_fits_the_workers_memory_limit():
     assert abs(len(s.index) - passes.sampling.size) < 5 * np.sqrt(passes.sampling.size)
 
 
-def test_a_cell_still_running_on_the_sample_gets_room_to_improve():
-    """A cell judged before its fit on the sample converged is stopped only if it trails by
-    more than 3 standard errors after `UNCONVERGED_ROOM` times its last gain per row."""
+def test_a_cell_unconverged_on_the_sample_gets_room_to_improve():
+    """A cell whose fit on the sample ended unconverged (at ``max_iter``) is stopped only if it
+    trails by more than 3 standard errors after `UNCONVERGED_ROOM` times its last gain per
+    row."""
     from dgmm.em import EMState
     from dgmm.selection import UNCONVERGED_ROOM, Candidate, SampleScores, trailing_cells
 
@@ -396,3 +397,16 @@ def test_a_cell_still_running_on_the_sample_gets_room_to_improve():
         cands = [cell(3, None), cell(1, gain)]
         stopped, _ = trailing_cells(cands, SampleScores(sample, None), n_rows, "bic", set())
         assert bool(stopped) == (room < 1.0), room
+
+
+def test_a_slow_fit_on_the_sample_is_judged_only_once_it_ends():
+    """A cell is judged once EM on the sample has ended, not part-way: from a random start a
+    full K=3 fit gains little per iteration for tens of iterations on the sample, then
+    overtakes spherical K=3 (judged at its 10th iteration it trailed by 15 standard errors);
+    the selection is the exhaustive strategy's."""
+    X = _mixture(6000, 3, 3, seed=2, scale=3.0)
+    kw = dict(n_init=1, random_state=0, tol=1e-9, max_iter=60, init_params="random")
+    fast = dgmm.select(X, [1, 3], ["full", "spherical"], strategy="sample", sample_size=1500, **kw)
+    exact = dgmm.select(X, [1, 3], ["full", "spherical"], **kw)
+    assert fast.best_params_ == exact.best_params_ == {"n_components": 3, "covariance_type": "full"}
+    assert fast.n_passes_ < exact.n_passes_
