@@ -465,8 +465,8 @@ class Sweep:
         'sample': multi-resolution EM. Every candidate is initialised and fitted to
         convergence on a uniform sample of rows in memory (one pass draws it), restarts that
         clearly trail their cell's best there are stopped (with ``screen_cells``, whole cells
-        too), and the others continue on all
-        rows under the same convergence test. Data less than twice the sample runs 'exact'.
+        too), and the others continue on all rows under the same convergence test. Data less
+        than twice the sample runs 'exact'.
     sample_size : int or None
         Rows of that sample (and of the sample Dask input's 'kmeans' and 'k-means++' run on);
         None: `default_sample_size` of the candidates.
@@ -644,7 +644,7 @@ class Sweep:
         self._checkpoint()
 
     def _em(self) -> None:
-        live = [c for c in self.candidates if c.state is not None and c.stopped is None]
+        live = [c for c in self.candidates if c.state is not None]
 
         def on_pass(states: list[EMState], active: list[int]) -> None:
             self._checkpoint()
@@ -787,7 +787,7 @@ def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) 
 
     For a Gaussian mixture the share is the row's log-likelihood and the bound their mean. A
     variational bound also holds terms that are no sum over rows (the posterior's divergence
-    from the prior) and is a total, so ``tol`` is divided by the sample's rows; the best
+    from the prior) and is a total, so ``tol`` is divided by the sample's weight total; the best
     restart (the largest bound, as scikit-learn picks) has the larger bound there already, and
     on all rows its lead in the rows' terms grows with the rows while the other terms grow
     with their logarithm.
@@ -856,9 +856,9 @@ def trailing_cells(
     estimated and after the first-order correction for fitting on the sample (a model of p
     parameters fitted on m rows looks better there by about p/(2m) per row than it will be
     on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
-    are left out. A fit still running is first given `unconverged_room`. A variational fit is
-    judged as `select` will judge it: its posterior-mean
-    mixture with the parameters of its components of weight above ``weight_threshold``. Also
+    are left out. A fit that ended unconverged is first given `unconverged_room`. A
+    variational fit is judged as `select` will judge it: its posterior-mean mixture with the
+    parameters of its components of weight above ``weight_threshold``. Also
     returns, for the best restart of each stopped cell, its BIC, AIC and ICL as estimated
     (with the correction).
     """
@@ -905,9 +905,9 @@ def trailing_cells(
 
 
 def unconverged_room(c: Candidate, m: float) -> float:
-    """What a fit still running on the sample (of ``m`` rows, or total weight) might yet gain
-    per row: its last iteration's gain `UNCONVERGED_ROOM` times over (EM's gains shrink as it
-    converges); unbounded before it has made a gain to measure."""
+    """What a fit that ended unconverged on the sample (of ``m`` rows, or total weight) might
+    yet gain per row on all rows: its last iteration's gain `UNCONVERGED_ROOM` times over
+    (EM's gains usually shrink); unbounded before it has made a gain to measure."""
     s = c.state
     if s.converged:
         return 0.0
