@@ -289,25 +289,68 @@ def _count(client) -> int | None:
 def _watched(client, graph: Any, name: str, need: int | None = None) -> Any:
     """Compute ``graph`` on the cluster; fail if it is stalled for the configured time."""
     from dask.utils import parse_timedelta
-    from distributed import wait
 
     timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
     watch = Watch(timeout, need)  # the clock starts now; reports begin after a second
     submitted = client.compute(graph)  # a future, or a list of them for a list of graphs
     futures = list(submitted) if isinstance(submitted, (list, tuple)) else [submitted]
+    results = _gather_watched(client, futures, watch, f"pass '{name}'")
+    return results if isinstance(submitted, (list, tuple)) else results[0]
+
+
+def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
+    """The results of ``futures``, failing (and cancelling them) once ``watch`` says the
+    cluster is stalled."""
+    from distributed import wait
+
     try:
         while True:
             try:
-                wait(futures, timeout=min(1.0, timeout))
-                results = client.gather(futures)
-                return results if isinstance(submitted, (list, tuple)) else results[0]
+                wait(futures, timeout=min(1.0, watch.timeout))
+                return client.gather(futures)
             except TimeoutError:
                 workers = client.scheduler_info(n_workers=-1)["workers"]
                 why = watch.observe(workers, time.monotonic(), lambda: _count(client))
                 if why is not None:
-                    raise StalledError(f"pass '{name}' {why}") from None
+                    raise StalledError(f"{what} {why}") from None
     finally:
         client.cancel([f for f in futures if not f.done()])
+
+
+def worker_threads() -> int:
+    """Threads of the active distributed cluster's workers together (0 without a client)."""
+    client = _active_client()
+    if client is None:
+        return 0
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return sum(int(w.get("nthreads") or 0) for w in workers)
+
+
+def run_tasks(
+    fn: Callable[..., Any], shared: Any, items: list[Any], name: str, priorities: list[int]
+) -> list[Any]:
+    """``fn(shared, item)`` for every item, each one task on the active cluster's workers.
+
+    ``shared`` (the data every task reads) is sent to every worker once. Tasks with a higher
+    priority start first; the scheduler moves waiting tasks to idle workers, so long and short
+    tasks even out. Watched like a pass: the run fails if the cluster stalls (`Watch`).
+    """
+    from dask.utils import parse_timedelta
+
+    client = _active_client()
+    if client is None:
+        raise RuntimeError("run_tasks needs an active distributed Client")
+    token = uuid.uuid4().hex[:12]
+    (data,) = client.scatter([shared], broadcast=True, hash=False)  # one object, not its items
+    futures = [
+        client.submit(fn, data, item, key=f"{name}-{token}-{i}", priority=p, pure=False)
+        for i, (item, p) in enumerate(zip(items, priorities, strict=True))
+    ]
+    watch = Watch(parse_timedelta(dask.config.get("dgmm.stall-timeout")))
+    try:
+        return _gather_watched(client, futures, watch, f"'{name}'")
+    finally:
+        client.cancel([data])
 
 
 def compute(*graphs: Any, scheduler: str | None = None) -> tuple:

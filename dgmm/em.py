@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._reduce import SPLIT_EVERY, RowBlocks, StalledError, cluster_memory_limit, compute
+from ._reduce import (
+    SPLIT_EVERY,
+    RowBlocks,
+    StalledError,
+    cluster_memory_limit,
+    compute,
+    run_tasks,
+    worker_threads,
+)
 from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import (
     TEMPORARY_BYTES,
@@ -55,6 +63,7 @@ __all__ = [
     "plan_for",
     "plan_passes",
     "run_em",
+    "run_em_on_workers",
     "statistics_nbytes",
 ]
 
@@ -486,3 +495,63 @@ def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
     s.lower_bounds.append(lb)
     s.converged = bool(abs(change) < tol)
     return not s.converged
+
+
+@dataclass(frozen=True)
+class MemoryRows:
+    """In-memory rows, with the row blocks, shift and reach of the passes they came from: EM
+    on them in another process does the same arithmetic, and so gets the same bits."""
+
+    x: np.ndarray
+    w: np.ndarray | None
+    row_chunks: tuple[int, ...]
+    shift: np.ndarray
+    reach: np.ndarray | None
+
+    def passes(self) -> DataPasses:
+        """Passes over these rows in the calling thread (the local synchronous scheduler)."""
+        import dask.array as da
+
+        x = da.from_array(self.x, chunks=(self.row_chunks, self.x.shape[1]), name=False)
+        w = None if self.w is None else da.from_array(self.w, chunks=(self.row_chunks,), name=False)
+        passes = DataPasses(RowBlocks(x, w, "sync"), self.shift, checked=True)
+        passes.reach = self.reach
+        return passes
+
+
+def _em_task(rows: MemoryRows, job: tuple[EMState, float, int]) -> tuple[EMState, int]:
+    state, tol, max_iter = job
+    passes = rows.passes()
+    run_em(passes, [state], tol=tol, max_iter=max_iter)
+    return state, passes.n_passes
+
+
+def run_em_on_workers(
+    passes: DataPasses,
+    x: np.ndarray,
+    w: np.ndarray | None,
+    states: list[EMState],
+    *,
+    tol: float,
+    max_iter: int,
+) -> list[EMState] | None:
+    """`run_em` of each state as its own task on the active cluster's workers, over the rows
+    ``x`` (weights ``w``) in memory that ``passes`` runs over; the finished states, in order,
+    or None when no cluster of two or more worker threads is active (nothing is run then).
+
+    Candidates over rows in memory share no read, only the interpreter: in separate worker
+    processes they run at once, where the local threaded scheduler scales little past one
+    thread on these kernels. Each state gets the same arithmetic as in lockstep (its
+    sub-blocks do not depend on the other candidates), so the same results. The most costly
+    candidates per iteration start first. ``passes`` counts the passes the longest took.
+    """
+    if len(states) < 2 or worker_threads() < 2:
+        return None
+    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift, passes.reach)
+    d = x.shape[1]
+    cost = [statistics_nbytes(s.params.covariance_type, s.params.n_components, d) for s in states]
+    done = run_tasks(
+        _em_task, rows, [(s, tol, max_iter) for s in states], "dgmm-em-in-memory", cost
+    )
+    passes.n_passes += max(n for _, n in done)
+    return [s for s, _ in done]

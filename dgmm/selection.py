@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .covariance import get_covariance_type
-from .em import DataPasses, EMState, run_em
+from .em import DataPasses, EMState, run_em, run_em_on_workers
 from .estep import ScoringPosterior, StatsJob, row_output
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
@@ -492,6 +492,9 @@ class Sweep:
     screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
     weight_threshold: float | None = None  # a variational fit's used components (screening)
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
+    # EM of each candidate as its own task on the cluster's workers (`run_em_on_workers`):
+    # for in-memory rows (``x_mem``), with no checkpoint or progress per pass
+    spread: bool = False
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -610,6 +613,7 @@ class Sweep:
             w_mem=data.w_mem,
             retry=self.retry,
             prior=self.prior,
+            spread=True,
         )
         started = time.perf_counter()
         sub.run(score=False)
@@ -645,6 +649,24 @@ class Sweep:
 
     def _em(self) -> None:
         live = [c for c in self.candidates if c.state is not None]
+        if self.spread:
+            pending = [
+                c
+                for c in live
+                if not (c.state.converged or c.state.failed) and c.state.n_iter < self.max_iter
+            ]
+            done = run_em_on_workers(
+                self.passes,
+                self.x_mem,
+                self.w_mem,
+                [c.state for c in pending],
+                tol=self.full_data_tol,
+                max_iter=self.max_iter,
+            )
+            if done is not None:
+                for c, state in zip(pending, done, strict=True):
+                    c.state = state
+                return
 
         def on_pass(states: list[EMState], active: list[int]) -> None:
             self._checkpoint()

@@ -134,3 +134,70 @@ def test_allocator_tuning_can_be_turned_off():
         for flag in ("0", "1")
     }
     assert out == {"0": "False", "1": "True" if sys.platform.startswith("linux") else "False"}
+
+
+def _finished(client, prefix: str) -> int:
+    return client.run_on_scheduler(
+        lambda dask_scheduler: (
+            dask_scheduler.task_prefixes[prefix].state_counts["memory"]
+            if prefix in dask_scheduler.task_prefixes
+            else 0
+        )
+    )
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.long), 2])
+def test_em_on_the_sample_on_worker_processes_gives_the_lockstep_bits(
+    seed, local_cluster, monkeypatch
+):
+    """On a cluster, EM on the sample runs each candidate as its own task on the worker
+    processes. On generated variants (dtype, row weights, method, types, K, restarts,
+    initialisation) every candidate ends with exactly the bits, iterations and decisions of the
+    same run with EM on the sample in lockstep in one process."""
+    import dgmm
+    import dgmm.em
+
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(2, 6))
+    centres = rng.normal(scale=4.0, size=(3, d))
+    X = centres[rng.integers(3, size=20_000)] + rng.normal(size=(20_000, d))
+    X = X.astype(rng.choice(["float32", "float64"]))
+    w = rng.uniform(0.2, 3.0, size=X.shape[0]) if rng.random() < 0.5 else None
+    types = list(rng.choice(COV_TYPES, size=int(rng.integers(2, 5)), replace=False))
+    variational = seed == 1  # one variant of each method, the third drawn
+    if seed == 2:
+        variational = bool(rng.random() < 0.5)
+    kw = dict(
+        n_init=int(rng.integers(1, 3)),
+        init_params=str(rng.choice(["kmeans", "k-means++", "random_from_data"])),
+        random_state=int(rng.integers(1000)),
+        strategy="sample",
+        sample_size=9000,  # over 4096 rows: the sample is several blocks in memory
+        sample_weight=w,
+    )
+    if variational:
+        grid, kw["method"], kw["max_iter"] = int(rng.integers(3, 6)), "variational", 30
+    else:
+        grid = sorted(rng.choice(np.arange(1, 6), size=int(rng.integers(2, 4)), replace=False))
+        grid = [int(k) for k in grid]
+    x = da.from_array(X, chunks=int(rng.integers(5000, 10_000)))
+
+    before = _finished(local_cluster, "dgmm-em-in-memory")
+    spread = dgmm.select(x, grid, types, **kw)
+    tasks = _finished(local_cluster, "dgmm-em-in-memory") - before
+    live = sum(r["sample_iter"] > 0 for r in spread.results)
+    assert live >= 2 and tasks >= live, (tasks, live)  # each ran as a task on the workers
+
+    monkeypatch.setattr(dgmm.em, "worker_threads", lambda: 0)  # EM on the sample in lockstep
+    lockstep = dgmm.select(x, grid, types, **kw)
+    assert _finished(local_cluster, "dgmm-em-in-memory") - before == tasks
+    assert spread.n_passes_ == lockstep.n_passes_
+    for a, b in zip(spread.results, lockstep.results, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            same = a[key] == b[key] or (a[key] != a[key] and b[key] != b[key])  # NaN == NaN
+            assert same, (key, a, b)
+    assert spread.best_params_ == lockstep.best_params_
+    best_a, best_b = spread.best_estimator_, lockstep.best_estimator_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(best_a, name), getattr(best_b, name))
