@@ -7,6 +7,7 @@ results are combined in a tree of fan-in ``split_every``; nothing of size N reac
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._malloc import trim_if_high, tune_allocator
 from .validation import check_block_finite, check_weight_block
@@ -141,7 +142,22 @@ class RowBlocks:
         if self.scheduler is None:
             local = dask.config.get("scheduler", None) in (None, "threads", "threading")
             local = local and _active_client() is None
-        return threadpool_limits(limits=1) if local else nullcontext()
+        return _one_blas_thread() if local else nullcontext()
+
+
+# The process's thread pools, found once: a scan of its libraries costs ~4 ms, once per pass
+# over rows in memory. Native thread pools arrive with imports, so a module count that moved
+# means a new scan.
+_POOLS: tuple[int, ThreadpoolController] | None = None
+
+
+def _one_blas_thread():
+    """A context in which BLAS and OpenMP run one thread (the scheduler's threads are the
+    parallelism)."""
+    global _POOLS
+    if _POOLS is None or _POOLS[0] != len(sys.modules):
+        _POOLS = (len(sys.modules), ThreadpoolController())
+    return _POOLS[1].limit(limits=1)
 
 
 def _chain_step(kernel, accumulate, running, xb, wb, row0: int, spec: Any) -> Any:

@@ -83,3 +83,33 @@ def test_chained_first_level_gives_the_tree_bits_and_holds_one_result_per_group(
         assert (a.n, a.loglik) == (b.n, b.loglik)
         for name in ("nk", "sx", "sxx"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def _blas_threads(x, w, row0, spec) -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def _concatenated(parts: list[list[int]]) -> list[int]:
+    return [t for part in parts for t in part]
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_local_passes_run_one_blas_thread_per_scheduler_thread(scheduler):
+    """On the local schedulers their threads are the parallelism: inside every pass each BLAS
+    pool runs one thread, and after it the pools are as they were (the pools are found once per
+    process, not per pass). OpenMP's setting is per thread, and the kernels use none."""
+    import dask.array as da
+    from threadpoolctl import threadpool_limits
+
+    from dgmm._reduce import RowBlocks
+
+    blocks = RowBlocks(da.zeros((40, 2), chunks=(10, 2)), scheduler=scheduler)
+    for outside in (2, 3, 2):
+        with threadpool_limits(limits=outside):
+            before = _blas_threads(None, None, 0, None)
+            inside = blocks.map_reduce(_blas_threads, None, _concatenated, "b")
+            assert inside and set(inside) == {1}
+            assert _blas_threads(None, None, 0, None) == before
+            assert set(before) == {outside}
