@@ -882,7 +882,8 @@ def trailing_cells(
     variational fit is judged as `select` will judge it: its posterior-mean mixture with the
     parameters of its components of weight above ``weight_threshold``. Also
     returns, for the best restart of each stopped cell, its BIC, AIC and ICL as estimated
-    (with the correction).
+    (with the correction), and for a variational fit its effective components and weights on
+    the sample.
     """
     cells: dict[tuple[str, int], list[Candidate]] = {}
     for c in cands:
@@ -897,15 +898,21 @@ def trailing_cells(
     per_row, raw, fix, estimates = {}, {}, {}, {}
     for cell, c in best_of.items():
         p = c.state.params.n_parameters()
+        fit = {}
         if isinstance(c.state.params, VariationalParams):
             used = effective_components(c.state.params, weight_threshold or 0.0)
             p = n_parameters(c.covariance_type, used, c.state.params.n_features)
+            # what the report shows of a variational type stopped here: its fit on the sample
+            fit = {"effective_components": used, "weights": c.state.params.weights.tolist()}
         ll, ent = scores.rows(c), scores.rows(c, "entropy")
         per_row[cell] = ll + ent if criterion == "icl" else ll
         raw[cell] = -2.0 * n_rows * scores.mean(per_row[cell]) + scale * p
         fix[cell] = raw[cell] + n_rows * p * (1.0 / m - 1.0 / n_rows)
         total = n_rows * (scores.mean(ll) - p / (2 * m) + p / (2 * n_rows))
-        estimates[cell] = information_criteria(total, p, n_rows, n_rows * scores.mean(ent))
+        estimates[cell] = {
+            **information_criteria(total, p, n_rows, n_rows * scores.mean(ent)),
+            **fit,
+        }
     top = min(fix, key=fix.get)
     out, estimated = {}, {}
     for cell in best_of:

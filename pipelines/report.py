@@ -206,18 +206,26 @@ def components_text(best: Row, threshold: float, n_rows: int) -> str:
 
 def weights_figure(cells: list[Row], threshold: float):
     """Each covariance type's variational fit: its component weights, largest first, against
-    the threshold above which a component counts; the title names each type's count."""
+    the threshold above which a component counts; the legend names each type's count. A type
+    stopped after EM on the sample shows that fit, hatched and named so."""
     plt = _pyplot()
-    ok = [c for c in cells if c["error"] is None]
+    shown = []
+    for c in cells:
+        if c["error"] is None:
+            shown.append((c["covariance_type"], c, ""))
+        elif (c.get("estimate") or {}).get("weights") is not None:
+            shown.append((c["covariance_type"], c["estimate"], " (stopped; its sample fit)"))
     fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / max(len(ok), 1)
-    for i, c in enumerate(ok):
-        w = np.sort(np.asarray(c["weights"]))[::-1]
+    width = 0.8 / max(len(shown), 1)
+    for i, (name, fit, note) in enumerate(shown):
+        w = np.sort(np.asarray(fit["weights"]))[::-1]
         ax.bar(
             np.arange(w.size) + i * width,
             w,
             width,
-            label=f"{c['covariance_type']}: {c['effective_components']} used",
+            hatch="//" if note else None,
+            alpha=0.6 if note else 1.0,
+            label=f"{name}: {fit['effective_components']} used{note}",
         )
     ax.axhline(threshold, color="black", lw=0.8, ls="--", label=f"threshold {threshold:g}")
     ax.set_yscale("symlog", linthresh=max(threshold / 10, 1e-6))

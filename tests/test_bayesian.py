@@ -281,6 +281,10 @@ def test_variational_types_trailing_on_the_sample_stop_there():
         truth = next(e for e in exact.cells() if e["covariance_type"] == c["covariance_type"])
         assert c["estimate"]["bic"] > fast.cells()[0]["bic"]
         assert abs(c["estimate"]["bic"] - truth["bic"]) < 0.01 * abs(truth["bic"])
+        # the report's weights plot shows the sample fit of a stopped type
+        w = np.asarray(c["estimate"]["weights"])
+        assert w.shape == (6,) and abs(w.sum() - 1.0) < 1e-9
+        assert c["estimate"]["effective_components"] == int((w > 0.01).sum())
 
 
 def test_variational_restarts_stop_on_the_sample_only_when_they_trail():

@@ -49,7 +49,9 @@ def test_cluster_tasks_are_named_and_seeded_inits_reproduce(blobs, local_cluster
     assert {"dgmm-estep", "dgmm-init", "dgmm-combine"} <= set(names)
 
 
-@pytest.mark.parametrize("init", ["k-means++", "random_from_data", "k-means||"])
+@pytest.mark.parametrize(
+    "init", ["k-means++", "random_from_data", pytest.param("k-means||", marks=pytest.mark.long)]
+)
 def test_zarr_input_keys_are_consistent_across_passes(blobs, tmp_path, local_cluster, init):
     """Every pass reads a Zarr chunk through one task definition, so the scheduler never sees a
     key reused with a different graph (its "Detected different `run_spec`" warning)."""
@@ -146,7 +148,7 @@ def _finished(client, prefix: str) -> int:
     )
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.long), 2])
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.long) for s in (1, 2))])
 def test_em_on_the_sample_on_worker_processes_gives_the_lockstep_bits(
     seed, local_cluster, monkeypatch
 ):

@@ -127,3 +127,35 @@ def test_summary_counts_stopped_cells_apart_from_failures(seed):
         assert f"{n_stopped} cell(s) stopped" in text
     assert "failed (NA)" not in text  # every failure here is degenerate, named as such
     assert (f"{n_failed} cell(s) NA, every restart a degenerate fit" in text) is (n_failed > 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weights_plot_shows_every_type_stopped_ones_as_sample_fits(seed):
+    """Every covariance type with weights appears in the variational weights plot: fitted
+    types as they are, types stopped after the sample by their sample fit, named so; a type
+    with no weights (failed) is left out."""
+    from pipelines.report import weights_figure
+
+    rng = np.random.default_rng(seed)
+    cells, expect = [], {}
+    for name in ["full", "tied", "diag", "spherical"]:
+        w = rng.dirichlet(np.ones(int(rng.integers(2, 9))))
+        used = int((w > 0.01).sum())
+        fate = rng.choice(["fitted", "stopped", "failed"])
+        row = {"covariance_type": name, "error": None, "estimate": None}
+        if fate == "fitted":
+            row.update(weights=w.tolist(), effective_components=used)
+            expect[name] = f"{name}: {used} used"
+        elif fate == "stopped":
+            row["error"] = "stopped: on the sample its estimated BIC trails full,8's"
+            row["estimate"] = {"bic": 1.0, "weights": w.tolist(), "effective_components": used}
+            expect[name] = f"{name}: {used} used (stopped; its sample fit)"
+        else:
+            row["error"] = "Fitting the mixture model failed"
+        cells.append(row)
+    fig = weights_figure(cells, 0.01)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sorted(labels) == sorted([*expect.values(), "threshold 0.01"])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
