@@ -35,6 +35,7 @@ from .estep import (
     StatsJob,
     chunk_statistics,
     compute_dtype,
+    row_output,
 )
 from .mstep import m_step
 from .params import GaussianParams
@@ -59,6 +60,7 @@ __all__ = [
     "TaskMemoryError",
     "cluster_memory_limit",
     "compute",
+    "judged_rows",
     "max_sample_rows",
     "plan_for",
     "plan_passes",
@@ -519,11 +521,43 @@ class MemoryRows:
         return passes
 
 
-def _em_task(rows: MemoryRows, job: tuple[EMState, float, int]) -> tuple[EMState, int]:
-    state, tol, max_iter = job
+def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
+    """The mixture a fit stands for: a variational fit's posterior means."""
+    return params.gaussian if isinstance(params, VariationalParams) else params
+
+
+def evidence_rows(params: GaussianParams | VariationalParams, x: np.ndarray) -> np.ndarray:
+    """Each row's share of a fit's bound: its log-likelihood under a Gaussian mixture; under a
+    variational one, the log-normaliser of its E-step, ``log Σ_k exp(E[log π_k] +
+    E[log N(x | μ_k, Λ_k)])``, the bound's only term that is a sum over rows."""
+    return row_output(params, x, "score")
+
+
+def judged_rows(params: GaussianParams | VariationalParams, x: np.ndarray, output: str):
+    """What the fits on a sample are compared by, per row of ``x``: ``score`` (log-likelihood
+    of the mixture the fit stands for), ``entropy`` (its ``Σ_k τ log τ``) or ``evidence``
+    (`evidence_rows`)."""
+    if output == "evidence":
+        return evidence_rows(params, x)
+    return row_output(gaussian_view(params), x, output)
+
+
+def judged_outputs(params: GaussianParams | VariationalParams) -> tuple[str, ...]:
+    """The `judged_rows` a fit on the sample is always compared by (a Gaussian mixture's
+    evidence is its score)."""
+    return ("score", "evidence") if isinstance(params, VariationalParams) else ("score",)
+
+
+def _em_task(
+    rows: MemoryRows, job: tuple[EMState, float, int, bool]
+) -> tuple[EMState, int, dict[str, np.ndarray]]:
+    state, tol, max_iter, judged = job
     passes = rows.passes()
     run_em(passes, [state], tol=tol, max_iter=max_iter)
-    return state, passes.n_passes
+    values = {}
+    if judged and not state.failed and state.n_iter:
+        values = {o: judged_rows(state.params, rows.x, o) for o in judged_outputs(state.params)}
+    return state, passes.n_passes, values
 
 
 def run_em_on_workers(
@@ -534,10 +568,13 @@ def run_em_on_workers(
     *,
     tol: float,
     max_iter: int,
-) -> list[EMState] | None:
+    judged: bool = False,
+) -> list[tuple[EMState, dict[str, np.ndarray]]] | None:
     """`run_em` of each state as its own task on the active cluster's workers, over the rows
     ``x`` (weights ``w``) in memory that ``passes`` runs over; the finished states, in order,
     or None when no cluster of two or more worker threads is active (nothing is run then).
+    With ``judged``, each state that ran comes with its `judged_outputs` (`judged_rows` of
+    ``x``), computed in its task; else with an empty dict.
 
     Candidates over rows in memory share no read, only the interpreter: in separate worker
     processes they run at once, where the local threaded scheduler scales little past one
@@ -551,7 +588,7 @@ def run_em_on_workers(
     d = x.shape[1]
     cost = [statistics_nbytes(s.params.covariance_type, s.params.n_components, d) for s in states]
     done = run_tasks(
-        _em_task, rows, [(s, tol, max_iter) for s in states], "dgmm-em-in-memory", cost
+        _em_task, rows, [(s, tol, max_iter, judged) for s in states], "dgmm-em-in-memory", cost
     )
-    passes.n_passes += max(n for _, n in done)
-    return [s for s, _ in done]
+    passes.n_passes += max(n for _, n, _ in done)
+    return [(s, values) for s, _, values in done]

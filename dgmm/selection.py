@@ -23,8 +23,15 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .covariance import get_covariance_type
-from .em import DataPasses, EMState, run_em, run_em_on_workers
-from .estep import ScoringPosterior, StatsJob, row_output
+from .em import (
+    DataPasses,
+    EMState,
+    gaussian_view,
+    judged_rows,
+    run_em,
+    run_em_on_workers,
+)
+from .estep import ScoringPosterior, StatsJob
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
 from .params import GaussianParams, n_parameters
@@ -495,6 +502,8 @@ class Sweep:
     # EM of each candidate as its own task on the cluster's workers (`run_em_on_workers`):
     # for in-memory rows (``x_mem``), with no checkpoint or progress per pass
     spread: bool = False
+    # per candidate (by ``id``), the `judged_rows` its spread EM computed of its final fit
+    judged_rows: dict[int, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -618,6 +627,8 @@ class Sweep:
         started = time.perf_counter()
         sub.run(score=False)
         scores = SampleScores(data.x_mem, data.w_mem)
+        for s in sub.candidates:
+            scores.take(s, sub.judged_rows.get(id(s), {}))
         trailing = trailing_restarts(sub.candidates, scores, self.tol)
         estimated: dict[int, dict] = {}
         if self.screen_cells is not None:
@@ -662,10 +673,12 @@ class Sweep:
                 [c.state for c in pending],
                 tol=self.full_data_tol,
                 max_iter=self.max_iter,
+                judged=True,
             )
             if done is not None:
-                for c, state in zip(pending, done, strict=True):
+                for c, (state, values) in zip(pending, done, strict=True):
                     c.state = state
+                    self.judged_rows[id(c)] = values
                 return
 
         def on_pass(states: list[EMState], active: list[int]) -> None:
@@ -772,15 +785,21 @@ class SampleScores:
         """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit
         (a variational fit's posterior-mean mixture), or ``evidence``: its share of the fit's
         own bound (`evidence_rows`)."""
-        if output == "evidence" and isinstance(c.state.params, GaussianParams):
-            output = "score"
-        key = (id(c), output)
+        key = self._key(c, output)
         if key not in self._cache:
-            if output == "evidence":
-                self._cache[key] = evidence_rows(c.state.params, self.x)
-            else:
-                self._cache[key] = row_output(gaussian_view(c.state.params), self.x, output)
+            self._cache[key] = judged_rows(c.state.params, self.x, key[1])
         return self._cache[key]
+
+    def take(self, c: Candidate, values: dict[str, np.ndarray]) -> None:
+        """Rows of ``c``'s final fit computed elsewhere (`judged_rows` of the same rows)."""
+        for output, v in values.items():
+            self._cache[self._key(c, output)] = v
+
+    @staticmethod
+    def _key(c: Candidate, output: str) -> tuple[int, str]:
+        if output == "evidence" and isinstance(c.state.params, GaussianParams):
+            output = "score"  # the same rows
+        return id(c), output
 
     def mean(self, values: np.ndarray) -> float:
         return float(self.weights @ values)
@@ -789,13 +808,6 @@ class SampleScores:
         """Weighted mean of per-row differences and its standard error."""
         mean = self.mean(diff)
         return mean, float(np.sqrt(self.weights @ (diff - mean) ** 2 / self.n_eff))
-
-
-def evidence_rows(params: GaussianParams | VariationalParams, x: np.ndarray) -> np.ndarray:
-    """Each row's share of a fit's bound: its log-likelihood under a Gaussian mixture; under a
-    variational one, the log-normaliser of its E-step, ``log Σ_k exp(E[log π_k] +
-    E[log N(x | μ_k, Λ_k)])``, the bound's only term that is a sum over rows."""
-    return row_output(params, x, "score")
 
 
 def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) -> dict[int, str]:
@@ -944,11 +956,6 @@ def unconverged_room(c: Candidate, m: float) -> float:
         return np.inf
     gain = max(0.0, s.lower_bounds[-1] - s.lower_bounds[-2])
     return UNCONVERGED_ROOM * (gain / m if isinstance(s.params, VariationalParams) else gain)
-
-
-def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
-    """The mixture a fit stands for: a variational fit's posterior means."""
-    return params.gaussian if isinstance(params, VariationalParams) else params
 
 
 def effective_components(params: GaussianParams | VariationalParams, threshold: float) -> int:
