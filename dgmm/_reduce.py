@@ -1,17 +1,20 @@
-"""The Dask layer: map a block kernel over row blocks and tree-reduce the results.
+"""The Dask layer: map a block kernel over row blocks and tree-reduce the results, or run
+independent tasks on the cluster's workers.
 
-This is the only module that builds Dask graphs. Per pass, the small per-pass inputs (candidate
-parameters) enter the graph once as one key that every block task depends on; the per-block
-results are combined in a tree of fan-in ``split_every``; nothing of size N reaches the client.
+This is the only module that builds Dask graphs or submits tasks. Per pass, the small per-pass
+inputs (candidate parameters) enter the graph once as one key that every block task depends on;
+the per-block results are combined in a tree of fan-in ``split_every``; nothing of size N
+reaches the client.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,17 +150,31 @@ class RowBlocks:
 
 # The process's thread pools, found once: a scan of its libraries costs ~4 ms, once per pass
 # over rows in memory. Native thread pools arrive with imports, so a module count that moved
-# means a new scan.
+# means a new scan. Passes that overlap in one process (threads of a worker, the client's
+# threads) share one pin: the first in sets it, the last out restores what was there before.
 _POOLS: tuple[int, ThreadpoolController] | None = None
+_PIN_LOCK = threading.Lock()
+_PIN: list[Any] = []  # the pin in force, while any pass holds it
+_PIN_HOLDERS = 0
 
 
-def _one_blas_thread():
-    """A context in which BLAS and OpenMP run one thread (the scheduler's threads are the
-    parallelism)."""
-    global _POOLS
-    if _POOLS is None or _POOLS[0] != len(sys.modules):
-        _POOLS = (len(sys.modules), ThreadpoolController())
-    return _POOLS[1].limit(limits=1)
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """A context in which BLAS runs one thread (the scheduler's threads are the parallelism)."""
+    global _POOLS, _PIN_HOLDERS
+    with _PIN_LOCK:
+        if _PIN_HOLDERS == 0:
+            if _POOLS is None or _POOLS[0] != len(sys.modules):
+                _POOLS = (len(sys.modules), ThreadpoolController())
+            _PIN.append(_POOLS[1].limit(limits=1).__enter__())
+        _PIN_HOLDERS += 1
+    try:
+        yield
+    finally:
+        with _PIN_LOCK:
+            _PIN_HOLDERS -= 1
+            if _PIN_HOLDERS == 0:
+                _PIN.pop().__exit__(None, None, None)
 
 
 def _chain_step(kernel, accumulate, running, xb, wb, row0: int, spec: Any) -> Any:
@@ -325,6 +342,8 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
                 wait(futures, timeout=min(1.0, watch.timeout))
                 return client.gather(futures)
             except TimeoutError:
+                if any(f.status == "error" for f in futures):
+                    return client.gather(futures)  # raises the first task's error now
                 workers = client.scheduler_info(n_workers=-1)["workers"]
                 why = watch.observe(workers, time.monotonic(), lambda: _count(client))
                 if why is not None:
@@ -333,13 +352,14 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
         client.cancel([f for f in futures if not f.done()])
 
 
-def worker_threads() -> int:
-    """Threads of the active distributed cluster's workers together (0 without a client)."""
+def cluster_workers() -> list[tuple[int, int | None]]:
+    """Threads and memory limit (None: none) of each worker of the active distributed cluster
+    (empty without a client)."""
     client = _active_client()
     if client is None:
-        return 0
+        return []
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return sum(int(w.get("nthreads") or 0) for w in workers)
+    return [(int(w.get("nthreads") or 0), w.get("memory_limit") or None) for w in workers]
 
 
 def run_tasks(
@@ -357,16 +377,18 @@ def run_tasks(
     if client is None:
         raise RuntimeError("run_tasks needs an active distributed Client")
     token = uuid.uuid4().hex[:12]
-    (data,) = client.scatter([shared], broadcast=True, hash=False)  # one object, not its items
-    futures = [
-        client.submit(fn, data, item, key=f"{name}-{token}-{i}", priority=p, pure=False)
-        for i, (item, p) in enumerate(zip(items, priorities, strict=True))
-    ]
     watch = Watch(parse_timedelta(dask.config.get("dgmm.stall-timeout")))
+    held: list[Any] = []
     try:
+        held += client.scatter([shared], broadcast=True, hash=False)  # one object, not items
+        futures = [
+            client.submit(fn, held[0], item, key=f"{name}-{token}-{i}", priority=p, pure=False)
+            for i, (item, p) in enumerate(zip(items, priorities, strict=True))
+        ]
+        held += futures
         return _gather_watched(client, futures, watch, f"'{name}'")
     finally:
-        client.cancel([data])
+        client.cancel(held)
 
 
 def compute(*graphs: Any, scheduler: str | None = None) -> tuple:

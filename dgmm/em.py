@@ -23,9 +23,9 @@ from ._reduce import (
     RowBlocks,
     StalledError,
     cluster_memory_limit,
+    cluster_workers,
     compute,
     run_tasks,
-    worker_threads,
 )
 from .covariance import DegenerateCovarianceError, get_covariance_type
 from .estep import (
@@ -560,6 +560,13 @@ def _em_task(
     return state, passes.n_passes, values
 
 
+def em_task_bytes(rows_bytes: int, stats_bytes: int) -> int:
+    """What a worker holds for one EM task over rows in memory: the rows (shared by its
+    tasks), the sub-block temporaries, and up to ``SPLIT_EVERY + 2`` sets of the candidate's
+    statistics (the pass's one reduction, with no memory limit)."""
+    return rows_bytes + TEMPORARY_BYTES + (SPLIT_EVERY + 2) * stats_bytes
+
+
 def run_em_on_workers(
     passes: DataPasses,
     x: np.ndarray,
@@ -571,10 +578,13 @@ def run_em_on_workers(
     judged: bool = False,
 ) -> list[tuple[EMState, dict[str, np.ndarray]]] | None:
     """`run_em` of each state as its own task on the active cluster's workers, over the rows
-    ``x`` (weights ``w``) in memory that ``passes`` runs over; the finished states, in order,
-    or None when no cluster of two or more worker threads is active (nothing is run then).
-    With ``judged``, each state that ran comes with its `judged_outputs` (`judged_rows` of
-    ``x``), computed in its task; else with an empty dict.
+    ``x`` (weights ``w``) in memory that ``passes`` runs over.
+
+    Returns each state finished, in order, with (if ``judged`` and it ran without failing)
+    its `judged_outputs` (`judged_rows` of ``x``) computed in its task, else an empty dict;
+    or None, having run nothing, for fewer than two states, without a cluster of two or more
+    worker threads, or when a worker's memory limit would not hold its tasks
+    (`em_task_bytes`, one task per worker thread, within the budget a pass plans with).
 
     Candidates over rows in memory share no read, only the interpreter: in separate worker
     processes they run at once, where the local threaded scheduler scales little past one
@@ -582,11 +592,23 @@ def run_em_on_workers(
     sub-blocks do not depend on the other candidates), so the same results. The most costly
     candidates per iteration start first. ``passes`` counts the passes the longest took.
     """
-    if len(states) < 2 or worker_threads() < 2:
+    workers = cluster_workers()
+    if len(states) < 2 or sum(t for t, _ in workers) < 2:
         return None
-    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift, passes.reach)
     d = x.shape[1]
     cost = [statistics_nbytes(s.params.covariance_type, s.params.n_components, d) for s in states]
+    rows_bytes = x.nbytes + (0 if w is None else w.nbytes)
+    for threads, limit in workers:
+        need = rows_bytes + threads * (em_task_bytes(0, max(cost)))
+        if limit is not None and need > WORKER_BUDGET_FRACTION * limit - WORKER_BASELINE_BYTES:
+            logger.info(
+                "EM on the sample in this process: its tasks need ~%.0f MiB on a worker of "
+                "%.0f MiB",
+                need / 2**20,
+                limit / 2**20,
+            )
+            return None
+    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift, passes.reach)
     done = run_tasks(
         _em_task, rows, [(s, tol, max_iter, judged) for s in states], "dgmm-em-in-memory", cost
     )

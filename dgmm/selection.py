@@ -622,7 +622,7 @@ class Sweep:
             w_mem=data.w_mem,
             retry=self.retry,
             prior=self.prior,
-            spread=True,
+            spread=self.passes.blocks.scheduler is None,  # where the passes use the cluster
         )
         started = time.perf_counter()
         sub.run(score=False)
@@ -723,6 +723,7 @@ class Sweep:
                 c.error,
             )
             c.retries, c.reg_covar = c.retries + 1, reg
+            self.judged_rows.pop(id(c), None)  # of the fit that failed
             again.append(c)
         reinit = [c for c in again if c.start is None]
         for c in again:
@@ -784,7 +785,7 @@ class SampleScores:
     def rows(self, c: Candidate, output: str = "score") -> np.ndarray:
         """``score`` (log-likelihood) or ``entropy`` of every sample row under ``c``'s fit
         (a variational fit's posterior-mean mixture), or ``evidence``: its share of the fit's
-        own bound (`evidence_rows`)."""
+        own bound (`dgmm.em.evidence_rows`)."""
         key = self._key(c, output)
         if key not in self._cache:
             self._cache[key] = judged_rows(c.state.params, self.x, key[1])
@@ -813,7 +814,7 @@ class SampleScores:
 def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) -> dict[int, str]:
     """Restarts (by ``id``) not worth continuing after EM on the sample, with why.
 
-    A restart trails when its rows' mean share of the bound (`evidence_rows`) is below its
+    A restart trails when its rows' mean share of the bound (`dgmm.em.evidence_rows`) is below its
     cell's best restart's by more than `TRAILING_STANDARD_ERRORS` standard errors of the
     (weighted) mean of the per-row differences, so it would very likely trail on all rows
     too. It repeats the best when those per-row shares differ by less than ``DUPLICATE_TOL ×
@@ -987,7 +988,8 @@ class SelectionResult:
         ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep), ``error``
         (None, or why the restart failed or was stopped; its scores are then None),
         ``sample_iter`` (EM iterations on the sample, ``strategy='sample'``) and
-        ``estimate`` (a cell stopped after the sample: its BIC, AIC and ICL estimated there).
+        ``estimate`` (a cell stopped after the sample: its BIC, AIC and ICL estimated there;
+        a variational one's also its ``effective_components`` and ``weights`` there).
         Variational rows add ``lower_bound``, ``effective_components`` and ``weights``.
     criterion : str
     best_params_ : dict

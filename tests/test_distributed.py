@@ -190,7 +190,7 @@ def test_em_on_the_sample_on_worker_processes_gives_the_lockstep_bits(
     live = sum(r["sample_iter"] > 0 for r in spread.results)
     assert live >= 2 and tasks >= live, (tasks, live)  # each ran as a task on the workers
 
-    monkeypatch.setattr(dgmm.em, "worker_threads", lambda: 0)  # EM on the sample in lockstep
+    monkeypatch.setattr(dgmm.em, "cluster_workers", list)  # no cluster: EM in lockstep
     lockstep = dgmm.select(x, grid, types, **kw)
     assert _finished(local_cluster, "dgmm-em-in-memory") - before == tasks
     assert spread.n_passes_ == lockstep.n_passes_
@@ -203,3 +203,41 @@ def test_em_on_the_sample_on_worker_processes_gives_the_lockstep_bits(
     best_a, best_b = spread.best_estimator_, lockstep.best_estimator_
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         np.testing.assert_array_equal(getattr(best_a, name), getattr(best_b, name))
+
+
+def test_em_tasks_end_as_lockstep_with_the_judged_rows_of_their_fits(local_cluster):
+    """`run_em_on_workers` on rows in memory: every state ends, bit for bit, where `run_em` in
+    lockstep in this process ends it (Gaussian and variational, every covariance type, row
+    weights, several blocks), each with the judged rows of its own final fit."""
+    from copy import deepcopy
+
+    import dgmm
+    from dgmm.em import DataPasses, EMState, judged_outputs, judged_rows, run_em, run_em_on_workers
+    from dgmm.io import load_input
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(scale=4.0, size=(3, 4))
+    X = (centres[rng.integers(3, size=20_000)] + rng.normal(size=(20_000, 4))).astype("float32")
+    w = rng.uniform(0.5, 2.0, size=X.shape[0])
+    states = []
+    for i, cov in enumerate(COV_TYPES):
+        for cls in (dgmm.GaussianMixture, dgmm.BayesianGaussianMixture):
+            fit = cls(3 + i % 2, covariance_type=cov, max_iter=2, random_state=i)
+            states.append(EMState(fit.fit(X, sample_weight=w)._params(), 1e-6))
+    kw = dict(tol=1e-4, max_iter=40)
+    lockstep = deepcopy(states)
+    passes = DataPasses.over(load_input(X, w))
+    assert passes.blocks.x.numblocks[0] > 1
+    run_em(passes, lockstep, **kw)
+    spread = run_em_on_workers(
+        DataPasses.over(load_input(X, w)), X, w, deepcopy(states), judged=True, **kw
+    )
+    assert spread is not None and len(spread) == len(states)
+    for a, (b, values) in zip(lockstep, spread, strict=True):
+        assert (a.n_iter, a.converged, a.error) == (b.n_iter, b.converged, b.error)
+        assert a.lower_bounds == b.lower_bounds
+        for name in ("weights", "means", "covariances", "precisions_cholesky"):
+            np.testing.assert_array_equal(getattr(a.params, name), getattr(b.params, name))
+        assert set(values) == set(judged_outputs(a.params))
+        for output, v in values.items():
+            np.testing.assert_array_equal(v, judged_rows(a.params, X, output))

@@ -113,3 +113,46 @@ def test_local_passes_run_one_blas_thread_per_scheduler_thread(scheduler):
             assert inside and set(inside) == {1}
             assert _blas_threads(None, None, 0, None) == before
             assert set(before) == {outside}
+
+
+def _slow_blas_threads(x, w, row0, spec) -> list[int]:
+    import time
+
+    time.sleep(spec)
+    return _blas_threads(x, w, row0, spec)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_overlapping_local_passes_leave_the_pools_as_they_were(seed):
+    """Passes in threads of one process that start and end in any interleaving run BLAS in one
+    thread each while they run, and leave the pools as they found them (a worker running two
+    tasks, the client's threads)."""
+    import threading
+
+    import dask.array as da
+
+    from dgmm._reduce import RowBlocks
+
+    rng = np.random.default_rng(seed)
+
+    seen: list[list[int]] = []
+
+    def one_pass(delay: float) -> None:
+        blocks = RowBlocks(da.zeros((20, 2), chunks=(10, 2)), scheduler="sync")
+        seen.append(blocks.map_reduce(_slow_blas_threads, delay, _concatenated, "o"))
+
+    # (threadpoolctl lets only the thread inside a `threadpool_limits` block set limits: none)
+    before = _blas_threads(None, None, 0, None)
+    if set(before) == {1}:
+        pytest.skip("BLAS runs one thread here anyway")
+    threads = [
+        threading.Thread(target=one_pass, args=(float(rng.uniform(0, 0.05)),))
+        for _ in range(int(rng.integers(2, 5)))
+    ]
+    for t in threads:
+        t.start()
+        t.join(timeout=float(rng.uniform(0, 0.03)))  # some end before others start
+    for t in threads:
+        t.join()
+    assert len(seen) == len(threads) and all(set(s) == {1} for s in seen)
+    assert _blas_threads(None, None, 0, None) == before
