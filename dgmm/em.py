@@ -560,11 +560,11 @@ def _em_task(
     return state, passes.n_passes, values
 
 
-def em_task_bytes(rows_bytes: int, stats_bytes: int) -> int:
-    """What a worker holds for one EM task over rows in memory: the rows (shared by its
-    tasks), the sub-block temporaries, and up to ``SPLIT_EVERY + 2`` sets of the candidate's
-    statistics (the pass's one reduction, with no memory limit)."""
-    return rows_bytes + TEMPORARY_BYTES + (SPLIT_EVERY + 2) * stats_bytes
+def em_task_bytes(stats_bytes: int) -> int:
+    """What a worker holds for one EM task over rows in memory besides the rows (which its
+    tasks share): the sub-block temporaries and up to ``SPLIT_EVERY + 2`` sets of the
+    candidate's statistics (the pass's one reduction, with no memory limit)."""
+    return TEMPORARY_BYTES + (SPLIT_EVERY + 2) * stats_bytes
 
 
 def run_em_on_workers(
@@ -584,7 +584,7 @@ def run_em_on_workers(
     its `judged_outputs` (`judged_rows` of ``x``) computed in its task, else an empty dict;
     or None, having run nothing, for fewer than two states, without a cluster of two or more
     worker threads, or when a worker's memory limit would not hold its tasks
-    (`em_task_bytes`, one task per worker thread, within the budget a pass plans with).
+    (the rows, and `em_task_bytes` per worker thread, within the budget a pass plans with).
 
     Candidates over rows in memory share no read, only the interpreter: in separate worker
     processes they run at once, where the local threaded scheduler scales little past one
@@ -599,7 +599,7 @@ def run_em_on_workers(
     cost = [statistics_nbytes(s.params.covariance_type, s.params.n_components, d) for s in states]
     rows_bytes = x.nbytes + (0 if w is None else w.nbytes)
     for threads, limit in workers:
-        need = rows_bytes + threads * (em_task_bytes(0, max(cost)))
+        need = rows_bytes + threads * em_task_bytes(max(cost))
         if limit is not None and need > WORKER_BUDGET_FRACTION * limit - WORKER_BASELINE_BYTES:
             logger.info(
                 "EM on the sample in this process: its tasks need ~%.0f MiB on a worker of "

@@ -241,3 +241,32 @@ def test_em_tasks_end_as_lockstep_with_the_judged_rows_of_their_fits(local_clust
         assert set(values) == set(judged_outputs(a.params))
         for output, v in values.items():
             np.testing.assert_array_equal(v, judged_rows(a.params, X, output))
+
+
+def test_em_tasks_go_to_the_workers_only_when_their_memory_holds_them(local_cluster):
+    """Candidates whose EM tasks a worker's memory limit (1 GiB here) would not hold stay in
+    this process: nothing is sent; candidates that fit go to the workers."""
+    from dgmm.em import DataPasses, EMState, em_task_bytes, run_em_on_workers, statistics_nbytes
+    from dgmm.io import load_input
+    from dgmm.params import GaussianParams
+
+    rng = np.random.default_rng(0)
+    d = 1000
+    x = rng.normal(size=(60, d)).astype("float32")
+
+    def states(cov: str, k: int) -> list[EMState]:
+        eye = np.broadcast_to(np.eye(d), (k, d, d)) if cov == "full" else np.ones((k, d))
+        p = GaussianParams(cov, np.full(k, 1.0 / k), x[:k].astype(float), eye, eye)
+        return [EMState(p, 1e-6), EMState(p, 1e-6)]
+
+    budget = 0.75 * 2**30 - 256 * 2**20  # what a pass plans with on these workers
+    assert em_task_bytes(statistics_nbytes("full", 10, d)) > budget
+    before = _finished(local_cluster, "dgmm-em-in-memory")
+    kw = dict(tol=1e-3, max_iter=2)
+    passes = DataPasses.over(load_input(x))
+    assert run_em_on_workers(passes, x, None, states("full", 10), **kw) is None
+    assert _finished(local_cluster, "dgmm-em-in-memory") == before
+    assert em_task_bytes(statistics_nbytes("diag", 2, d)) + x.nbytes < budget
+    done = run_em_on_workers(passes, x, None, states("diag", 2), **kw)
+    assert done is not None and all(s.n_iter == 2 for s, _ in done)
+    assert _finished(local_cluster, "dgmm-em-in-memory") == before + 2
