@@ -10,11 +10,10 @@ reaches the client.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +49,17 @@ class RowBlocks:
     scheduler : str or None
         Dask scheduler for the passes; None uses the current default (a distributed Client if
         one is active). The local schedulers pin BLAS to one thread per worker thread.
+    pin_blas : bool
+        Whether local passes pin BLAS (False: leave it as the process has it).
     """
 
-    def __init__(self, x: da.Array, w: da.Array | None = None, scheduler: str | None = None):
+    def __init__(
+        self,
+        x: da.Array,
+        w: da.Array | None = None,
+        scheduler: str | None = None,
+        pin_blas: bool = True,
+    ):
         if len(x.chunks[1]) != 1:
             x = x.rechunk({1: -1})
         self.x = x
@@ -65,6 +72,7 @@ class RowBlocks:
             )
         )
         self.scheduler = scheduler
+        self.pin_blas = pin_blas
         self.offsets = np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(int)
         self._xb = list(x.to_delayed().ravel())
         self._wb = [None] * len(self._xb) if self.w is None else list(self.w.to_delayed().ravel())
@@ -141,6 +149,8 @@ class RowBlocks:
         return result
 
     def _blas_pinned(self):
+        if not self.pin_blas:
+            return nullcontext()
         local = self.scheduler in ("threads", "threading", "sync", "synchronous")
         if self.scheduler is None:
             local = dask.config.get("scheduler", None) in (None, "threads", "threading")
@@ -150,31 +160,20 @@ class RowBlocks:
 
 # The process's thread pools, found once: a scan of its libraries costs ~4 ms, once per pass
 # over rows in memory. Native thread pools arrive with imports, so a module count that moved
-# means a new scan. Passes that overlap in one process (threads of a worker, the client's
-# threads) share one pin: the first in sets it, the last out restores what was there before.
+# means a new scan.
 _POOLS: tuple[int, ThreadpoolController] | None = None
-_PIN_LOCK = threading.Lock()
-_PIN: list[Any] = []  # the pin in force, while any pass holds it
-_PIN_HOLDERS = 0
 
 
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """A context in which BLAS runs one thread (the scheduler's threads are the parallelism)."""
-    global _POOLS, _PIN_HOLDERS
-    with _PIN_LOCK:
-        if _PIN_HOLDERS == 0:
-            if _POOLS is None or _POOLS[0] != len(sys.modules):
-                _POOLS = (len(sys.modules), ThreadpoolController())
-            _PIN.append(_POOLS[1].limit(limits=1).__enter__())
-        _PIN_HOLDERS += 1
-    try:
-        yield
-    finally:
-        with _PIN_LOCK:
-            _PIN_HOLDERS -= 1
-            if _PIN_HOLDERS == 0:
-                _PIN.pop().__exit__(None, None, None)
+def _one_blas_thread():
+    """A context in which BLAS runs one thread (the scheduler's threads are the parallelism).
+
+    threadpoolctl lets one thread at a time set OpenBLAS's process-wide pool; passes are
+    pinned from the thread that runs them (EM tasks on workers are not pinned: see
+    `dgmm.em.MemoryRows`)."""
+    global _POOLS
+    if _POOLS is None or _POOLS[0] != len(sys.modules):
+        _POOLS = (len(sys.modules), ThreadpoolController())
+    return _POOLS[1].limit(limits=1)
 
 
 def _chain_step(kernel, accumulate, running, xb, wb, row0: int, spec: Any) -> Any:

@@ -511,12 +511,16 @@ class MemoryRows:
     reach: np.ndarray | None
 
     def passes(self) -> DataPasses:
-        """Passes over these rows in the calling thread (the local synchronous scheduler)."""
+        """Passes over these rows in the calling thread (the local synchronous scheduler).
+
+        They leave BLAS as the process has it: a worker started by a nanny runs one thread
+        (Dask sets it so), as the client's pinned passes do, and pins taken and released by
+        several threads of one worker at once could leave it otherwise."""
         import dask.array as da
 
         x = da.from_array(self.x, chunks=(self.row_chunks, self.x.shape[1]), name=False)
         w = None if self.w is None else da.from_array(self.w, chunks=(self.row_chunks,), name=False)
-        passes = DataPasses(RowBlocks(x, w, "sync"), self.shift, checked=True)
+        passes = DataPasses(RowBlocks(x, w, "sync", pin_blas=False), self.shift, checked=True)
         passes.reach = self.reach
         return passes
 
