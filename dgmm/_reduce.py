@@ -402,12 +402,7 @@ def compute(*graphs: Any, scheduler: str | None = None) -> tuple:
 def cluster_memory_limit() -> int | None:
     """The smallest worker memory limit of the active distributed Client (None: none, or no
     limit)."""
-    client = _active_client()
-    if client is None:
-        return None
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    limits = [w.get("memory_limit") or 0 for w in workers]
-    limited = [m for m in limits if m > 0]
+    limited = [limit for _, limit in cluster_workers() if limit]
     return min(limited) if limited else None
 
 
