@@ -16,6 +16,8 @@ import numpy as np
 import zarr
 from dask.array.core import PerformanceWarning
 
+from .paths import absolute_path
+
 MODEL_FORMAT = "dgmm-gaussian-mixture"
 MODEL_VERSION = 1
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
@@ -26,9 +28,10 @@ _ARRAY_TYPES = (np.ndarray, list, tuple)
 def open_zarr_array(path: str | os.PathLike) -> zarr.Array:
     """Open a Zarr array read-only, with a message that says what is wrong if it is not one.
 
-    A path may point into a group (``store.zarr/X``).
+    A path may point into a group (``store.zarr/X``). The array is opened at the absolute
+    path (`absolute_path`), so tasks that read it on workers in other folders read the same.
     """
-    p = Path(path)
+    p = absolute_path(path, "the Zarr path")
     if not p.exists():
         raise FileNotFoundError(f"No Zarr array at '{path}': the path does not exist.")
     if p.is_file():

@@ -35,6 +35,7 @@ from .estep import ScoringPosterior, StatsJob
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
 from .params import GaussianParams, n_parameters
+from .paths import absolute_path
 from .sampling import SamplePlan, default_sample_size, sample_seed
 from .validation import ColumnProfile, check_n_components, check_profile
 from .variational import Prior, PriorSpec, VariationalParams, check_prior_spec
@@ -1359,7 +1360,7 @@ def select(
         x_mem=data.x_mem,
         w_mem=data.w_mem,
         retry=retry,
-        checkpoint=None if checkpoint is None else Path(checkpoint),
+        checkpoint=None if checkpoint is None else absolute_path(checkpoint, "checkpoint"),
         key=key,
         progress=reporter,
         screen=screen_degenerate,

@@ -284,6 +284,27 @@ def _keep_traceback() -> str:
     return path
 
 
+# The command-line arguments that are paths: made absolute before anything reads them.
+PATH_ARGS = ("config", "model", "data", "out", "path")
+
+
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Expand and absolutise every path argument once (`dgmm.paths.absolute_path`)."""
+    from dgmm.paths import absolute_path
+
+    from .paths import check_output_name
+
+    if isinstance(getattr(args, "out", None), str):
+        check_output_name(args.out)  # '.' or '..' name no folder, whatever they resolve to
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            try:
+                setattr(args, name, str(absolute_path(value, name)))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from dgmm.worker import keep_out_unused_imports
 
@@ -305,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, interrupt)
     try:
+        _absolute_paths(args)
         return args.fn(args)
     except ConfigError as e:
         message, status = str(e), 2

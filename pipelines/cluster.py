@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dask
 from distributed import Client, LocalCluster
@@ -201,3 +202,89 @@ def _jobqueue(config: JobqueueClusterConfig) -> Iterator[Client]:
         with Client(cluster) as client:
             _wait_for_workers(client, f"the {config.type} cluster", config.timeout)
             yield client
+
+
+def _worker_view(block, folder: str) -> dict:
+    """On a worker: the digest of a block it read, and whether it can write in ``folder``."""
+    import os
+    import socket
+    import uuid
+
+    from dgmm.validation import block_digest
+
+    probe = os.path.join(folder, f".probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "x") as f:
+            f.write("dgmm")
+        os.unlink(probe)
+        wrote = None
+    except OSError as e:
+        wrote = f"{type(e).__name__}: {e.strerror or e}"
+    return {
+        "digest": block_digest(block, 0),
+        "wrote": wrote,
+        "host": socket.gethostname(),
+        "cwd": os.getcwd(),
+    }
+
+
+def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float) -> None:
+    """Prove, before the first pass, that every worker reads the rows the client reads and can
+    write in ``folder`` (the run's working folder, where the labels are staged).
+
+    Each worker reads one of a few row blocks (the first, a middle and the last) and digests
+    it; the client reads the same blocks itself. Paths are absolute by then, so a worker that
+    differs sees another file system at that path (another host, another mount).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the worker, the path and what differed; or the workers that did not
+        answer within ``timeout`` seconds.
+    """
+    from distributed import wait
+
+    workers = sorted(client.scheduler_info()["workers"])
+    n = x.numblocks[0]
+    picks = sorted({0, n // 2, n - 1})
+    futures = {
+        w: client.compute(
+            dask.delayed(_worker_view)(x.blocks[picks[i % len(picks)]], str(folder)),
+            workers=[w],
+            allow_other_workers=False,
+        )
+        for i, w in enumerate(workers)
+    }
+    expected = {
+        i: _worker_view(dask.compute(x.blocks[i], scheduler="sync")[0], str(folder))["digest"]
+        for i in picks
+    }
+    try:
+        wait(list(futures.values()), timeout=timeout)
+    except TimeoutError:
+        late = [w for w, f in futures.items() if not f.done()]
+        client.cancel([futures[w] for w in late])
+        raise ConfigError(
+            f"{len(late)} worker(s) did not answer within {timeout:g} s when asked to read the "
+            f"data: {', '.join(late[:3])}; are they stopped or overloaded?"
+        ) from None
+    for i, (w, fut) in enumerate(futures.items()):
+        block = picks[i % len(picks)]
+        try:
+            seen = fut.result()
+        except Exception as e:
+            raise ConfigError(
+                f"worker {w} cannot read the data '{data}' ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:300]}); every worker must see it at this absolute path"
+            ) from None
+        where = f"worker {w} (host {seen['host']}, folder {seen['cwd']})"
+        if seen["digest"] != expected[block]:
+            raise ConfigError(
+                f"{where} reads other rows than this process at '{data}' (block {block} "
+                "differs); every worker must see the same data at this absolute path"
+            )
+        if seen["wrote"] is not None:
+            raise ConfigError(
+                f"{where} cannot write in '{folder}' ({seen['wrote']}), where the run stages "
+                "its labels; give every worker write access to the output's folder"
+            )

@@ -112,8 +112,19 @@ def write_assignments(
 
 
 def verify_labels(path: Path, n_components: int) -> np.ndarray:
-    """Read the labels back: every row must hold a label in range (−1 marks a missing chunk)."""
-    lab = da.from_zarr(zarr.open_array(str(path), mode="r"))
+    """Read the labels back: every row must hold a label in range (−1 marks a missing chunk).
+
+    The chunk files are first counted here, in this process: workers that wrote somewhere else
+    (another folder, another host) leave none where the output is published.
+    """
+    arr = zarr.open_array(str(path), mode="r")
+    if arr.nchunks_initialized != arr.nchunks:
+        raise RuntimeError(
+            f"labels at '{path}': {arr.nchunks - arr.nchunks_initialized} of {arr.nchunks} "
+            "chunks are not there after the workers wrote them; do the workers see this "
+            "folder? Not marking the output complete"
+        )
+    lab = da.from_zarr(arr)
     lo, hi = compute(lab.min(), lab.max())
     if lo < 0 or hi >= n_components:
         raise RuntimeError(

@@ -19,7 +19,7 @@ from distributed import performance_report
 import dgmm
 from dgmm import em as dgmm_em
 
-from .cluster import connect
+from .cluster import check_worker_view, connect
 from .data import data_path, ensure_data, open_data
 from .errors import RunFailed
 from .outputs import (
@@ -254,6 +254,10 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                 if not isinstance(cfg.cluster, LocalClusterConfig):
                     limit = dgmm_em.cluster_memory_limit()
                     check_task_memory(cfg.model, x, limit, "the workers' --memory-limit")
+                    # workers run elsewhere: they must see these rows and this folder
+                    check_worker_view(
+                        client, x, str(data_path(cfg.data)), dirs.work, cfg.cluster.timeout
+                    )
                 link = (
                     client.dashboard_link
                     if cfg.cluster.type != "local" or cfg.cluster.dashboard_address

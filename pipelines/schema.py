@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from dgmm.paths import absolute_path
 
 # Bounds that keep a typo (stop: 1000000000) from exhausting memory before anything runs.
 MAX_K_VALUES = 1000
@@ -79,11 +82,21 @@ def infer_format(path: str | Path) -> str:
     return "zarr"
 
 
+def _absolute(value: str) -> str:
+    """A path setting, with ``~`` and variables expanded and made absolute (see
+    `dgmm.paths.absolute_path`): workers elsewhere only ever see absolute paths."""
+    return str(absolute_path(value, "the path"))
+
+
+# A path setting: absolute once validated, whatever the working directory of a worker.
+PathSetting = Annotated[str, AfterValidator(_absolute)]
+
+
 class DataConfig(Strict):
     """Where the rows are: a Zarr array (or a group and the array inside it), Parquet or CSV
     files (with a column selection), or a ``.npy`` file; optionally standardised."""
 
-    path: str
+    path: PathSetting
     array: str | None = None
     format: Literal["zarr", "parquet", "csv", "npy"] | None = None  # None: from the path
     columns: list[str] | None = None
@@ -218,7 +231,7 @@ class SelectionConfig(Strict):
 
 
 class OutputConfig(Strict):
-    path: str
+    path: PathSetting
     probabilities: bool = False
     overwrite: bool = False
     performance_report: bool = True
@@ -270,9 +283,9 @@ class LocalClusterConfig(Strict):
 class TLSConfig(Strict):
     """Certificates for a ``tls://`` scheduler: they become a `distributed.Security`."""
 
-    ca_file: str
-    cert: str
-    key: str | None = None  # None: the key is in the ``cert`` file
+    ca_file: PathSetting
+    cert: PathSetting
+    key: PathSetting | None = None  # None: the key is in the ``cert`` file
 
     @model_validator(mode="after")
     def _files_exist(self) -> TLSConfig:

@@ -8,6 +8,7 @@ leave every byte of it as it was.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -309,7 +310,9 @@ CASES = [
         "output is '.'",
         _output(lambda tmp, cfg: "."),
         2,
-        "output path '.' does not name a folder to create; give a new folder, e.g. 'results/run1'",
+        # paths are absolute once read: '.' is the working directory
+        "output path '{cwd}' is the working directory or one of its parents; give a new folder "
+        "inside it, e.g. 'results/run1'",
     ),
     Case(
         "output under a file",
@@ -457,6 +460,7 @@ def test_bad_input(case: Case, tmp_path, previous_output, capsys):
         .replace("{out}", str(out))
         .replace("{config}", str(config))
         .replace("{tmp}", str(tmp_path))
+        .replace("{cwd}", os.getcwd())
     )
     assert returncode == case.exit, stderr
     assert stderr.strip().splitlines()[-1] == expected, stderr

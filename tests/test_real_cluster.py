@@ -24,10 +24,15 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def dask_processes(
-    d: Path, tls: list[str] | None = None, security=None, workers: int = 2
+    d: Path,
+    tls: list[str] | None = None,
+    security=None,
+    workers: int = 2,
+    cwd: Path | None = None,
+    env: dict | None = None,
 ) -> Iterator[str]:
-    """`dask scheduler` and ``workers`` `dask worker`s (with nannies) on 127.0.0.1; yields the
-    scheduler's address."""
+    """`dask scheduler` and ``workers`` `dask worker`s (with nannies) on 127.0.0.1, started in
+    the folder ``cwd`` (default: this process's); yields the scheduler's address."""
     from distributed import Client
 
     sched_file = d / "scheduler.json"
@@ -40,6 +45,8 @@ def dask_processes(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
         )
     ]
     try:
@@ -57,6 +64,8 @@ def dask_processes(
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    cwd=cwd,
+                    env=env,
                 )
             )
         with Client(scheduler_file=str(sched_file), timeout=30, security=security) as client:
