@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import zlib
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import xxhash
 
 
 def _nonfinite_message(
@@ -127,12 +126,14 @@ class ColumnProfile:
 def block_digest(x: np.ndarray, row0: int) -> int:
     """A 128-bit digest of a block's bytes, dtype, shape and first row (a change detector).
 
-    CRC-32 reads the bytes at several GB/s; the keyed BLAKE2 over it and the block's place
-    spreads it to 128 bits so that blocks combine by XOR.
+    XXH3-128 over all of the block's bytes, read at ~20 GB/s a core (faster than the pass's
+    own NaN and range checks): two different blocks share a digest with probability 2⁻¹²⁸, so
+    changed data cannot keep it by chance. Keyed by the block's place, so that blocks combine
+    by XOR in any order and a moved block changes the total.
     """
-    crc = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).reshape(-1))
-    key = f"{row0}/{x.shape}/{x.dtype.str}/{crc}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
+    h = xxhash.xxh3_128(f"{row0}/{x.shape}/{x.dtype.str}/".encode())
+    h.update(np.ascontiguousarray(x).view(np.uint8).reshape(-1))
+    return h.intdigest()
 
 
 def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
