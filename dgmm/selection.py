@@ -10,6 +10,7 @@ the entropy term of ICL.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._files import DamagedFile, NotOwnFile, is_own, read_own, set_aside, write_own
 from .covariance import get_covariance_type
 from .em import (
     DataPasses,
@@ -272,6 +274,7 @@ class _Reporter:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+CHECKPOINT_KIND = "checkpoint"
 _ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
 _VB_ARRAYS = ("weight_concentration", "mean_precision", "degrees_of_freedom")
 
@@ -322,26 +325,36 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
                         q.degrees_of_freedom,
                     ]
     header = {"key": key, "n_passes": n_passes, "candidates": meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, header=np.array(json.dumps(header)), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, header=np.array(json.dumps(header)), **arrays)
+    write_own(path, CHECKPOINT_KIND, buf.getvalue())
 
 
-def read_checkpoint_header(path: Path) -> dict:
-    """The header of a checkpoint: key, passes and candidate metadata."""
-    with np.load(path, allow_pickle=False) as npz:
-        return json.loads(str(npz["header"]))
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A checkpoint's header (key, passes, candidate metadata) and arrays.
+
+    Raises
+    ------
+    NotOwnFile
+        ``path`` is not a dgmm checkpoint.
+    DamagedFile
+        It is one, but damaged: changed since written, or not readable as one.
+    """
+    payload = read_own(path, CHECKPOINT_KIND)
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            header = json.loads(str(npz["header"]))
+            arrays = {k: npz[k] for k in npz.files if k != "header"}
+        if not isinstance(header, dict) or not isinstance(header.get("candidates"), list):
+            raise ValueError("no candidate list")
+    except Exception as e:  # any failure to parse what the digest vouched for
+        raise DamagedFile(f"'{path}' cannot be read ({type(e).__name__}: {e})") from None
+    return header, arrays
 
 
-def load_checkpoint(path: Path, cands: list[Candidate]) -> int:
-    """Restore candidates in place from a checkpoint; returns the passes made so far."""
-    with np.load(path, allow_pickle=False) as npz:
-        header = json.loads(str(npz["header"]))
-        arrays = {k: npz[k] for k in npz.files}
+def load_checkpoint(header: dict, arrays: dict[str, np.ndarray], cands: list[Candidate]) -> int:
+    """Restore candidates in place from a checkpoint read by `read_checkpoint`; returns the
+    passes made so far."""
     for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
@@ -543,17 +556,34 @@ class Sweep:
 
     # -- stages
     def _resume(self) -> bool:
-        if self.checkpoint is None or not self.checkpoint.exists():
+        if self.checkpoint is None or not os.path.lexists(self.checkpoint):
             return False
         try:
-            header = read_checkpoint_header(self.checkpoint)
-            why = _key_difference(header.get("key"), self.key)
-            if why is None and len(header["candidates"]) != len(self.candidates):
-                why = "it holds other candidates"
-        except (OSError, ValueError, KeyError) as e:
-            why = f"it cannot be read ({type(e).__name__})"
+            header, arrays = read_checkpoint(self.checkpoint)
+        except DamagedFile as e:
+            aside = set_aside(self.checkpoint)
+            logger.warning("checkpoint damaged: %s; set aside as '%s', starting afresh", e, aside)
+            return False
+        why = _key_difference(header.get("key"), self.key)
+        if why is None and len(header["candidates"]) != len(self.candidates):
+            why = "it holds other candidates"
         if why is None:
-            n_passes = load_checkpoint(self.checkpoint, self.candidates)
+            try:
+                n_passes = load_checkpoint(header, arrays, self.candidates)
+            except Exception as e:  # what the digest vouched for does not fit these candidates
+                for c in self.candidates:
+                    c.start = c.state = c.init_error = None
+                    c.retries = 0
+                aside = set_aside(self.checkpoint)
+                logger.warning(
+                    "checkpoint damaged: '%s' does not hold these candidates (%s: %s); set "
+                    "aside as '%s', starting afresh",
+                    self.checkpoint,
+                    type(e).__name__,
+                    e,
+                    aside,
+                )
+                return False
             if n_passes:
                 done = max((c.state.n_iter for c in self.candidates if c.state), default=0)
                 logger.info(
@@ -1295,6 +1325,13 @@ def select(
         strategy=strategy,
         sample_size=sample_size,
     )
+    if checkpoint is not None:
+        checkpoint = absolute_path(checkpoint, "checkpoint")
+        if os.path.lexists(checkpoint) and not is_own(checkpoint, CHECKPOINT_KIND):
+            raise NotOwnFile(
+                f"checkpoint '{checkpoint}' exists and is not a dgmm checkpoint; it is never "
+                "overwritten: give another checkpoint path, or remove it yourself"
+            )
     data = load_input(X, sample_weight, name)
     n_samples, n_features = data.x.shape
     check_n_components(max(ks), n_samples)
@@ -1360,7 +1397,7 @@ def select(
         x_mem=data.x_mem,
         w_mem=data.w_mem,
         retry=retry,
-        checkpoint=None if checkpoint is None else absolute_path(checkpoint, "checkpoint"),
+        checkpoint=checkpoint,
         key=key,
         progress=reporter,
         screen=screen_degenerate,

@@ -6,7 +6,6 @@ import argparse
 import gc
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -39,6 +38,11 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"config OK: {n} candidate(s); data {shape}; config hash {cfg.result_hash()}")
     if x is not None:
         print(memory_estimate(cfg, x))
+        from .data import absent_chunks
+
+        absent = absent_chunks(cfg.data)
+        if absent is not None:
+            print(f"data: {absent}")
     return 0
 
 
@@ -99,13 +103,20 @@ def _summary(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: no such file or folder")
     if (path / "model.json").is_file():
         import dgmm
+        from dgmm.io import ModelFileError
+
+        from .run import STANDARDIZE_FILE, read_transform
 
         try:
             gm = dgmm.load(path)
-        except (ValueError, OSError) as e:
-            raise ConfigError(f"{path} is not a readable saved model ({e})") from None
+        except (OSError, ModelFileError) as e:
+            raise ConfigError(f"saved model: {e}") from None
+        transform = path / STANDARDIZE_FILE
+        standardized = transform.exists() or transform.is_symlink()
+        if standardized:  # checked as `dgmm predict` would read it
+            read_transform(transform, gm.n_features_in_)
         print(_model_text(gm))
-        if (path / "standardize.json").is_file():
+        if standardized:
             print("fitted to standardised columns: `dgmm predict` applies standardize.json first")
         return 0
     kind = output_kind(path)
@@ -152,21 +163,23 @@ def _model_text(gm) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import json
-
     import dgmm
+    from dgmm.io import ModelFileError
 
     from .data import open_data
     from .outputs import mark_complete, publish, write_assignments
     from .paths import (
+        check_companion,
         check_no_overlap,
         check_output_name,
         check_output_path,
         claim,
+        claim_companion,
         lock_path,
+        remove_companion,
         zarr_store_root,
     )
-    from .run import STANDARDIZE_FILE, standardize
+    from .run import STANDARDIZE_FILE, read_transform, standardize
     from .schema import DataConfig
 
     out = Path(args.out)
@@ -182,8 +195,14 @@ def _predict(args: argparse.Namespace) -> int:
     )
     try:
         model = dgmm.load(args.model)
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except (OSError, ModelFileError) as e:  # every value is checked as it is read
         raise ConfigError(f"model: {e}") from None
+    # a model fitted to standardised rows: these rows are standardised alike (a directory or a
+    # dangling link in its place is refused, not skipped)
+    transform_file = Path(args.model) / STANDARDIZE_FILE
+    transform = None
+    if transform_file.exists() or transform_file.is_symlink():
+        transform = read_transform(transform_file, model.n_features_in_)
     try:
         columns = None if args.columns is None else args.columns.split(",")
         data_cfg = DataConfig(path=str(args.data), columns=columns)
@@ -195,19 +214,18 @@ def _predict(args: argparse.Namespace) -> int:
             f"data {args.data} has shape {x.shape}; the model expects {model.n_features_in_} "
             "features"
         )
-    transform = Path(args.model) / STANDARDIZE_FILE
-    if transform.is_file():  # the model was fitted to standardised rows: standardise these too
-        x = standardize(x, json.loads(transform.read_text()))
+    if transform is not None:
+        x = standardize(x, transform)
     check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
+    check_companion(staging, out, "partial")
     with claim(out):
         check_output_path(out, args.overwrite, ("predict",), "--overwrite", "output path")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        claim_companion(staging, out, "partial", fresh=True)
         try:
             sizes = write_assignments(staging, x, model, args.probabilities)
             mark_complete(staging, "predict", {"model": str(args.model), "data": str(args.data)})
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_companion(staging, out, "partial")
             raise
         publish(staging, out)
     print(f"wrote labels for {x.shape[0]} rows to {out}; cluster sizes {list(map(int, sizes))}")

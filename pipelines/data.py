@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import dask
@@ -12,10 +11,18 @@ import numpy as np
 import zarr
 
 from dgmm.io import missing_chunks, open_zarr_array, zarr_to_dask
+from dgmm.paths import absolute_path
 from dgmm.validation import check_dtype_and_shape
 
 from .outputs import publish
-from .paths import OUTPUT_KIND_ATTR, check_output_path, claim
+from .paths import (
+    OUTPUT_KIND_ATTR,
+    check_companion,
+    check_output_path,
+    claim,
+    claim_companion,
+    remove_companion,
+)
 from .readers import read_npy, read_table
 from .schema import ConfigError, DataConfig, infer_format
 
@@ -62,16 +69,17 @@ def make_data(
     so datasets larger than RAM can be made; the same arguments give the same bytes.
     """
     check_generate_args(n_samples, n_features, n_components, chunk_rows, dtype, separation)
-    path = Path(path)
+    path = absolute_path(path, "make-data's output")
     check_output_path(path, overwrite, ("make-data",), "--overwrite", "path")
     weights, means, chol = mixture_truth(n_features, n_components, seed, separation)
     tmp = path.with_name(f".{path.name}.partial")
+    check_companion(tmp, path, "partial")
     with claim(path):
-        shutil.rmtree(tmp, ignore_errors=True)
+        claim_companion(tmp, path, "partial", fresh=True)
         try:
             _write_mixture(tmp, n_samples, chunk_rows, dtype, seed, weights, means, chol, compress)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_companion(tmp, path, "partial")
             raise
         publish(tmp, path)  # an earlier make-data output (checked above) is replaced only now
     logger.info(
@@ -105,7 +113,7 @@ def check_generate_args(
 
 def _write_mixture(tmp: Path, n_samples, chunk_rows, dtype, seed, weights, means, chol, compress):
     n_features = means.shape[1]
-    group = zarr.open_group(str(tmp), mode="w")
+    group = zarr.open_group(str(tmp), mode="a")  # a new folder, holding only its marker
     codec = {} if compress else {"compressors": None}
     x_arr = group.create_array(
         "X",
@@ -162,9 +170,11 @@ def open_data(cfg: DataConfig) -> da.Array:
     """The configured rows as a Dask array, checked without reading its values (a CSV is read
     once for its row counts).
 
-    Checked: the path, dtype and shape, that chunks span whole rows, that no chunk is missing
-    from a Zarr store (Zarr would read a deleted chunk as its fill value), and that Parquet or
-    CSV columns exist and are numeric.
+    Checked: the path, dtype and shape, that chunks span whole rows, and that Parquet or CSV
+    columns exist and are numeric. A chunk absent from a Zarr store is read as the array's fill
+    value, as Zarr defines it (Zarr does not store a chunk equal to the fill value): with a NaN
+    fill value, a lost chunk is refused by the first pass's NaN check; `absent_chunks` counts
+    them for ``dgmm validate``.
     """
     p = data_path(cfg)
     fmt = cfg.format or infer_format(cfg.path)
@@ -191,15 +201,6 @@ def open_data(cfg: DataConfig) -> da.Array:
             f"reads whole rows, so store it with chunks spanning all columns, e.g. "
             f"({arr.chunks[0]}, {arr.shape[1]})"
         )
-    missing = missing_chunks(arr)
-    if missing:
-        shown = ", ".join(f"{key} (rows {r0} to {r1})" for key, r0, r1 in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ConfigError(
-            f"data: {len(missing)} chunk(s) of '{p}' are missing from the store: {shown}{more}; "
-            "restore them or rewrite the array (Zarr would read them as the fill value "
-            f"{arr.fill_value})"
-        )
     x = zarr_to_dask(arr)
     if cfg.chunk_rows:
         x = x.rechunk({0: cfg.chunk_rows})
@@ -222,3 +223,20 @@ def ensure_data(cfg: DataConfig) -> None:
             g.dtype,
             g.separation,
         )
+
+
+def absent_chunks(cfg: DataConfig) -> str | None:
+    """A line on the chunks absent from a local Zarr store (read as the fill value), or None."""
+    fmt = cfg.format or infer_format(cfg.path)
+    if fmt != "zarr":
+        return None
+    arr = open_zarr_array(data_path(cfg))
+    absent = missing_chunks(arr)
+    if not absent:
+        return None
+    shown = ", ".join(f"{key} (rows {r0} to {r1})" for key, r0, r1 in absent[:3])
+    more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+    return (
+        f"{len(absent)} chunk(s) are absent from the store and read as the fill value "
+        f"{arr.fill_value}: {shown}{more}"
+    )

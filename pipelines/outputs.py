@@ -24,7 +24,7 @@ import zarr
 from dgmm import GaussianMixture
 from dgmm.em import compute
 
-from .paths import ASSIGNMENTS_KIND, MARKER, OUTPUT_KIND_ATTR
+from .paths import ASSIGNMENTS_KIND, MARKER, OUTPUT_KIND_ATTR, OWNER_FILE
 
 ASSIGNMENTS = "assignments.zarr"
 ARRAY_ATTRS = {
@@ -175,11 +175,23 @@ def _json_default(o: Any) -> Any:
 
 
 def publish(staging: Path, final: Path) -> None:
-    """Move a complete staging output into place, replacing an old one only now."""
+    """Move a complete staging output into place, replacing an old one only now.
+
+    The old output is renamed aside first (to a fresh hidden name) and deleted only once the
+    new one is in place; if the move fails, the old output is put back where it was.
+    """
     old = None
-    if final.exists():
+    if os.path.lexists(final):
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        while os.path.lexists(old):
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(old)
-    staging.rename(final)
+    try:
+        staging.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
+    (final / OWNER_FILE).unlink(missing_ok=True)  # a companion's marker, moved along
     if old is not None:
         shutil.rmtree(old)

@@ -1,13 +1,17 @@
 """Output safety: what a command may write, replace or delete, and one writer per output.
 
-Three rules, checked before anything is created:
+Four rules, checked before anything is created:
 
 * no path a command writes, replaces or deletes overlaps a path it reads (equal, inside or
   containing, after resolving symbolic links);
 * an existing output is replaced only with permission, and only if it is an output of the same
   kind (a complete dgmm output group, or data made by ``dgmm make-data``): a folder of
   something else, a file, the working directory or one of its parents is never replaced;
-* one output has one writer: a lock taken for the whole command refuses a second one.
+* one output has one writer: a lock taken for the whole command refuses a second one;
+* dgmm owns only what it created: a companion folder beside an output (a run's ``.work``, the
+  ``.partial`` of predict and make-data) holds a marker naming its output, the lock file names
+  itself dgmm's, and anything else found under those names is refused, never deleted or
+  written through.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ import errno
 import fcntl
 import json
 import os
+import shutil
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from dgmm._files import DamagedFile, NotOwnFile, read_own, write_own
 
 from .schema import ConfigError
 
@@ -215,6 +223,27 @@ def lock_path(output: str | os.PathLike) -> Path:
     return p.with_name(f".{p.name}.lock")
 
 
+_LOCK_TAG = b"dgmm lock"
+
+
+def _open_lock(path: Path, output: str | os.PathLike) -> int:
+    """Open the lock file without following a link, and only if it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        what = "a symbolic link" if path.is_symlink() else f"not a file ({e.strerror})"
+        raise ConfigError(
+            f"the lock file '{path}' of output '{output}' is {what}; dgmm writes its lock only "
+            "as a file of its own: remove it"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(
+            f"the lock file '{path}' of output '{output}' is not a regular file; remove it"
+        )
+    return fd
+
+
 @contextlib.contextmanager
 def claim(output: str | os.PathLike) -> Iterator[None]:
     """Hold the one-writer lock of ``output`` for the duration of a command.
@@ -222,12 +251,13 @@ def claim(output: str | os.PathLike) -> Iterator[None]:
     The lock is an ``flock`` on a hidden file beside the output, so it is released by the
     operating system when the process dies; a second command for the same output is refused
     while the first runs. The file is removed on exit while still locked; a command that
-    opened the removed file sees that and takes the lock anew.
+    opened the removed file sees that and takes the lock anew. A file of that name that dgmm
+    did not write (or a link) is refused and left as it is.
     """
     path = lock_path(resolve(output))
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path, output)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -240,15 +270,22 @@ def claim(output: str | os.PathLike) -> Iterator[None]:
                 f"it to finish (lock file {path})"
             ) from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
         os.close(fd)  # the file was removed by its last holder: lock the new one
+    held = os.read(fd, 4096)
+    if held and not held.startswith(_LOCK_TAG):  # empty: created just now, or by a crash
+        os.close(fd)
+        raise ConfigError(
+            f"'{path}' (the lock file of output '{output}') exists and was not written by "
+            "dgmm; it is never overwritten: remove it, or choose another output path"
+        )
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, _LOCK_TAG + f" of {output}\npid {os.getpid()}\n".encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -258,7 +295,79 @@ def claim(output: str | os.PathLike) -> Iterator[None]:
 
 def _read_holder(path: Path) -> str:
     try:
-        pid = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(4096).decode("utf-8", "replace")
     except OSError:
         return ""
+    pid = text.rsplit("pid ", 1)[-1].strip() if text.startswith("dgmm lock") else ""
     return f" (pid {pid})" if pid.isdigit() else ""
+
+
+# The marker file of a companion folder: dgmm's own file (`dgmm._files`) naming the output.
+OWNER_FILE = ".dgmm-owner"
+_OWNER_KIND = "companion"
+
+
+def _owner_of(folder: Path) -> dict | None:
+    try:
+        doc = json.loads(read_own(folder / OWNER_FILE, _OWNER_KIND))
+    except (NotOwnFile, DamagedFile, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_companion(folder: Path, output: str | os.PathLike, role: str) -> bool:
+    """Whether ``folder`` exists as dgmm's ``role`` folder of ``output``; refuse anything else.
+
+    Raises
+    ------
+    ConfigError
+        When something that dgmm did not create for this output is there (a file, a link, a
+        user's folder, another output's companion), or dgmm's folder is on another file
+        system than the output's folder (publishing could not rename it into place).
+    """
+    if not os.path.lexists(folder):
+        return False
+    owner = None if folder.is_symlink() or not folder.is_dir() else _owner_of(folder)
+    if owner != {"role": role, "output": str(output)}:
+        raise ConfigError(
+            f"'{folder}' exists and was not made by dgmm as the {role} folder of '{output}'; "
+            "dgmm never deletes what it did not create: move it away, or choose another "
+            "output path"
+        )
+    if os.stat(folder).st_dev != os.stat(folder.parent).st_dev:
+        raise ConfigError(
+            f"'{folder}' is on another file system than '{folder.parent}'; the {role} folder "
+            "must be beside the output on the same one: remove the mount or choose another path"
+        )
+    return True
+
+
+def claim_companion(folder: Path, output: str | os.PathLike, role: str, fresh: bool) -> None:
+    """Make ``folder`` dgmm's ``role`` folder of ``output``: reuse it if it already is (or, with
+    ``fresh``, remove and recreate it), else create it exclusively with its marker."""
+    if check_companion(folder, output, role):
+        if not fresh:
+            return
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.mkdir(folder)  # exclusive: a folder that appeared meanwhile is not taken over
+    body = json.dumps({"role": role, "output": str(output)}).encode()
+    write_own(folder / OWNER_FILE, _OWNER_KIND, body)
+
+
+def remove_companion(folder: Path, output: str | os.PathLike, role: str) -> None:
+    """Delete dgmm's ``role`` folder of ``output`` (only if it is that)."""
+    if check_companion(folder, output, role):
+        shutil.rmtree(folder)
+
+
+def check_no_links(folder: Path, names: tuple[str, ...]) -> None:
+    """Refuse symbolic links at the names dgmm writes inside its own folder: a log or report
+    written there must never go through a link into someone else's file."""
+    for name in names:
+        if (folder / name).is_symlink():
+            raise ConfigError(
+                f"'{folder / name}' is a symbolic link; dgmm never writes through links: remove it"
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -31,11 +32,15 @@ from .outputs import (
     write_json,
 )
 from .paths import (
+    check_companion,
+    check_no_links,
     check_no_overlap,
     check_output_name,
     check_output_path,
     claim,
+    claim_companion,
     lock_path,
+    remove_companion,
     zarr_store_root,
 )
 from .report import (
@@ -53,6 +58,8 @@ from .report import (
 from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
 
 logger = logging.getLogger("pipelines")
+# What a run writes in its working folder (never through a link).
+WORK_FILES = ("run.log", "dask-report.html", "checkpoint.npz", "staging")
 # Beside a saved model: the column transform its data had (``data.standardize``).
 STANDARDIZE_FILE = "standardize.json"
 
@@ -95,10 +102,8 @@ def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = T
     pending = cfg.data.generate is not None and not Path(cfg.data.path).exists()
     x = None if pending else _checked_data(cfg)
     check_output_path(out.path, out.overwrite, ("run",))
-    if dirs.work.exists() and not dirs.work.is_dir():
-        raise ConfigError(
-            f"'{dirs.work}' (the run's working folder) exists and is not a folder; remove it"
-        )
+    if check_companion(dirs.work, out.path, "work"):
+        check_no_links(dirs.work, WORK_FILES)
     if pending and generate:
         ensure_data(cfg.data)
         x = _checked_data(cfg)
@@ -150,7 +155,9 @@ def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) ->
 
 @contextlib.contextmanager
 def _file_log(path: Path):
-    handler = logging.FileHandler(path)
+    # appended to, never through a link (O_NOFOLLOW): the log is dgmm's own file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     old_level = root.level
@@ -162,6 +169,7 @@ def _file_log(path: Path):
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+        handler.stream.close()
 
 
 @contextlib.contextmanager
@@ -247,7 +255,8 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
     with claim(cfg.output.path):
         check_output_path(cfg.output.path, cfg.output.overwrite, ("run",))
         dirs = RunDirs(cfg.output.path)
-        dirs.work.mkdir(parents=True, exist_ok=True)
+        claim_companion(dirs.work, cfg.output.path, "work", fresh=False)
+        check_no_links(dirs.work, WORK_FILES)
         with _file_log(dirs.log), _logged_failure(dirs.log):
             logger.info("run of config hash %s", cfg.result_hash())
             with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
@@ -275,7 +284,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                     t0 = time.perf_counter()
                     x, profile, transform = prepare_rows(cfg, x, progress, t0)
                     found = select_model(cfg, x, dirs.checkpoint, say, progress, profile)
-                    shutil.rmtree(dirs.staging, ignore_errors=True)
+                    shutil.rmtree(dirs.staging, ignore_errors=True)  # in dgmm's own folder
                     dirs.staging.mkdir(parents=True)
                     t1 = time.perf_counter()
                     sizes = write_labels(
@@ -284,7 +293,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                     progress(_labels_report(found, x.shape[0], time.perf_counter() - t1, t0))
             text = write_report(cfg, dirs, found, sizes, x, config_text, transform)
         publish(dirs.staging, dirs.final)
-        shutil.rmtree(dirs.work, ignore_errors=True)
+        remove_companion(dirs.work, cfg.output.path, "work")
     return RunOutcome(dirs.final, found, sizes, text)
 
 
@@ -317,6 +326,67 @@ def prepare_rows(cfg: RunConfig, x, progress: _Progress, t0: float):
     center, scale = profile.mean, np.where(profile.std > 0, profile.std, 1.0)
     transform = {"center": center.tolist(), "scale": scale.tolist()}
     return standardize(x, transform), profile.affine(center, scale), transform
+
+
+def read_transform(path: Path, n_features: int) -> dict:
+    """The column transform in a ``standardize.json`` beside a model, checked before use.
+
+    Parameters
+    ----------
+    path : Path
+        The ``standardize.json`` file.
+    n_features : int
+        The model's number of features: the length of both lists.
+
+    Returns
+    -------
+    transform : dict
+        ``{"center": [...], "scale": [...]}`` of floats, for `standardize`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the field when it is not UTF-8 JSON, not an object with exactly
+        ``center`` and ``scale``, or when a list has the wrong length, a value that is not a
+        finite number, or (``scale``) one that is not a positive normal float.
+    """
+    import json
+
+    try:
+        transform = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # also not UTF-8 and not JSON
+        raise ConfigError(
+            f"{path}: expected UTF-8 JSON, found {' '.join(str(e).split())}"
+        ) from None
+    if not isinstance(transform, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found a {type(transform).__name__}")
+    for key in transform:
+        if key not in ("center", "scale"):
+            raise ConfigError(f"{path}: {key!r}: expected only the keys 'center' and 'scale'")
+    for key in ("center", "scale"):
+        if key not in transform:
+            raise ConfigError(f"{path}: {key}: expected a list of {n_features} numbers, found none")
+    return {key: _transform_values(path, key, transform[key], n_features) for key in transform}
+
+
+def _transform_values(path: Path, name: str, values, n_features: int) -> list[float]:
+    """One list of `read_transform`: ``n_features`` finite numbers; scales positive and normal
+    (a subnormal scale divides rows into infinities)."""
+    if not isinstance(values, list) or len(values) != n_features:
+        found = f"a list of {len(values)}" if isinstance(values, list) else type(values).__name__
+        raise ConfigError(f"{path}: {name}: expected a list of {n_features} numbers, found {found}")
+    for i, v in enumerate(values):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        try:
+            ok = number and np.isfinite(float(v))
+        except OverflowError:  # an integer beyond float64
+            ok = False
+        if ok and name == "scale":
+            ok = float(v) >= np.finfo(np.float64).tiny
+        if not ok:
+            expected = "a positive normal float" if name == "scale" else "a finite number"
+            raise ConfigError(f"{path}: {name}[{i}]: expected {expected}, found {repr(v)[:80]}")
+    return [float(v) for v in values]
 
 
 def standardize(x, transform: dict):

@@ -218,10 +218,11 @@ def test_seed_example_through_pipeline(tmp_path, seed_example):
 
 
 def _checkpoint_passes(path: Path) -> int:
+    from dgmm.selection import read_checkpoint
+
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return json.loads(str(npz["header"]))["n_passes"]
-    except (OSError, ValueError, KeyError, EOFError):
+        return read_checkpoint(path)[0]["n_passes"]
+    except (OSError, ValueError, KeyError):
         return 0
 
 
@@ -344,9 +345,11 @@ def test_changed_config_starts_afresh(tmp_path, small_data):
     out = tmp_path / "out"
     cfg = write_config(tmp_path, small_data, out)
     work = tmp_path / "out.work"
-    work.mkdir()
-    # a checkpoint left by a run of another config
+    # a checkpoint left by a run of another config, in the working folder that run made
     from dgmm.selection import Candidate, save_checkpoint
+    from pipelines.paths import claim_companion
+
+    claim_companion(work, out, "work", fresh=False)
 
     key = {"config_hash": "0123456789abcdef"}
     save_checkpoint(work / "checkpoint.npz", key, [Candidate("full", 1, 0, 1e-6)], 3)

@@ -238,6 +238,7 @@ def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
     """Leave the checkpoint of a run of ``cfg_path`` stopped after ``passes`` EM passes."""
     from pipelines.data import open_data
     from pipelines.outputs import RunDirs
+    from pipelines.paths import claim_companion
     from pipelines.run import select_model
     from pipelines.schema import load_config
 
@@ -249,7 +250,9 @@ def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
         if seen.count("em") >= passes:
             raise _Stop
 
-    checkpoint = RunDirs(cfg.output.path).checkpoint
+    dirs = RunDirs(cfg.output.path)
+    claim_companion(dirs.work, cfg.output.path, "work", fresh=False)  # as a run does
+    checkpoint = dirs.checkpoint
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("pipelines.run._Progress.__call__", lambda self, report: stop(report))
         with pytest.raises(_Stop):

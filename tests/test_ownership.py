@@ -1,0 +1,164 @@
+"""dgmm owns only what it created: whatever a user left under a companion name of an output
+(``<out>.work``, ``.<out>.partial``, ``.<out>.lock``, a log, a checkpoint) is refused, never
+deleted, overwritten or written through."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import dgmm
+from dgmm._files import NotOwnFile, write_own
+from pipelines.cli import main
+from pipelines.data import make_data
+from pipelines.outputs import publish
+
+from .test_pipeline import INPROC_CLUSTER
+
+pytestmark = pytest.mark.slow
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``: links by target, files by bytes, folders by presence."""
+    seen = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_symlink():
+            seen[key] = ("link", os.readlink(p))
+        elif p.is_file():
+            seen[key] = ("file", p.read_bytes())
+        elif p.is_dir():
+            seen[key] = ("dir",)
+    return seen
+
+
+def _neighbour(rng, path: Path, victim: Path, other_run: Path) -> str:
+    """Put one of the things a user may have at ``path``; returns what it is."""
+    kind = ["folder", "file", "link to a file", "link to a folder", "another run"][rng.integers(5)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "folder":
+        path.mkdir()
+        (path / "notes.txt").write_text(f"mine {rng.integers(1e9)}")
+    elif kind == "file":
+        path.write_bytes(rng.bytes(int(rng.integers(1, 64))))
+    elif kind == "link to a file":
+        path.symlink_to(victim)
+    elif kind == "link to a folder":
+        path.symlink_to(victim.parent, target_is_directory=True)
+    else:
+        shutil.copytree(other_run, path, symlinks=True)
+    return kind
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    """Data, a model fitted to it and a finished run output, made once."""
+    d = tmp_path_factory.mktemp("own")
+    make_data(d / "d.zarr", 2000, 2, 2, seed=3, chunk_rows=500)
+    cfg = {
+        "data": {"path": str(d / "d.zarr"), "array": "X"},
+        "model": {"n_components": [2], "n_init": 1},
+        "output": {"path": str(d / "done")},
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    (d / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(d / "run.yaml")]) == 0
+    return d
+
+
+def _companions(out: Path) -> dict[str, Path]:
+    return {
+        "work": out.with_name(out.name + ".work"),
+        "lock": out.with_name(f".{out.name}.lock"),
+        "partial": out.with_name(f".{out.name}.partial"),
+        "log": out.with_name(out.name + ".work") / "run.log",
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_what_a_user_left_beside_an_output_is_never_touched(setting, tmp_path, seed, capsys):
+    rng = np.random.default_rng(seed)
+    command = ["run", "predict", "make-data"][seed % 3]
+    victim = tmp_path / "victim" / "precious.txt"
+    victim.parent.mkdir()
+    victim.write_text("years of work")
+    out = tmp_path / "out"
+    names = _companions(out)
+    which = ["work", "lock"] if command == "run" else ["partial", "lock"]
+    if command == "run":
+        which.append("log")
+    name = which[rng.integers(len(which))]
+    if name == "log":  # a link planted in a working folder that is not dgmm's
+        names["work"].mkdir()
+    kind = _neighbour(rng, names[name], victim, setting / "done")
+    if command == "run":
+        cfg = yaml.safe_load((setting / "run.yaml").read_text())
+        cfg["output"]["path"] = str(out)
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["run", str(tmp_path / "run.yaml")]
+    elif command == "predict":
+        args = ["predict", str(setting / "done" / "model"), str(setting / "d.zarr" / "X")]
+        args.append(str(out))
+    else:
+        args = ["make-data", str(out), "--n-samples", "100", "--n-features", "2"]
+        args += ["--n-components", "2"]
+    before = _snapshot(tmp_path)
+    status = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2, (command, name, kind, err)
+    assert len(err) == 1 and err[0].startswith("dgmm: error: "), err
+    assert _snapshot(tmp_path) == before, (command, name, kind)
+    assert victim.read_text() == "years of work"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_checkpoint_path_that_holds_a_users_file_is_refused(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("years of work")
+    path = tmp_path / "notes.txt"
+    kind = _neighbour(rng, path, victim, tmp_path)
+    if kind == "another run":  # a copy of this folder: just some folder here
+        shutil.rmtree(path)
+        path.mkdir()
+    before = _snapshot(tmp_path)
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    with pytest.raises(NotOwnFile, match="is not a dgmm checkpoint"):
+        dgmm.select(x, [1, 2], checkpoint=path)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_fit_starts_afresh(tmp_path, caplog):
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    path = tmp_path / "ck"
+    first = dgmm.select(x, [1, 2], checkpoint=path, random_state=0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    again = dgmm.select(x, [1, 2], checkpoint=path, random_state=0)
+    assert again.results == first.results
+    aside = list(tmp_path.glob("ck.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == data[: len(data) // 2]
+    assert "checkpoint damaged" in caplog.text
+
+
+def test_own_files_are_written_through_no_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    link = tmp_path / "f"
+    link.symlink_to(victim)
+    with pytest.raises(NotOwnFile):
+        write_own(link, "checkpoint", b"x")
+    assert victim.read_text() == "keep" and link.is_symlink()
+
+
+def test_a_failed_publish_leaves_the_earlier_output_where_it_was(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "a").write_text("earlier")
+    with pytest.raises(FileNotFoundError):
+        publish(tmp_path / "no-staging", final)
+    assert (final / "a").read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
