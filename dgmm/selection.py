@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._files import DamagedFile, NotOwnFile, is_own, read_own, set_aside, write_own
 from .covariance import get_covariance_type
 from .em import (
     DataPasses,
@@ -34,6 +33,7 @@ from .em import (
     run_em_on_workers,
 )
 from .estep import ScoringPosterior, StatsJob
+from .files import DamagedFile, NotOwnFile, is_own, read_own, set_aside, write_own
 from .init import InitRequest, UserInit, initial_parameters
 from .io import load_input
 from .params import GaussianParams, n_parameters

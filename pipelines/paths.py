@@ -26,7 +26,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from dgmm._files import DamagedFile, NotOwnFile, read_own, write_own
+from dgmm.files import DamagedFile, NotOwnFile, read_own, write_own
 
 from .schema import ConfigError
 
@@ -304,7 +304,7 @@ def _read_holder(path: Path) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
-# The marker file of a companion folder: dgmm's own file (`dgmm._files`) naming the output.
+# The marker file of a companion folder: dgmm's own file (`dgmm.files`) naming the output.
 OWNER_FILE = ".dgmm-owner"
 _OWNER_KIND = "companion"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import dgmm
-from dgmm._files import NotOwnFile, write_own
+from dgmm.files import NotOwnFile, write_own
 from pipelines.cli import main
 from pipelines.data import make_data
 from pipelines.outputs import publish

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import xxhash
 
+__all__ = ["DamagedFile", "NotOwnFile", "is_own", "read_own", "set_aside", "write_own"]
+
 _VERSION = "v1"
 
 
