@@ -754,7 +754,13 @@ def _warn_small_blocks(x: da.Array, name: str) -> None:
 
 def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
     """Check and wrap numpy / Dask / Zarr input (or a path to a Zarr array)."""
-    from .validation import as_numpy_2d, check_dtype_and_shape, check_sample_weight
+    from .validation import (
+        ColumnProfile,
+        as_numpy_2d,
+        check_dtype_and_shape,
+        check_magnitude,
+        check_sample_weight,
+    )
 
     if isinstance(X, (str, os.PathLike)):
         X = open_zarr_array(X)
@@ -782,6 +788,9 @@ def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
             w = w.rechunk((x.chunks[0],))
         return InputData(x, None, w, None, None, lazy=True)
     x_mem = as_numpy_2d(X, name)
+    if x_mem.size:  # finite by now; a spread float64 cannot square is refused by name
+        lo, hi = x_mem.min(axis=0).astype(np.float64), x_mem.max(axis=0).astype(np.float64)
+        check_magnitude(ColumnProfile(x_mem.shape[0], 0, -1, False, lo, hi), name)
     w_mem = None if sample_weight is None else check_sample_weight(sample_weight, x_mem.shape[0])
     rows = in_memory_chunk_rows(*x_mem.shape, x_mem.dtype.itemsize)
     x = da.from_array(x_mem, chunks=(rows, x_mem.shape[1]), name=False)

@@ -84,10 +84,11 @@ class ColumnProfile:
             mean, m2 = self.mean, self.m2
         elif not self.n_good:
             mean, m2 = other.mean, other.m2
-        else:
+        else:  # spreads float64 cannot square overflow here; `check_magnitude` names them
             delta = other.mean - self.mean
             mean = self.mean + delta * (other.n_good / n)
-            m2 = self.m2 + other.m2 + delta**2 * (self.n_good * other.n_good / n)
+            with np.errstate(over="ignore", invalid="ignore"):
+                m2 = self.m2 + other.m2 + delta**2 * (self.n_good * other.n_good / n)
         return ColumnProfile(
             self.n + other.n,
             self.n_bad + other.n_bad,
@@ -142,7 +143,8 @@ def block_profile(x: np.ndarray, row0: int = 0) -> ColumnProfile:
     bad = np.flatnonzero(~finite)
     good = x[finite] if bad.size else x
     nan = np.full(x.shape[1], np.nan)
-    mean, m2 = _moments(good)
+    with np.errstate(over="ignore", invalid="ignore"):  # spreads float64 cannot square are
+        mean, m2 = _moments(good)  # refused by name afterwards (`check_magnitude`)
     return ColumnProfile(
         x.shape[0],
         int(bad.size),
@@ -207,6 +209,30 @@ def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
             "constant column carries no information and makes every covariance singular; drop "
             "it from the data."
         )
+    check_magnitude(p, name)
+
+
+def check_magnitude(p: ColumnProfile, name: str = "X") -> None:
+    """Refuse columns whose spread float64 cannot square: summed over the rows, squares of a
+    spread above ``sqrt(max / n)`` overflow, and squares of one below ``sqrt(tiny)`` are no
+    longer normal numbers (every variance would be lost against ``reg_covar``)."""
+    fin = np.finfo(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = p.hi - p.lo
+    big = np.flatnonzero(~(spread <= np.sqrt(fin.max / max(p.n, 1))))
+    small = np.flatnonzero((spread > 0) & (spread < np.sqrt(fin.tiny)))
+    for cols, what, remedy in (
+        (big, "too large", "divide the data by a power of ten"),
+        (small, "too small", "multiply the data by a power of ten"),
+    ):
+        if cols.size:
+            shown = ", ".join(f"{int(j)} (from {p.lo[j]:.3g} to {p.hi[j]:.3g})" for j in cols[:5])
+            more = f" and {cols.size - 5} more" if cols.size > 5 else ""
+            raise DataError(
+                f"Input {name}: the spread of {cols.size} column(s) is {what} for float64 "
+                f"arithmetic over {p.n} rows: {shown}{more} (0-based); {remedy} (in the data "
+                "itself: standardizing would need the same arithmetic)."
+            )
 
 
 def check_dtype_and_shape(dtype: np.dtype, shape: tuple, name: str = "X") -> np.dtype:

@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system ending the job): stops the run the way Ctrl-C does."""
+
+
 class _Console(logging.Filter):
     """What the terminal shows of the log: problems, without tracebacks (those go to run.log).
 
@@ -338,11 +342,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def interrupt(signum, frame):
         quiet.interrupted = True
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
-    old_sigint = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if main_thread:  # a batch system's SIGTERM ends the run as Ctrl-C does: one line
+        for sig in old_handlers:
+            signal.signal(sig, interrupt)
     try:
         _absolute_paths(args)
         return args.fn(args)
@@ -350,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         message, status = str(e), 2
     except RunFailed as e:
         message, status = str(e), 1
+    except Terminated:
+        quiet.interrupted = True
+        message, status = "terminated (SIGTERM); rerun the same command to resume", 143
     except KeyboardInterrupt:
         quiet.interrupted = True
         message, status = "interrupted; rerun the same command to resume", 130
@@ -357,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{type(e).__name__}: {e} (traceback in {_keep_traceback()})"
         message, status = " ".join(message.split()), 1
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, old_sigint)
+        if main_thread:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         logging.getLogger().removeHandler(console)
     gc.collect()  # objects of a failed computation are released (and report) before the message
-    print(f"dgmm: {'error: ' if status != 130 else ''}{message}", file=sys.stderr)
+    print(f"dgmm: {'error: ' if status not in (130, 143) else ''}{message}", file=sys.stderr)
     return status
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import dask
@@ -71,6 +72,7 @@ def make_data(
     check_generate_args(n_samples, n_features, n_components, chunk_rows, dtype, separation)
     path = absolute_path(path, "make-data's output")
     check_output_path(path, overwrite, ("make-data",), "--overwrite", "path")
+    check_disk_room(path, n_samples * (n_features * np.dtype(dtype).itemsize + 4))
     weights, means, chol = mixture_truth(n_features, n_components, seed, separation)
     tmp = path.with_name(f".{path.name}.partial")
     check_companion(tmp, path, "partial")
@@ -86,6 +88,19 @@ def make_data(
         "wrote %s: X %s %s in chunks of %d rows", path, (n_samples, n_features), dtype, chunk_rows
     )
     return zarr.open_group(str(path), mode="r")
+
+
+def check_disk_room(path: Path, nbytes: int) -> None:
+    """Refuse to write ``nbytes`` (uncompressed) where the file system has less room."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise ConfigError(
+            f"make-data: the data needs about {nbytes / 2**30:.3g} GiB but '{folder}' has "
+            f"{free / 2**30:.3g} GiB free; make fewer rows or features, or choose another folder"
+        )
 
 
 def check_generate_args(

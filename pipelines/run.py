@@ -19,6 +19,7 @@ from distributed import performance_report
 
 import dgmm
 from dgmm import em as dgmm_em
+from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
 from .data import data_path, ensure_data, open_data
@@ -323,6 +324,7 @@ def prepare_rows(cfg: RunConfig, x, progress: _Progress, t0: float):
     )
     if profile.n_bad:  # dgmm.select names the rows
         return x, profile, None
+    check_magnitude(profile, f"data '{data_path(cfg.data)}'")  # a spread no scale can come from
     center, scale = profile.mean, np.where(profile.std > 0, profile.std, 1.0)
     transform = {"center": center.tolist(), "scale": scale.tolist()}
     return standardize(x, transform), profile.affine(center, scale), transform

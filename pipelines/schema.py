@@ -555,7 +555,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"'{path}' is not valid YAML{at}: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"'{path}' must hold a mapping of sections, got {type(data).__name__}")
+    _check_expanded_size(data, f"'{path}'")
     return data
+
+
+# A run config is a few dozen values; YAML aliases nested in each other can make a few lines
+# stand for billions of them, which copying the config would build.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _check_expanded_size(data: Any, what: str) -> None:
+    """Refuse a document whose values, aliases expanded, exceed `MAX_CONFIG_VALUES` (the walk
+    stops there, so a bomb costs no more than that)."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{what} expands to more than {MAX_CONFIG_VALUES} values (YAML anchors and "
+                "aliases repeated inside each other?); a run config is a few dozen values"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -571,7 +596,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            what = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({what})") from None
+        _check_expanded_size(value, f"override '{dotted}'")
+        node[leaf] = value
     return out
 
 

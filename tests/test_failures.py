@@ -1,0 +1,119 @@
+"""One line on every failure, and no wait or allocation without a bound: YAML that expands
+without end, data the disk cannot hold, SIGTERM, and values float64 cannot square."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+
+import dgmm
+from pipelines.cli import main
+from pipelines.data import make_data
+from pipelines.schema import ConfigError, load_config
+
+from .conftest import write_zarr
+from .test_pipeline import INPROC_CLUSTER
+
+
+def _bomb(rng) -> str:
+    """A YAML document whose aliases, nested, stand for width**depth values."""
+    width, depth = int(rng.integers(3, 10)), int(rng.integers(6, 12))
+    lines = ["a0: &a0 [x]"]
+    for i in range(1, depth + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+    where = rng.integers(3)
+    body = {0: f"model:\n  n_components: *a{depth}", 1: f"dask: *a{depth}", 2: f"extra: *a{depth}"}
+    return "\n".join(lines) + "\n" + body[int(where)] + "\n"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_yaml_that_expands_without_end_is_refused_at_once(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(rng))
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to more than 100000 values"):
+        load_config(path)
+    assert time.perf_counter() - t < 5
+
+
+def test_an_override_that_expands_without_end_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"data": {"path": "d"}, "model": {"n_components": [1]}, "output": {"path": "o"}}
+        )
+    )
+    levels = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    deep = "[" + ", ".join(levels) + "]"  # the last level stands for 10**9 values
+    with pytest.raises(ConfigError, match=r"override 'dask' expands to more than"):
+        load_config(path, [f"dask={deep}"])
+
+
+@pytest.mark.parametrize("rows", [10**14, 10**12, 3 * 10**11])
+def test_make_data_refuses_what_the_disk_cannot_hold(tmp_path, capsys, rows):
+    out = tmp_path / "big.zarr"
+    args = ["make-data", str(out), "--n-samples", str(rows), "--n-features", "4"]
+    assert main([*args, "--n-components", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GiB free; make fewer rows" in err[0], err
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_values_float64_cannot_square_are_refused_by_name_never_fitted_silently(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    exponent = int(rng.choice([-320, -300, -200, -160, -100, 0, 100, 150, 200, 300]))
+    x = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(9, 1, (200, 2))]) * 10.0**exponent
+    # Zarr input is profiled by its first pass when a checkpoint binds it (as every run's is)
+    as_zarr = bool(rng.integers(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            data = write_zarr(tmp_path / "x.zarr", x, (100, 2)) if as_zarr else x
+            kw = {"checkpoint": tmp_path / "ck"} if as_zarr else {}
+            found = dgmm.select(data, [1, 2], random_state=0, **kw)
+        except dgmm.DataError as e:
+            assert "too large" in str(e) or "too small" in str(e), e
+            spread = np.ptp(x, axis=0)
+            assert (spread > np.sqrt(np.finfo(float).max / len(x))).any() or (
+                spread < np.sqrt(np.finfo(float).tiny)
+            ).any()
+            return
+    assert np.isfinite(found.best_estimator_.means_).all()
+    assert np.isfinite([r["bic"] for r in found.cells() if r["bic"] is not None]).all()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_in_one_line_and_a_rerun_resumes(tmp_path):
+    make_data(tmp_path / "d.zarr", 200_000, 4, 4, seed=1, chunk_rows=20_000, separation=2.0)
+    cfg = {
+        "data": {"path": str(tmp_path / "d.zarr"), "array": "X"},
+        "model": {"n_components": [2, 3, 4, 5], "tol": 0, "max_iter": 60, "strategy": "exact"},
+        "output": {"path": str(tmp_path / "out"), "progress_interval": 0},
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stderr:  # wait for a few EM passes, then end the job as a batch system does
+        if line.startswith("dgmm: pass 4 "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143
+    last = rest.strip().splitlines()[-1]
+    assert last == "dgmm: terminated (SIGTERM); rerun the same command to resume", rest
+    assert "Traceback" not in rest
+    assert not (tmp_path / "out").exists() and (tmp_path / "out.work" / "checkpoint.npz").exists()
