@@ -9,7 +9,9 @@ reaches the client.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from threadpoolctl import ThreadpoolController
 
 from ._malloc import trim_if_high, tune_allocator
 from .validation import check_block_finite, check_weight_block
+
+logger = logging.getLogger(__name__)
 
 SPLIT_EVERY = 8
 # How long a pass may finish no task while a worker is paused (memory), none is connected or
@@ -247,6 +251,39 @@ class Watch:
     names: dict[str, str] | None = None  # address -> worker name at the last report
     gone: set[str] = field(default_factory=set)  # names of workers that left
     restarts: int = 0
+    # A worker whose heartbeat ('last_seen' at the scheduler) has not moved for this long is
+    # silent: stopped (SIGSTOP), hung or cut off. The scheduler drops it only after its
+    # worker-ttl (minutes), and meanwhile it holds its tasks.
+    silent_after: float = 10.0
+    heard: dict[str, tuple[float, float]] = field(default_factory=dict)  # last-seen, since
+    silent: list[str] = field(default_factory=list)
+    notice: str | None = None  # what the pass waits for, said once as trouble begins
+    notice_scheduler: bool = False  # whether a silent scheduler has been said
+
+    def __post_init__(self) -> None:
+        self.silent_after = min(self.silent_after, self.timeout / 2)
+
+    def _listen(self, workers: dict[str, dict], now: float) -> list[str]:
+        """The workers whose heartbeat has not moved for ``silent_after`` seconds (measured
+        on this clock: the scheduler's may be another host's)."""
+        silent = []
+        for address, w in workers.items():
+            seen = w.get("last_seen", w.get("last-seen"))
+            if seen is None:
+                continue
+            before = self.heard.get(address)
+            if before is None or before[0] != seen:
+                self.heard[address] = (seen, now)
+            elif now - before[1] >= self.silent_after:
+                silent.append(address)
+        if silent and not self.silent:
+            self.notice = (
+                f"waiting on {len(silent)} of {len(workers)} worker(s) not heard from for "
+                f"{self.silent_after:.0f} s or more (stopped, hung or cut off?): "
+                f"{', '.join(silent[:3])}; failing if no task finishes for {self.timeout:.0f} s"
+            )
+        self.silent = silent
+        return silent
 
     def observe(
         self, workers: dict[str, dict], now: float, count: Callable[[], int | None] = lambda: None
@@ -260,10 +297,11 @@ class Watch:
         self.restarts += len(back)
         self.names = names
         paused = sum(w.get("status") == "paused" for w in workers.values())
+        silent = len(self._listen(workers, now))
         if self.counted:
-            troubled = not workers or paused > 0 or self.restarts > 0
+            troubled = not workers or paused > 0 or self.restarts > 0 or silent > 0
         else:
-            troubled = not workers or paused == len(workers)
+            troubled = not workers or paused == len(workers) or silent == len(workers)
         if not troubled:
             self.since, self.restarts, self.finished = now, 0, None
             return None
@@ -279,13 +317,23 @@ class Watch:
             self.finished = finished
         if now - self.since < self.timeout:
             return None
-        if workers and not paused and self.restarts < 2:
+        if workers and not paused and self.restarts < 2 and not silent:
             return None
         return self._why(workers, paused, now)
 
     def _why(self, workers: dict[str, dict], paused: int, now: float) -> str:
+        remedy = (
+            "give workers more memory (the cluster's memory_limit) or use smaller chunks, or "
+            "raise the Dask setting dgmm.stall-timeout"
+        )
         if not workers:
             state = "no worker is connected"
+        elif self.silent and not paused:
+            state = (
+                f"{len(self.silent)} of {len(workers)} worker(s) not heard from (stopped, hung "
+                f"or cut off?): {', '.join(self.silent[:3])}"
+            )
+            remedy = "resume or restart them, or raise the Dask setting dgmm.stall-timeout"
         elif paused == len(workers):
             state = "every worker is paused for memory"
         elif paused:
@@ -304,11 +352,52 @@ class Watch:
         if self.need:
             facts.append(f"a task needs ~{self.need / 2**20:.0f} MiB")
         detail = f" ({'; '.join(facts)})" if facts else ""
-        return (
-            f"made no progress for {now - self.since:.0f} s: {state}{detail}; give workers more "
-            "memory (the cluster's memory_limit) or use smaller chunks, or raise the Dask "
-            "setting dgmm.stall-timeout"
+        return f"made no progress for {now - self.since:.0f} s: {state}{detail}; {remedy}"
+
+
+class _Question:
+    """One question to the scheduler at a time, waited for a bounded time.
+
+    A stopped or hung scheduler never answers, and the Client's calls have no time limit of
+    their own: the question runs in a daemon thread, and an unanswered one is left there while
+    the watcher says how long it has waited.
+    """
+
+    def __init__(self, ask: Callable[[], Any]):
+        self.ask, self.thread, self.box, self.started = ask, None, {}, 0.0
+
+    def __call__(self, wait: float) -> tuple[bool, Any, float]:
+        """(answered, answer, seconds waited so far)."""
+        if self.thread is None:
+            box: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    box["answer"] = self.ask()
+                except Exception as e:  # raised in the caller's thread
+                    box["error"] = e
+
+            self.box, self.started = box, time.monotonic()
+            self.thread = threading.Thread(target=run, daemon=True, name="dgmm-question")
+            self.thread.start()
+        self.thread.join(wait)
+        if self.thread.is_alive():
+            return False, None, time.monotonic() - self.started
+        self.thread = None
+        if "error" in self.box:
+            raise self.box["error"]
+        return True, self.box["answer"], 0.0
+
+
+def bounded(ask: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``ask()`` (a call to the scheduler), or a `StalledError` after ``timeout`` seconds."""
+    answered, answer, waited = _Question(ask)(timeout)
+    if not answered:
+        raise StalledError(
+            f"the Dask scheduler did not answer {what} within {waited:.0f} s; is it stopped or "
+            "overloaded?"
         )
+    return answer
 
 
 def _count(client) -> int | None:
@@ -335,20 +424,55 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
     cluster is stalled."""
     from distributed import wait
 
+    info = _Question(lambda: client.scheduler_info(n_workers=-1)["workers"])
+    count = _Question(lambda: _count(client))
+    step = min(1.0, watch.timeout)
     try:
         while True:
             try:
-                wait(futures, timeout=min(1.0, watch.timeout))
+                wait(futures, timeout=step)
                 return client.gather(futures)
             except TimeoutError:
                 if any(f.status == "error" for f in futures):
                     return client.gather(futures)  # raises the first task's error now
-                workers = client.scheduler_info(n_workers=-1)["workers"]
-                why = watch.observe(workers, time.monotonic(), lambda: _count(client))
+                answered, workers, waited = info(step)
+                if not answered:
+                    _scheduler_silent(watch, waited, what)
+                    continue
+                why = watch.observe(workers, time.monotonic(), lambda: _answer(count, step))
+                if watch.notice is not None:
+                    logger.warning("%s is %s", what, watch.notice)
+                    watch.notice = None
                 if why is not None:
                     raise StalledError(f"{what} {why}") from None
     finally:
-        client.cancel([f for f in futures if not f.done()])
+        left = [f for f in futures if not f.done()]
+        if left:  # a silent scheduler would hold the cancel forever: it is asked, not awaited
+            _Question(lambda: client.cancel(left))(step)
+
+
+def _answer(question: _Question, wait: float) -> Any:
+    answered, answer, _ = question(wait)
+    return answer if answered else None
+
+
+def _scheduler_silent(watch: Watch, waited: float, what: str) -> None:
+    """Say once that the scheduler is silent; fail once it has been for the stall timeout."""
+    if waited >= watch.timeout:
+        raise StalledError(
+            f"{what} made no progress for {waited:.0f} s: the Dask scheduler does not answer "
+            "(stopped, hung or cut off?); restart it, or raise the Dask setting "
+            "dgmm.stall-timeout"
+        )
+    if waited >= watch.silent_after and not watch.notice_scheduler:
+        watch.notice_scheduler = True
+        logger.warning(
+            "%s is waiting on the Dask scheduler, which has not answered for %.0f s (stopped, "
+            "hung or cut off?); failing after %.0f s",
+            what,
+            waited,
+            watch.timeout,
+        )
 
 
 def cluster_workers() -> list[tuple[int, int | None]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import yaml
+from dask.utils import parse_timedelta
 from distributed import performance_report
 
 import dgmm
@@ -174,6 +175,29 @@ def _file_log(path: Path):
 
 
 @contextlib.contextmanager
+def _performance_report(path: Path):
+    """Dask's performance report of the run, written at its end within a bounded time.
+
+    Writing it asks the scheduler, and through it every worker, for their profiles: a stopped
+    scheduler or worker would hold the run there forever, after its real outcome is known.
+    """
+    report = performance_report(filename=str(path))
+    report.__enter__()
+    try:
+        yield
+    finally:
+        timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
+        try:
+            dgmm_em.bounded(
+                lambda: report.__exit__(None, None, None),
+                timeout,
+                "with the performance report (which gathers every worker's profile)",
+            )
+        except dgmm_em.StalledError as e:
+            logger.warning("the Dask performance report was not written: %s", e)
+
+
+@contextlib.contextmanager
 def _logged_failure(log: Path):
     """Keep the traceback in the run's log and raise a one-line error naming the log."""
     try:
@@ -276,7 +300,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                 say(f"Dask dashboard: {link or 'disabled'}")
                 logger.info("dashboard %s", link)
                 report_ctx = (
-                    performance_report(filename=str(dirs.work / "dask-report.html"))
+                    _performance_report(dirs.work / "dask-report.html")
                     if cfg.output.performance_report
                     else contextlib.nullcontext()
                 )

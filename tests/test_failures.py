@@ -117,3 +117,71 @@ def test_sigterm_ends_a_run_in_one_line_and_a_rerun_resumes(tmp_path):
     assert last == "dgmm: terminated (SIGTERM); rerun the same command to resume", rest
     assert "Traceback" not in rest
     assert not (tmp_path / "out").exists() and (tmp_path / "out.work" / "checkpoint.npz").exists()
+
+
+def _tree_pids(pattern: str) -> list[int]:
+    """The processes whose command line matches ``pattern``, with their children."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    pids = [int(p) for p in found.split()]
+    for p in list(pids):
+        kids = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout
+        pids += [int(k) for k in kids.split()]
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stopped", ["scheduler", "workers"])
+def test_a_stopped_scheduler_or_worker_is_said_and_fails_the_run_within_its_bound(
+    tmp_path, stopped
+):
+    """SIGSTOP leaves a peer connected and silent: the run says what it waits for, then fails
+    in one line within the stall timeout (and the bounded clean-up), instead of waiting for
+    the scheduler's worker-ttl or forever."""
+    from .test_real_cluster import dask_processes
+
+    make_data(tmp_path / "d.zarr", 200_000, 4, 4, seed=1, chunk_rows=20_000, separation=2.0)
+    cluster_dir = tmp_path / "cluster"
+    cluster_dir.mkdir()
+    with dask_processes(cluster_dir, workers=1) as address:
+        cfg = {
+            "data": {"path": str(tmp_path / "d.zarr"), "array": "X"},
+            "model": {"n_components": [2, 3, 4, 5], "tol": 0, "max_iter": 500},
+            "output": {"path": str(tmp_path / "out"), "progress_interval": 0},
+            "cluster": {"type": "address", "address": address, "timeout": 10},
+            "dask": {"dgmm.stall-timeout": "6s"},
+        }
+        cfg["model"]["strategy"] = "exact"
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        for line in proc.stderr:
+            if line.startswith("dgmm: pass 4 "):
+                break
+        pattern = f"dask {'scheduler' if stopped == 'scheduler' else 'worker'}.*{cluster_dir}"
+        pids = _tree_pids(pattern)
+        assert pids
+        t0 = time.monotonic()
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            rest = proc.stderr.read()
+            status = proc.wait(timeout=300)
+            took = time.monotonic() - t0
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+            proc.kill()
+    lines = rest.strip().splitlines()
+    assert status == 1 and "Traceback" not in rest, rest
+    waiting = [i for i, line in enumerate(lines) if "WARNING" in line and "waiting on" in line]
+    assert waiting and waiting[0] < len(lines) - 1, rest  # said before the end
+    assert lines[-1].startswith("dgmm: error: StalledError: "), rest
+    assert ("scheduler does not answer" if stopped == "scheduler" else "not heard from") in lines[
+        -1
+    ]
+    assert took < 6 * 6, (took, rest)
+    assert not (tmp_path / "out").exists()

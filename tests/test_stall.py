@@ -18,14 +18,16 @@ from dgmm._reduce import Watch
 from dgmm.em import compute
 
 
-def _workers(addresses: list[str], status: str) -> dict[str, dict]:
-    """Worker reports; a worker's name is its address up to a '#' (a restart keeps the name)."""
+def _workers(addresses: list[str], status: str, seen: float | None = None) -> dict[str, dict]:
+    """Worker reports; a worker's name is its address up to a '#' (a restart keeps the name),
+    ``seen`` its last heartbeat at the scheduler (None: not reported)."""
     return {
         a: {
             "name": a.split("#")[0],
             "status": status,
             "memory_limit": 512 * 2**20,
             "metrics": {"memory": 400 * 2**20},
+            **({} if seen is None else {"last_seen": seen}),
         }
         for a in addresses
     }
@@ -42,7 +44,7 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
             status = rng.choice(["running", "paused"])
             workers = _workers([f"w{gen}-{i}" for i in range(2)], status)
         elif kind in ("long-task", "no-counter"):  # healthy, nothing finishes (one slow task)
-            workers = _workers(["a", "b"], "running")
+            workers = _workers(["a", "b"], "running", seen=1e9 + t)  # heartbeats go on
         elif kind == "one-restart":  # one worker restarted once, then a long task
             workers = _workers(["a", "b" if t < 3 else "b#2"], "running")
         elif kind == "scale-down":  # workers retire for good one after another (long task)
@@ -57,6 +59,13 @@ def _trace(rng: random.Random, kind: str, n: int = 60):
         elif kind == "restart-loop":  # a nanny kills and restarts a worker at every poll
             gen += 1
             workers = _workers(["a", f"b#{gen}"], "running")
+        elif kind == "silent":  # every worker stopped (SIGSTOP): no heartbeat, nothing finishes
+            workers = _workers(["a", "b"], "running", seen=1e9)
+        elif kind == "one-silent":  # one stopped, holding its tasks; the other's heartbeat goes on
+            workers = {
+                **_workers(["a"], "running", seen=1e9),
+                **_workers(["b"], "running", 1e9 + t),
+            }
         else:
             raise AssertionError(kind)
         yield t, (finished if counted else None), workers
@@ -141,3 +150,35 @@ def test_a_task_longer_than_the_stall_timeout_on_a_healthy_cluster_completes():
         t0 = time.monotonic()
         (got,) = compute(dask.delayed(slow)(1))
         assert got == 2 and time.monotonic() - t0 >= 4
+
+
+SILENT = ("silent", "one-silent")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_workers_not_heard_from_are_said_then_fail_the_pass_within_its_bound(seed):
+    """A stopped worker stays on the scheduler's list for minutes (its worker-ttl): the pass
+    says what it waits for once the heartbeat has been still for ``silent_after``, and fails
+    once nothing has finished for the timeout after that; workers whose heartbeat goes on are
+    never called silent."""
+    rng = random.Random(seed)
+    timeout = rng.uniform(1.0, 30)
+    for kind in ("long-task", *SILENT):
+        watch = Watch(timeout, since=0.0)
+        said, failed_at, why = None, None, None
+        for t, finished, workers in _trace(rng, kind, n=int(6 * timeout) + 60):
+            why = watch.observe(workers, t, lambda f=finished: f)
+            if watch.notice is not None and said is None:
+                said = t
+            if why is not None:
+                failed_at = t
+                break
+        if kind == "long-task":
+            assert said is None and failed_at is None, (timeout, why)
+            continue
+        assert said is not None and failed_at is not None and said < failed_at, (kind, timeout)
+        assert watch.silent_after <= said <= watch.silent_after + 3.1  # polls 0.05..1.5 s apart
+        assert "not heard from" in watch.notice and "a" in watch.notice
+        assert timeout <= failed_at - said <= timeout + 1.6, (kind, timeout, said, failed_at)
+        assert "not heard from" in why and "resume or restart them" in why
+        assert ("1 of 2" if kind == "one-silent" else "2 of 2") in why
