@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -13,7 +14,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from .errors import RunFailed
+from .errors import RunFailed, disk_full
 from .schema import ConfigError, load_config
 
 
@@ -283,19 +284,40 @@ class Terminated(KeyboardInterrupt):
 
 
 class _Console(logging.Filter):
-    """What the terminal shows of the log: problems, without tracebacks (those go to run.log).
+    """What the terminal shows of the log: dgmm's own problems, without tracebacks (those go
+    to run.log).
 
-    asyncio's reports of futures left behind by Dask's own shutdown are not actionable and would
-    follow (and hide) the one-line error, so they are dropped here; after Ctrl-C, so is
-    everything that Dask reports while the run shuts its cluster down.
+    Other libraries' records (Dask's report of every failing task, asyncio's of futures left
+    behind by Dask's shutdown) are not actionable and would bury or follow the one-line error;
+    after Ctrl-C, dgmm's own are dropped too while the run shuts its cluster down.
     """
 
     interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.interrupted or record.name == "asyncio":
-            return False
+        if self.interrupted or not record.name.startswith(("dgmm", "pipelines")):
+            return False  # Dask's reports of a failing task repeat what the one line says
         return not (record.name == "pipelines" and record.exc_info)
+
+
+@contextlib.contextmanager
+def _quiet_dask_console():
+    """Dask's own terminal handler shows only what is critical while a command runs: a failing
+    task is reported by every worker thread that ran one (a full disk: hundreds of
+    tracebacks), and the failure ends in the command's one line anyway."""
+    handlers = [
+        h
+        for h in logging.getLogger("distributed").handlers
+        if isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.__stderr__)
+    ]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for h, level in zip(handlers, levels, strict=True):
+            h.setLevel(level)
 
 
 def _keep_traceback() -> str:
@@ -351,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, interrupt)
     try:
         _absolute_paths(args)
-        return args.fn(args)
+        with _quiet_dask_console():
+            return args.fn(args)
     except ConfigError as e:
         message, status = str(e), 2
     except RunFailed as e:
@@ -363,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         quiet.interrupted = True
         message, status = "interrupted; rerun the same command to resume", 130
     except Exception as e:  # every failure ends in one line; the traceback is kept in a file
-        message = f"{type(e).__name__}: {e} (traceback in {_keep_traceback()})"
+        full = disk_full(e)
+        if full is not None:
+            where = f" writing '{full.filename}'" if full.filename else ""
+            message = f"no space left on the device{where}; free space or write elsewhere"
+        else:
+            message = f"{type(e).__name__}: {e} (traceback in {_keep_traceback()})"
         message, status = " ".join(message.split()), 1
     finally:
         if main_thread:

@@ -20,6 +20,8 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from dgmm import em as dgmm_em
+
 from .schema import AddressClusterConfig, ConfigError, JobqueueClusterConfig, LocalClusterConfig
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,9 @@ def _local(config: LocalClusterConfig) -> Iterator[Client]:
         # Workers are processes talking TCP on the configured host. Their own log goes straight
         # to the terminal: warnings (a task cancelled on shutdown, after Ctrl-C) stay off it.
         # `dgmm.worker` keeps unused imports out of the workers (~58 MiB each).
-        network = {"host": host, "silence_logs": logging.ERROR, "preload": ["dgmm.worker"]}
+        # Task errors reach the client and end in its one line: the workers' own reports of
+        # them (a disk full: one traceback per task) are kept off the terminal.
+        network = {"host": host, "silence_logs": logging.CRITICAL, "preload": ["dgmm.worker"]}
     else:
         # Workers are threads of this process talking inproc:// (no port); the scheduler's and
         # workers' HTTP servers still listen, so they are put on the configured host too.
@@ -244,7 +248,9 @@ def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float
     """
     from distributed import wait
 
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(
+        dgmm_em.bounded(lambda: client.scheduler_info(n_workers=-1)["workers"], timeout, "")
+    )
     n = x.numblocks[0]
     picks = sorted({0, n // 2, n - 1})
     futures = {

@@ -24,7 +24,7 @@ from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
 from .data import data_path, ensure_data, open_data
-from .errors import RunFailed
+from .errors import RunFailed, disk_full
 from .outputs import (
     ASSIGNMENTS,
     RunDirs,
@@ -159,19 +159,32 @@ def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) ->
 def _file_log(path: Path):
     # appended to, never through a link (O_NOFOLLOW): the log is dgmm's own file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    handler = _LogFile(os.fdopen(fd, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     old_level = root.level
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
-        handler.stream.close()
+        with contextlib.suppress(OSError):  # a full disk fails the last flush too
+            handler.stream.close()
+
+
+class _LogFile(logging.StreamHandler):
+    """run.log: a record that cannot be written (a full disk) is dropped and remembered, not
+    reported with a traceback on the terminal for every line."""
+
+    failed: OSError | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if self.failed is None and isinstance(err, OSError):
+            self.failed = err
 
 
 @contextlib.contextmanager
@@ -198,18 +211,40 @@ def _performance_report(path: Path):
 
 
 @contextlib.contextmanager
-def _logged_failure(log: Path):
-    """Keep the traceback in the run's log and raise a one-line error naming the log."""
+def _logged_failure(log: Path, handler: _LogFile, output: Path):
+    """Keep the traceback in the run's log and raise a one-line error naming the log (or, when
+    the disk is full, the folder that has no room)."""
     try:
         yield
     except ConfigError:
         raise
     except dgmm.DataError as e:
         logger.exception("run failed")
-        raise RunFailed(f"{e} (details in {log})") from e
+        raise RunFailed(f"{e} (details in {_where(log, handler)})") from e
     except Exception as e:
         logger.exception("run failed")
-        raise RunFailed(f"{type(e).__name__}: {e} (details in {log}; rerun to resume)") from e
+        full = disk_full(e)
+        if full is not None:
+            raise RunFailed(_no_room(output, full)) from e
+        detail = f"details in {_where(log, handler)}; rerun to resume"
+        raise RunFailed(f"{type(e).__name__}: {e} ({detail})") from e
+
+
+def _where(log: Path, handler: _LogFile) -> str:
+    return str(log) if handler.failed is None else f"{log}, which could not be written either"
+
+
+def _no_room(output: Path, e: OSError) -> str:
+    folder = output.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"no space left on the file system of '{folder}' ({free}; {e.strerror}) while the run "
+        "wrote its outputs, checkpoint or log there; free space or choose another output.path, "
+        "then rerun the same command to resume"
+    )
 
 
 class _Progress:
@@ -282,7 +317,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
         dirs = RunDirs(cfg.output.path)
         claim_companion(dirs.work, cfg.output.path, "work", fresh=False)
         check_no_links(dirs.work, WORK_FILES)
-        with _file_log(dirs.log), _logged_failure(dirs.log):
+        with _file_log(dirs.log) as log_file, _logged_failure(dirs.log, log_file, dirs.final):
             logger.info("run of config hash %s", cfg.result_hash())
             with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
                 if not isinstance(cfg.cluster, LocalClusterConfig):

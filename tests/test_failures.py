@@ -185,3 +185,73 @@ def test_a_stopped_scheduler_or_worker_is_said_and_fails_the_run_within_its_boun
     ]
     assert took < 6 * 6, (took, rest)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Data and a finished run (model included), on the ordinary disk."""
+    d = tmp_path_factory.mktemp("fitted")
+    make_data(d / "d.zarr", 150_000, 3, 2, seed=4, chunk_rows=15_000)
+    cfg = {
+        "data": {"path": str(d / "d.zarr"), "array": "X"},
+        "model": {"n_components": [2], "n_init": 1},
+        "output": {"path": str(d / "done"), "probabilities": True},
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    (d / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(d / "run.yaml")]) == 0
+    return d
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a size the test chooses (root only: skipped elsewhere)."""
+    mounted = []
+
+    def mount(kib: int):
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)])
+        if r.returncode != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_a_full_disk_ends_in_one_line_and_keeps_the_earlier_output(
+    fitted, small_disk, capsys, seed
+):
+    """Whatever fills up (labels, probabilities, checkpoint, log, model), the command ends in
+    one line that says the disk is full, and an earlier output is left as it was."""
+    rng = np.random.default_rng(seed)
+    command = ["run", "predict"][seed % 2]
+    disk = small_disk(int(rng.integers(64, 2048)))
+    out = disk / "out"
+    earlier = bool(rng.integers(2))
+    if command == "run":
+        cfg = yaml.safe_load((fitted / "run.yaml").read_text())
+        cfg["output"].update(path=str(out), probabilities=bool(rng.integers(2)), overwrite=True)
+        (disk.parent / f"run{seed}.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["run", str(disk.parent / f"run{seed}.yaml")]
+    else:
+        args = ["predict", str(fitted / "done" / "model"), str(fitted / "d.zarr" / "X"), str(out)]
+        args += ["--overwrite"] + (["--probabilities"] if rng.integers(2) else [])
+    if earlier:  # a small earlier output of the same kind, to be kept if the new one fails
+        assert main(args[:1] + args[1:]) in (0, 1)
+        capsys.readouterr()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else None
+    status = main(args)
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("dgmm: pass ")]
+    if status == 0:  # it fitted: nothing to say, and the output is complete
+        assert err == [] and (out / ("dgmm.json" if command == "run" else "zarr.json")).exists()
+        return
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith("dgmm: error: no space left on "), err
+    if before is not None:
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
