@@ -8,6 +8,7 @@ answers included), and every socket the run opens itself listens on ``cluster.ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -232,6 +233,32 @@ def _worker_view(block, folder: str) -> dict:
     }
 
 
+def check_worker_dgmm(client: Client, timeout: float) -> None:
+    """Refuse workers that cannot import dgmm, or run another version of it.
+
+    Asked with builtins only (``eval``), which any worker can unpickle: a task of dgmm's own
+    would never start on such a worker, and the run would wait on it instead.
+    """
+    from dgmm import __version__
+
+    answers = dgmm_em.bounded(
+        lambda: client.run(eval, "__import__('dgmm').__version__", on_error="return"),
+        timeout,
+        "when asked which dgmm the workers have",
+    )
+    for worker, answer in sorted(answers.items()):
+        if isinstance(answer, BaseException):
+            raise ConfigError(
+                f"worker {worker} cannot import dgmm ({type(answer).__name__}: {answer}); "
+                f"install dgmm {__version__} in every worker's environment"
+            )
+        if answer != __version__:
+            raise ConfigError(
+                f"worker {worker} runs dgmm {answer}, this process {__version__}; install the "
+                "same version everywhere"
+            )
+
+
 def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float) -> None:
     """Prove, before the first pass, that every worker reads the rows the client reads and can
     write in ``folder`` (the run's working folder, where the labels are staged).
@@ -251,6 +278,7 @@ def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float
     workers = sorted(
         dgmm_em.bounded(lambda: client.scheduler_info(n_workers=-1)["workers"], timeout, "")
     )
+    check_worker_dgmm(client, timeout)
     n = x.numblocks[0]
     picks = sorted({0, n // 2, n - 1})
     futures = {
@@ -269,7 +297,8 @@ def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float
         wait(list(futures.values()), timeout=timeout)
     except TimeoutError:
         late = [w for w, f in futures.items() if not f.done()]
-        client.cancel([futures[w] for w in late])
+        with contextlib.suppress(dgmm_em.StalledError):
+            dgmm_em.bounded(lambda: client.cancel([futures[w] for w in late]), 5.0, "")
         raise ConfigError(
             f"{len(late)} worker(s) did not answer within {timeout:g} s when asked to read the "
             f"data: {', '.join(late[:3])}; are they stopped or overloaded?"

@@ -14,6 +14,7 @@ import zarr
 from distributed import Client
 
 import dgmm
+import dgmm.io
 from dgmm.paths import absolute_path
 from pipelines.cluster import check_worker_view
 from pipelines.data import make_data
@@ -141,3 +142,33 @@ def test_an_unset_variable_in_a_path_is_refused_by_name(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match=r"data\.path: .*DGMM_UNSET, which is not set"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_a_worker_without_dgmm_is_named_before_the_first_pass(tmp_path):
+    """A worker whose environment lacks dgmm fails dgmm's first task: the check says so,
+    instead of a later pass reporting it as something else."""
+    import subprocess
+    import sys
+
+    from .test_real_cluster import dask_processes
+
+    make_data(tmp_path / "d.zarr", 2000, 2, 2, seed=1, chunk_rows=500)
+    with dask_processes(tmp_path, workers=0) as address:
+        code = (
+            "import sys; sys.modules['dgmm'] = None; sys.modules['pipelines'] = None; "
+            "from distributed.cli.dask_worker import main; "
+            f"sys.argv = ['dask-worker', '{address}', '--no-nanny', '--nthreads', '1', "
+            "'--no-dashboard', '--host', '127.0.0.1']; main()"
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            with Client(address, timeout=30) as client:
+                client.wait_for_workers(1, timeout=60)
+                x = dgmm.io.zarr_to_dask(dgmm.io.open_zarr_array(tmp_path / "d.zarr" / "X"))
+                with pytest.raises(ConfigError, match=r"cannot import dgmm .*install dgmm 0"):
+                    check_worker_view(client, x, "d.zarr/X", tmp_path, timeout=30)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
