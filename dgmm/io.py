@@ -634,6 +634,16 @@ def _check_arrays(
     return fitted
 
 
+def check_gaussian_arrays(
+    arrays: dict[str, np.ndarray], covariance_type: str, k: int, d: int, where: Path
+) -> None:
+    """Check a Gaussian mixture's arrays (``weights_``, ``means_``, ``covariances_``,
+    ``precisions_cholesky_``) as `load_model` checks a saved model's; a `ModelFileError`
+    names ``where`` and the first field that fails (used for checkpoints)."""
+    params = {"n_components": k, "covariance_type": covariance_type}
+    _check_arrays(arrays, object, params, d, where)
+
+
 def load_model(path: str | os.PathLike, cls: type) -> Any:
     """Read a model written by `save_model`, every value checked before the estimator is built;
     no pickle is involved.

@@ -35,7 +35,7 @@ from .em import (
 from .estep import ScoringPosterior, StatsJob
 from .files import DamagedFile, NotOwnFile, is_own, read_own, set_aside, write_own
 from .init import InitRequest, UserInit, initial_parameters
-from .io import load_input
+from .io import check_gaussian_arrays, load_input
 from .params import GaussianParams, n_parameters
 from .paths import absolute_path
 from .sampling import SamplePlan, default_sample_size, sample_seed
@@ -352,10 +352,25 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load_checkpoint(header: dict, arrays: dict[str, np.ndarray], cands: list[Candidate]) -> int:
+def load_checkpoint(
+    header: dict, arrays: dict[str, np.ndarray], cands: list[Candidate], path: Path
+) -> int:
     """Restore candidates in place from a checkpoint read by `read_checkpoint`; returns the
-    passes made so far."""
+    passes made so far.
+
+    Every parameter set a live candidate resumes from is checked as a saved model's is
+    (`dgmm.io.check_gaussian_arrays`: shapes, finite values, weights on the simplex, factors
+    and covariances that invert each other); a `ModelFileError` names the first that is not.
+    """
+    n_features = int(header["key"]["shape"][1])
     for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
+        live = m["state"] is None or m["state"]["error"] is None
+        for tag in ("start", "cur") if live else ():
+            if f"{tag}{i}_weights" in arrays:
+                found = {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in _ARRAYS}
+                check_gaussian_arrays(
+                    found, c.covariance_type, c.n_components, n_features, path / f"{tag}{i}"
+                )
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
         c.estimate = m.get("estimate")
@@ -569,7 +584,7 @@ class Sweep:
             why = "it holds other candidates"
         if why is None:
             try:
-                n_passes = load_checkpoint(header, arrays, self.candidates)
+                n_passes = load_checkpoint(header, arrays, self.candidates, self.checkpoint)
             except Exception as e:  # what the digest vouched for does not fit these candidates
                 for c in self.candidates:
                     c.start = c.state = c.init_error = None

@@ -162,3 +162,34 @@ def test_a_failed_publish_leaves_the_earlier_output_where_it_was(tmp_path):
         publish(tmp_path / "no-staging", final)
     assert (final / "a").read_text() == "earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_edited_checkpoint_with_a_fresh_digest_is_checked_and_set_aside(tmp_path, caplog, seed):
+    """A checkpoint edited by hand and re-signed (its digest recomputed) is checked like a saved
+    model: parameters that are not a mixture are never resumed."""
+    import io
+    import json
+
+    from dgmm.selection import CHECKPOINT_KIND, read_checkpoint
+
+    rng = np.random.default_rng(seed)
+    x = np.random.default_rng(1).normal(size=(400, 3))
+    x[:200] += 6
+    path = tmp_path / "ck"
+    kw = {"covariance_types": ["full", "diag"], "random_state": 0, "max_iter": 3, "tol": 0}
+    first = dgmm.select(x, [1, 2], checkpoint=path, **kw)
+    header, arrays = read_checkpoint(path)
+    names = sorted(arrays)
+    name = names[rng.integers(len(names))]
+    edit = arrays[name].astype(np.float64).copy()
+    edit.flat[rng.integers(edit.size)] = rng.choice([np.nan, np.inf, -1.0, 1e300])
+    arrays[name] = edit
+    buf = io.BytesIO()
+    np.savez(buf, header=np.array(json.dumps(header)), **arrays)
+    write_own(path, CHECKPOINT_KIND, buf.getvalue())
+    again = dgmm.select(x, [1, 2], checkpoint=path, **kw)
+    assert [r["log_likelihood"] for r in again.results] == [
+        r["log_likelihood"] for r in first.results
+    ]
+    assert "checkpoint damaged" in caplog.text and list(tmp_path.glob("ck.damaged-*"))
