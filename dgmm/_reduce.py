@@ -266,6 +266,9 @@ class Watch:
     def _listen(self, workers: dict[str, dict], now: float) -> list[str]:
         """The workers whose heartbeat has not moved for ``silent_after`` seconds (measured
         on this clock: the scheduler's may be another host's)."""
+        # Dask spaces heartbeats wider on large clusters (about 1 + n/200 s): three missed
+        # ones, at the least, before a worker counts as silent
+        after = max(self.silent_after, 3 * (1 + len(workers) / 200))
         silent = []
         for address, w in workers.items():
             seen = w.get("last_seen", w.get("last-seen"))
@@ -274,7 +277,7 @@ class Watch:
             before = self.heard.get(address)
             if before is None or before[0] != seen:
                 self.heard[address] = (seen, now)
-            elif now - before[1] >= self.silent_after:
+            elif now - before[1] >= after:
                 silent.append(address)
         if silent and not self.silent:
             self.notice = (
@@ -393,9 +396,10 @@ def bounded(ask: Callable[[], Any], timeout: float, what: str) -> Any:
     """``ask()`` (a call to the scheduler), or a `StalledError` after ``timeout`` seconds."""
     answered, answer, waited = _Question(ask)(timeout)
     if not answered:
+        about = f" {what}" if what else ""
         raise StalledError(
-            f"the Dask scheduler did not answer {what} within {waited:.0f} s; is it stopped or "
-            "overloaded?"
+            f"the Dask cluster did not answer{about} within {waited:.0f} s; is its scheduler "
+            "or a worker stopped or overloaded?"
         )
     return answer
 
@@ -431,7 +435,8 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
         while True:
             try:
                 wait(futures, timeout=step)
-                return client.gather(futures)
+                # done, but fetched from the workers: one that stops now must not hold it
+                return bounded(lambda: client.gather(futures), watch.timeout, "the results")
             except TimeoutError:
                 if any(f.status == "error" for f in futures):
                     return client.gather(futures)  # raises the first task's error now

@@ -82,8 +82,8 @@ def write_own(path: Path, kind: str, payload: bytes) -> None:
     """Write dgmm's file ``path`` atomically: a new temporary file beside it (created
     exclusively), synced, then renamed over ``path``.
 
-    A link at ``path`` is replaced, never followed. Anything else at ``path`` that is not
-    dgmm's file of this kind is refused (`NotOwnFile`) and left as it was.
+    Anything at ``path`` that is not dgmm's file of this kind (a link included: it is never
+    followed) is refused (`NotOwnFile`) and left as it was.
     """
     if os.path.lexists(path) and not is_own(path, kind):
         raise NotOwnFile(

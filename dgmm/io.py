@@ -493,7 +493,7 @@ def _fitted_shapes(cls: type, params: dict, n_features: int) -> dict[str, tuple]
     shapes = {"weights_": (k,), "means_": (k, d), "covariances_": cov, "precisions_cholesky_": cov}
     if getattr(cls, "_FITTED_ARRAYS", ()):  # the variational posterior and priors
         process = params["weight_concentration_prior_type"] == "dirichlet_process"
-        factor = strategy.log_det_cholesky(np.ones(strategy.moment_shape(1, d)), d)
+        factor = strategy.log_det_cholesky(np.ones(strategy.moment_shape(1, 1)), 1)
         shapes |= {
             "weight_concentration_": (2, k) if process else (k,),
             "mean_precision_": (k,),
@@ -546,11 +546,20 @@ def _check_mixture(a: dict, strategy: CovarianceType, file: Path) -> None:
     if (w < 0).any() or not abs(w.sum() - 1.0) <= 1e-6:
         found = f"sum {float(w.sum())!r}, smallest {float(w.min())!r}"
         raise _bad(file, "weights_", "weights >= 0 summing to 1 (within 1e-6)", found)
-    k, d = a["means_"].shape
-    # every type's covariances and factors as (K, D, D) matrices (diagonal for diag/spherical)
-    factors = strategy.full(a["precisions_cholesky_"], k, d)
-    covs = strategy.full(a["covariances_"], k, d)
-    for j in range(k):
+    d = a["means_"].shape[1]
+    if strategy.moment_shape(2, 3)[-2:] == (3, 3):  # full: a matrix a component; tied: one
+        _check_matrices(a["covariances_"].reshape(-1, d, d), a["precisions_cholesky_"], file)
+    else:  # diag, spherical: one number a variance
+        _check_variances(a["covariances_"], a["precisions_cholesky_"], file)
+    _check_reach(a, strategy, np.zeros((1, d)), "means_", "the other means and the origin", file)
+
+
+def _check_matrices(covs: np.ndarray, factors: np.ndarray, file: Path) -> None:
+    """Full and tied types: upper-triangular factors with a positive diagonal, symmetric
+    positive-definite covariances, and each the other's inverse (LᵀU = I)."""
+    d = covs.shape[-1]
+    factors = factors.reshape(-1, d, d)
+    for j in range(len(covs)):
         u, c = factors[j], covs[j]
         if np.tril(u, -1).any() or not (np.diag(u) > 0).all():
             expected = "upper-triangular factors with a positive diagonal"
@@ -565,7 +574,18 @@ def _check_mixture(a: dict, strategy: CovarianceType, file: Path) -> None:
             expected = f"the inverse of precisions_cholesky_'s (LᵀU = I within {_FACTOR_TOL:g})"
             found = f"a difference of {miss:.3g}"
             raise _bad(file, f"covariances_ (component {j})", expected, found)
-    _check_reach(a, strategy, np.zeros((1, d)), "means_", "the other means and the origin", file)
+
+
+def _check_variances(cov: np.ndarray, factor: np.ndarray, file: Path) -> None:
+    """Diagonal and spherical types, element by element: positive variances and factors that
+    are their inverse square roots (factor² · variance = 1 within the factors' tolerance)."""
+    for name, values in (("covariances_", cov), ("precisions_cholesky_", factor)):
+        if not (values > 0).all():
+            raise _bad(file, name, "positive values", _first_bad(values, values > 0))
+    miss = np.abs(factor**2 * cov - 1.0)
+    if not (miss <= _FACTOR_TOL).all():
+        expected = f"precisions_cholesky_² · covariances_ = 1 (within {_FACTOR_TOL:g})"
+        raise _bad(file, "covariances_", expected, f"a difference of {float(miss.max()):.3g}")
 
 
 def _check_reach(

@@ -363,7 +363,8 @@ def load_checkpoint(
     and covariances that invert each other); a `ModelFileError` names the first that is not.
     """
     n_features = int(header["key"]["shape"][1])
-    for i, (c, m) in enumerate(zip(cands, header["candidates"], strict=True)):
+    pairs = list(zip(cands, header["candidates"], strict=True))
+    for i, (c, m) in enumerate(pairs):  # all checked before any candidate changes
         live = m["state"] is None or m["state"]["error"] is None
         for tag in ("start", "cur") if live else ():
             if f"{tag}{i}_weights" in arrays:
@@ -371,6 +372,7 @@ def load_checkpoint(
                 check_gaussian_arrays(
                     found, c.covariance_type, c.n_components, n_features, path / f"{tag}{i}"
                 )
+    for i, (c, m) in enumerate(pairs):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
         c.estimate = m.get("estimate")

@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 
 from dgmm import em as dgmm_em
+from dgmm.validation import block_digest
 
 from .schema import AddressClusterConfig, ConfigError, JobqueueClusterConfig, LocalClusterConfig
 
@@ -289,10 +290,7 @@ def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float
         )
         for i, w in enumerate(workers)
     }
-    expected = {
-        i: _worker_view(dask.compute(x.blocks[i], scheduler="sync")[0], str(folder))["digest"]
-        for i in picks
-    }
+    expected = {i: block_digest(dask.compute(x.blocks[i], scheduler="sync")[0], 0) for i in picks}
     try:
         wait(list(futures.values()), timeout=timeout)
     except TimeoutError:
@@ -306,7 +304,9 @@ def check_worker_view(client: Client, x, data: str, folder: Path, timeout: float
     for i, (w, fut) in enumerate(futures.items()):
         block = picks[i % len(picks)]
         try:
-            seen = fut.result()
+            seen = dgmm_em.bounded(fut.result, timeout, f"with worker {w}'s view of the data")
+        except dgmm_em.StalledError as e:
+            raise ConfigError(str(e)) from None
         except Exception as e:
             raise ConfigError(
                 f"worker {w} cannot read the data '{data}' ({type(e).__name__}: "

@@ -354,7 +354,11 @@ def claim_companion(folder: Path, output: str | os.PathLike, role: str, fresh: b
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.mkdir(folder)  # exclusive: a folder that appeared meanwhile is not taken over
     body = json.dumps({"role": role, "output": str(output)}).encode()
-    write_own(folder / OWNER_FILE, _OWNER_KIND, body)
+    try:
+        write_own(folder / OWNER_FILE, _OWNER_KIND, body)
+    except BaseException:  # a full disk, a signal: leave no folder that looks like a user's
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def remove_companion(folder: Path, output: str | os.PathLike, role: str) -> None:

@@ -20,6 +20,8 @@ from distributed import performance_report
 
 import dgmm
 from dgmm import em as dgmm_em
+from dgmm.files import is_own, set_aside
+from dgmm.selection import CHECKPOINT_KIND
 from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
@@ -187,6 +189,14 @@ class _LogFile(logging.StreamHandler):
             self.failed = err
 
 
+def _set_aside_foreign_checkpoint(path: Path) -> None:
+    """In the run's own folder, a checkpoint dgmm cannot recognise as its own (cut short in its
+    first line, emptied) is renamed aside, so that the run starts afresh instead of refusing."""
+    if os.path.lexists(path) and not is_own(path, CHECKPOINT_KIND):
+        aside = set_aside(path)
+        logger.warning("checkpoint '%s' is not readable as dgmm's; set aside as '%s'", path, aside)
+
+
 @contextlib.contextmanager
 def _performance_report(path: Path):
     """Dask's performance report of the run, written at its end within a bounded time.
@@ -196,10 +206,13 @@ def _performance_report(path: Path):
     """
     report = performance_report(filename=str(path))
     report.__enter__()
+    timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
     try:
         yield
+    except BaseException:
+        timeout = min(timeout, 5.0)  # the run failed: its report may not hold its end up
+        raise
     finally:
-        timeout = parse_timedelta(dask.config.get("dgmm.stall-timeout"))
         try:
             dgmm_em.bounded(
                 lambda: report.__exit__(None, None, None),
@@ -235,7 +248,7 @@ def _where(log: Path, handler: _LogFile) -> str:
 
 
 def _no_room(output: Path, e: OSError) -> str:
-    folder = output.parent
+    folder = Path(e.filename).parent if e.filename else output.parent
     try:
         free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
     except OSError:
@@ -319,6 +332,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
         check_no_links(dirs.work, WORK_FILES)
         with _file_log(dirs.log) as log_file, _logged_failure(dirs.log, log_file, dirs.final):
             logger.info("run of config hash %s", cfg.result_hash())
+            _set_aside_foreign_checkpoint(dirs.checkpoint)
             with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
                 if not isinstance(cfg.cluster, LocalClusterConfig):
                     limit = dgmm_em.cluster_memory_limit()

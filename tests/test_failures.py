@@ -117,6 +117,14 @@ def test_sigterm_ends_a_run_in_one_line_and_a_rerun_resumes(tmp_path):
     assert last == "dgmm: terminated (SIGTERM); rerun the same command to resume", rest
     assert "Traceback" not in rest
     assert not (tmp_path / "out").exists() and (tmp_path / "out.work" / "checkpoint.npz").exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "dgmm: resumed from the checkpoint after" in again.stderr
 
 
 def _tree_pids(pattern: str) -> list[int]:

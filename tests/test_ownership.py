@@ -193,3 +193,43 @@ def test_an_edited_checkpoint_with_a_fresh_digest_is_checked_and_set_aside(tmp_p
         r["log_likelihood"] for r in first.results
     ]
     assert "checkpoint damaged" in caplog.text and list(tmp_path.glob("ck.damaged-*"))
+
+
+@pytest.mark.parametrize("name", ["run.log", "dask-report.html", "checkpoint.npz", "staging"])
+def test_a_link_inside_dgmms_own_working_folder_is_never_written_through(
+    setting, tmp_path, capsys, name
+):
+    from pipelines.paths import claim_companion
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "zarr.json").write_text("{}")
+    out = tmp_path / "out"
+    work = out.with_name("out.work")
+    claim_companion(work, out, "work", fresh=False)  # as an interrupted run leaves it
+    (work / name).symlink_to(victim / "zarr.json" if name != "staging" else victim)
+    cfg = yaml.safe_load((setting / "run.yaml").read_text())
+    cfg["output"]["path"] = str(out)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    before = _snapshot(victim)
+    assert main(["run", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a symbolic link; dgmm never writes through links" in err[0]
+    assert _snapshot(victim) == before and (work / name).is_symlink()
+
+
+@pytest.mark.parametrize("damage", [b"", b"dgmm chec", b"PK\x03\x04 not a checkpoint"])
+def test_a_checkpoint_cut_in_its_first_line_in_the_runs_folder_is_set_aside(
+    setting, tmp_path, capsys, damage
+):
+    from pipelines.paths import claim_companion
+
+    out = tmp_path / "out"
+    work = out.with_name("out.work")
+    claim_companion(work, out, "work", fresh=False)
+    (work / "checkpoint.npz").write_bytes(damage)
+    cfg = yaml.safe_load((setting / "run.yaml").read_text())
+    cfg["output"]["path"] = str(out)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "run.yaml")]) == 0, capsys.readouterr().err
+    assert "is not readable as dgmm's; set aside" in (out / "run.log").read_text()
