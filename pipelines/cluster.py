@@ -240,10 +240,13 @@ def check_worker_dgmm(client: Client, timeout: float) -> None:
     Asked with builtins only (``eval``), which any worker can unpickle: a task of dgmm's own
     would never start on such a worker, and the run would wait on it instead.
     """
-    from dgmm import __version__
+    from importlib.metadata import version
 
+    here = version("dgmm")
+    # dgmm imported (a worker without it fails here), then its installed version
+    ask = "(__import__('dgmm'), __import__('importlib.metadata', fromlist=['x']).version('dgmm'))"
     answers = dgmm_em.bounded(
-        lambda: client.run(eval, "__import__('dgmm').__version__", on_error="return"),
+        lambda: client.run(eval, ask + "[1]", on_error="return"),
         timeout,
         "when asked which dgmm the workers have",
     )
@@ -251,11 +254,11 @@ def check_worker_dgmm(client: Client, timeout: float) -> None:
         if isinstance(answer, BaseException):
             raise ConfigError(
                 f"worker {worker} cannot import dgmm ({type(answer).__name__}: {answer}); "
-                f"install dgmm {__version__} in every worker's environment"
+                f"install dgmm {here} in every worker's environment"
             )
-        if answer != __version__:
+        if answer != here:
             raise ConfigError(
-                f"worker {worker} runs dgmm {answer}, this process {__version__}; install the "
+                f"worker {worker} runs dgmm {answer}, this process {here}; install the "
                 "same version everywhere"
             )
 
