@@ -263,3 +263,85 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_earlier_output(
     assert err[0].startswith("dgmm: error: no space left on "), err
     if before is not None:
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dgmm", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _problems(stderr: str) -> list[str]:
+    """What stderr says besides progress lines."""
+    return [x for x in stderr.strip().splitlines() if not x.startswith("dgmm: pass ")]
+
+
+@pytest.mark.slow
+def test_a_corrupt_chunk_read_by_worker_processes_is_one_line(tmp_path):
+    """Worker processes report a failing task themselves: none of that reaches the terminal,
+    only the run's line naming the chunk."""
+    from .test_bad_input_cli import _corrupt_chunk
+
+    data = _corrupt_chunk(tmp_path / "c.zarr")
+    cfg = {
+        "data": {"path": str(data)},
+        "model": {"n_components": [2]},
+        "output": {"path": str(tmp_path / "out")},
+        "cluster": {"n_workers": 2, "threads_per_worker": 1, "processes": True},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    proc = _cli(["run", str(tmp_path / "run.yaml")])
+    said = _problems(proc.stderr)
+    assert proc.returncode == 1 and len(said) == 1, proc.stderr
+    assert said[0].startswith("dgmm: error: ZarrChunkError: cannot read rows 200 to 399")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_standardize_refuses_a_spread_it_cannot_compute(tmp_path, scale):
+    x = np.random.default_rng(0).normal(size=(600, 3)) * scale
+    np.save(tmp_path / "x.npy", x)
+    cfg = {
+        "data": {"path": str(tmp_path / "x.npy"), "standardize": True},
+        "model": {"n_components": [1, 2]},
+        "output": {"path": str(tmp_path / "out")},
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    proc = _cli(["run", str(tmp_path / "run.yaml")])
+    said = _problems(proc.stderr)
+    assert proc.returncode == 1 and len(said) == 1, proc.stderr
+    what = "too small" if scale < 1 else "too large"
+    assert f"the spread of 3 column(s) is {what} for float64 arithmetic" in said[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_working_folder_on_another_file_system_is_refused_up_front(tmp_path):
+    """Publishing renames the staging folder into place: from another file system it would
+    fail at the very end (EXDEV). A working folder that is a mount is refused before any pass."""
+    import json
+
+    from dgmm.files import write_own
+
+    make_data(tmp_path / "d.zarr", 1000, 2, 2, seed=1, chunk_rows=500)
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    work.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(work)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        body = json.dumps({"role": "work", "output": str(out)}).encode()
+        write_own(work / ".dgmm-owner", "companion", body)  # as if dgmm had made it there
+        cfg = {
+            "data": {"path": str(tmp_path / "d.zarr"), "array": "X"},
+            "model": {"n_components": [2]},
+            "output": {"path": str(out)},
+            "cluster": dict(INPROC_CLUSTER),
+        }
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+        proc = _cli(["run", str(tmp_path / "run.yaml")])
+        assert proc.returncode == 2, proc.stderr
+        assert "is on another file system than" in _problems(proc.stderr)[-1]
+        assert not out.exists()
+    finally:
+        subprocess.run(["umount", "-l", str(work)], check=False)
