@@ -654,14 +654,31 @@ def _check_arrays(
     return fitted
 
 
+class _Variational:
+    """Stands for the variational estimator in `_check_arrays`: its arrays are checked too."""
+
+    _FITTED_ARRAYS = True
+
+
 def check_gaussian_arrays(
-    arrays: dict[str, np.ndarray], covariance_type: str, k: int, d: int, where: Path
+    arrays: dict[str, np.ndarray],
+    covariance_type: str,
+    k: int,
+    d: int,
+    where: Path,
+    process: bool | None = None,
 ) -> None:
-    """Check a Gaussian mixture's arrays (``weights_``, ``means_``, ``covariances_``,
-    ``precisions_cholesky_``) as `load_model` checks a saved model's; a `ModelFileError`
-    names ``where`` and the first field that fails (used for checkpoints)."""
+    """Check a mixture's arrays (``weights_``, ``means_``, ``covariances_``,
+    ``precisions_cholesky_``; with ``process`` given, a variational posterior's too:
+    ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``, ``mean_prior_``,
+    ``covariance_prior_``) as `load_model` checks a saved model's; a `ModelFileError` names
+    ``where`` and the first field that fails (used for checkpoints)."""
     params = {"n_components": k, "covariance_type": covariance_type}
-    _check_arrays(arrays, object, params, d, where)
+    if process is not None:
+        params["weight_concentration_prior_type"] = (
+            "dirichlet_process" if process else "dirichlet_distribution"
+        )
+    _check_arrays(arrays, object if process is None else _Variational, params, d, where)
 
 
 def load_model(path: str | os.PathLike, cls: type) -> Any:

@@ -369,9 +369,16 @@ def load_checkpoint(
         for tag in ("start", "cur") if live else ():
             if f"{tag}{i}_weights" in arrays:
                 found = {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in _ARRAYS}
+                process = None
+                if f"{tag}_prior" in m:  # a variational candidate: its posterior and priors
+                    process = bool(m[f"{tag}_prior"][0])
+                    found |= {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in _VB_ARRAYS}
+                    found["mean_prior_"] = arrays[f"{tag}{i}_prior_mean"]
+                    found["covariance_prior_"] = arrays[f"{tag}{i}_prior_covariance"]
                 check_gaussian_arrays(
-                    found, c.covariance_type, c.n_components, n_features, path / f"{tag}{i}"
-                )
+                    found, c.covariance_type, c.n_components, n_features, path / f"{tag}{i}",
+                    process,
+                )  # fmt: skip
     for i, (c, m) in enumerate(pairs):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
