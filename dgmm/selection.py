@@ -366,7 +366,12 @@ def load_checkpoint(
     pairs = list(zip(cands, header["candidates"], strict=True))
     for i, (c, m) in enumerate(pairs):  # all checked before any candidate changes
         live = m["state"] is None or m["state"]["error"] is None
-        for tag in ("start", "cur") if live else ():
+        # a start is an initialisation's raw statistics (weights need not sum to 1 yet):
+        # finite values only; the state EM resumes from is checked as a saved model is
+        for key in (k for k in arrays if k.startswith(f"start{i}_")):
+            if arrays[key].dtype.kind not in "iuf" or not np.isfinite(arrays[key]).all():
+                raise ValueError(f"{path}: {key}: expected finite numbers")
+        for tag in ("cur",) if live else ():
             if f"{tag}{i}_weights" in arrays:
                 found = {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in _ARRAYS}
                 process = None
