@@ -47,6 +47,7 @@ from .validation import (
     ColumnProfile,
     block_profile,
     check_finite_profile,
+    check_magnitude,
 )
 from .variational import VariationalParams, lower_bound, variational_m_step
 
@@ -325,6 +326,7 @@ class DataPasses:
             self._counted("dgmm-sample", started)
             self.checked = checked
             check_finite_profile(profile, self.blocks.x.dtype, self.name)
+            check_magnitude(profile, self.name)  # before any fit squares these spreads
             if sample.weight_total <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
             self.use_profile(profile)
