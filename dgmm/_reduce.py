@@ -435,11 +435,10 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
         while True:
             try:
                 wait(futures, timeout=step)
-                # done, but fetched from the workers: one that stops now must not hold it
-                return bounded(lambda: client.gather(futures), watch.timeout, "the results")
+                return _fetch(client, futures, watch)
             except TimeoutError:
                 if any(f.status == "error" for f in futures):
-                    return client.gather(futures)  # raises the first task's error now
+                    return _fetch(client, futures, watch)  # raises the first task's error now
                 answered, workers, waited = info(step)
                 if not answered:
                     _scheduler_silent(watch, waited, what)
@@ -454,6 +453,12 @@ def _gather_watched(client, futures: list, watch: Watch, what: str) -> list:
         left = [f for f in futures if not f.done()]
         if left:  # a silent scheduler would hold the cancel forever: it is asked, not awaited
             _Question(lambda: client.cancel(left))(step)
+
+
+def _fetch(client, futures: list, watch: Watch) -> list:
+    """The futures' results (or the first error), fetched from the workers within the stall
+    timeout: a worker that stops after finishing must not hold the run."""
+    return bounded(lambda: client.gather(futures), watch.timeout, "with the results")
 
 
 def _answer(question: _Question, wait: float) -> Any:

@@ -216,8 +216,6 @@ def _worker_view(block, folder: str) -> dict:
     import socket
     import uuid
 
-    from dgmm.validation import block_digest
-
     probe = os.path.join(folder, f".probe-{uuid.uuid4().hex}")
     try:
         with open(probe, "x") as f:

@@ -90,6 +90,21 @@ def test_values_float64_cannot_square_are_refused_by_name_never_fitted_silently(
     assert np.isfinite([r["bic"] for r in found.cells() if r["bic"] is not None]).all()
 
 
+def _run_until_pass_4(config) -> subprocess.Popen:
+    """`dgmm run config` in a child process, returned once it has reported its fourth pass
+    (its stderr still open for the rest)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgmm", "run", str(config)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stderr:
+        if line.startswith("dgmm: pass 4 "):
+            break
+    return proc
+
+
 @pytest.mark.slow
 def test_sigterm_ends_a_run_in_one_line_and_a_rerun_resumes(tmp_path):
     make_data(tmp_path / "d.zarr", 200_000, 4, 4, seed=1, chunk_rows=20_000, separation=2.0)
@@ -100,15 +115,7 @@ def test_sigterm_ends_a_run_in_one_line_and_a_rerun_resumes(tmp_path):
         "cluster": dict(INPROC_CLUSTER),
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in proc.stderr:  # wait for a few EM passes, then end the job as a batch system does
-        if line.startswith("dgmm: pass 4 "):
-            break
+    proc = _run_until_pass_4(tmp_path / "run.yaml")  # then end it as a batch system does
     proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 143
@@ -159,15 +166,7 @@ def test_a_stopped_scheduler_or_worker_is_said_and_fails_the_run_within_its_boun
         }
         cfg["model"]["strategy"] = "exact"
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dgmm", "run", str(tmp_path / "run.yaml")],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        for line in proc.stderr:
-            if line.startswith("dgmm: pass 4 "):
-                break
+        proc = _run_until_pass_4(tmp_path / "run.yaml")
         pattern = f"dask {'scheduler' if stopped == 'scheduler' else 'worker'}.*{cluster_dir}"
         pids = _tree_pids(pattern)
         assert pids
