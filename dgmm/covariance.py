@@ -108,6 +108,24 @@ class CovarianceType(ABC):
         """
 
     @abstractmethod
+    def row_scales(self, prec_chol: np.ndarray, n_components: int, n_features: int) -> np.ndarray:
+        """Per component and feature, the squared norm of the factor's row, shape (K, D):
+        ``Σ_e P_de²`` for ``Pᵀx``. A point ``x`` enters a component's expanded terms with the
+        size ``(Σ_d x_d² · scales_kd)^½``, the root-sum-square of its products with the factor:
+        what rounding the products, and moments taken about another origin, lose ``eps`` of.
+        """
+
+    def form_loss(self, sizes: np.ndarray, forms: np.ndarray, eps: float) -> np.ndarray:
+        """What rounding at ``eps`` can lose of quadratic forms ``forms`` that `log_gaussian`
+        computes from expanded terms of squared sizes ``sizes`` (`row_scales`).
+
+        Here the projection ``Pᵀx − Pᵀμ`` is taken first: it is off by about ``eps·t``
+        (``t = √sizes``), so its square by ``eps·t·(2·√forms + eps·t)``.
+        """
+        t = np.sqrt(sizes)
+        return eps * t * (2.0 * np.sqrt(forms) + eps * t)
+
+    @abstractmethod
     def covariances(
         self, nk: np.ndarray, means_s: np.ndarray, sxx: np.ndarray, reg_covar: float
     ) -> np.ndarray:
@@ -252,6 +270,9 @@ class Full(CovarianceType):
     def term_bound(self, prec_chol, v):
         return (np.einsum("kde,kd->ke", np.abs(prec_chol), v) ** 2).sum(axis=1)
 
+    def row_scales(self, prec_chol, n_components, n_features):
+        return np.einsum("kde,kde->kd", prec_chol, prec_chol)
+
     def covariances(self, nk, means_s, sxx, reg_covar):
         d = means_s.shape[1]
         cov = sxx / nk[:, None, None] - means_s[:, :, None] * means_s[:, None, :]
@@ -338,6 +359,9 @@ class Tied(CovarianceType):
     def term_bound(self, prec_chol, v):
         return ((v @ np.abs(prec_chol)) ** 2).sum(axis=1)
 
+    def row_scales(self, prec_chol, n_components, n_features):
+        return np.broadcast_to((prec_chol * prec_chol).sum(axis=1), (n_components, n_features))
+
     def covariances(self, nk, means_s, sxx, reg_covar):
         between = (nk[:, None] * means_s).T @ means_s
         cov = (sxx - between) / nk.sum()
@@ -413,6 +437,13 @@ class Diag(CovarianceType):
 
     def term_bound(self, prec_chol, v):
         return ((np.abs(prec_chol) * v) ** 2).sum(axis=1)
+
+    def row_scales(self, prec_chol, n_components, n_features):
+        return prec_chol * prec_chol
+
+    def form_loss(self, sizes, forms, eps):
+        # the form is expanded into squares (x², 2xμ, μ², scaled): each term is up to t²
+        return eps * sizes
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         return sxx / nk[:, None] - means_s**2 + reg_covar
@@ -493,6 +524,9 @@ class Spherical(Diag):
 
     def term_bound(self, prec_chol, v):
         return prec_chol**2 * np.einsum("kd,kd->k", v, v)
+
+    def row_scales(self, prec_chol, n_components, n_features):
+        return np.broadcast_to((prec_chol * prec_chol)[:, None], (n_components, n_features))
 
     def covariances(self, nk, means_s, sxx, reg_covar):
         d = means_s.shape[1]

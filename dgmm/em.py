@@ -207,17 +207,15 @@ def plan_for(
 
 @dataclass(frozen=True)
 class PassSpec:
-    """What one pass computes: the jobs, the shift, whether to check for NaN/inf, and the
-    data's reach about the shift once a pass has measured it."""
+    """What one pass computes: the jobs, the shift, and whether to check for NaN/inf."""
 
     jobs: list[StatsJob]
     shift: np.ndarray
     check_finite: bool
-    reach: np.ndarray | None = None
 
 
 def _block_kernel(x, w, row0: int, spec: PassSpec) -> list[SuffStats]:
-    return chunk_statistics(x, w, row0, spec.shift, spec.jobs, spec.check_finite, spec.reach)
+    return chunk_statistics(x, w, row0, spec.shift, spec.jobs, spec.check_finite)
 
 
 def _profile_kernel(x, w, row0: int, spec: None) -> ColumnProfile:
@@ -247,9 +245,10 @@ class DataPasses:
         self.checked = checked
         self.memory_limit = memory_limit
         self.n_passes = 0
-        # Per feature, the largest |x − shift| (from the profile or the first statistics pass):
-        # later passes decide from it, at no cost per block, which models need re-centred rows.
-        self.reach: np.ndarray | None = None
+        # Rows the statistics passes computed, one per job, and how many of them were
+        # re-centred on a component's mean (`dgmm.estep.far_rows`): a measure of their cost.
+        self.job_rows = 0
+        self.recentred_rows = 0
         # Told the pass's name after every counted pass (progress reports).
         self.on_pass: Callable[[str], None] | None = None
         self.name = "X"  # what error messages call the data
@@ -299,13 +298,9 @@ class DataPasses:
         return profile
 
     def use_profile(self, profile: ColumnProfile) -> None:
-        """Take what a profile of these rows tells: whether they were checked for NaN/inf, and
-        their reach about the shift."""
+        """Take what a profile of these rows tells: whether they were checked for NaN/inf."""
         if profile.n_bad == 0:
             self.checked = True
-            if profile.n:
-                lo, hi = profile.lo - self.shift, profile.hi - self.shift
-                self.reach = np.maximum(np.abs(hi), np.abs(lo))
 
     def sample(self) -> RowSample:
         """The uniform sample of rows ``sampling`` asks for.
@@ -379,7 +374,7 @@ class DataPasses:
         plan = plan_passes(sizes, chunk, self.memory_limit) if jobs else PassPlan([], 0, None)
         for members, fan_in in plan.batches:
             started = time.perf_counter()
-            spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked, self.reach)
+            spec = PassSpec([jobs[i] for i in members], self.shift, not self.checked)
             # Statistics larger than the chunk dominate a worker's memory: fold the blocks of a
             # group one after another (same bits, one result held per group) rather than in
             # parallel (every finished block's result held until its group is combined).
@@ -395,8 +390,11 @@ class DataPasses:
             )
             if stats and stats[0].n <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
-            if self.reach is None and stats:
-                self.reach = stats[0].reach
+            rows = self.blocks.x.shape[0] * len(stats)
+            recentred = sum(st.recentred for st in stats)
+            self.job_rows += rows
+            self.recentred_rows += recentred
+            logger.debug("%s: %d of %d rows re-centred", name, recentred, rows)
             self._counted(name, started)
             for i, st in zip(members, stats, strict=True):
                 out[i] = st
@@ -505,14 +503,13 @@ def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
 
 @dataclass(frozen=True)
 class MemoryRows:
-    """In-memory rows, with the row blocks, shift and reach of the passes they came from: EM
+    """In-memory rows, with the row blocks and shift of the passes they came from: EM
     on them in another process does the same arithmetic, and so gets the same bits."""
 
     x: np.ndarray
     w: np.ndarray | None
     row_chunks: tuple[int, ...]
     shift: np.ndarray
-    reach: np.ndarray | None
 
     def passes(self) -> DataPasses:
         """Passes over these rows in the calling thread (the local synchronous scheduler).
@@ -524,9 +521,7 @@ class MemoryRows:
 
         x = da.from_array(self.x, chunks=(self.row_chunks, self.x.shape[1]), name=False)
         w = None if self.w is None else da.from_array(self.w, chunks=(self.row_chunks,), name=False)
-        passes = DataPasses(RowBlocks(x, w, "sync", pin_blas=False), self.shift, checked=True)
-        passes.reach = self.reach
-        return passes
+        return DataPasses(RowBlocks(x, w, "sync", pin_blas=False), self.shift, checked=True)
 
 
 def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
@@ -616,7 +611,7 @@ def run_em_on_workers(
                 limit / 2**20,
             )
             return None
-    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift, passes.reach)
+    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift)
     done = run_tasks(
         _em_task, rows, [(s, tol, max_iter, judged) for s in states], "dgmm-em-in-memory", cost
     )

@@ -5,12 +5,14 @@ keep the (rows × K·D) temporaries in cache; statistics are accumulated in floa
 
 Rows are taken relative to the global shift, in float64, and then cast to the compute dtype. A
 quadratic form computed from expanded terms (``Pᵀx − Pᵀμ``, ``x² − 2xμ + μ²``) loses ``eps``
-times its largest term, which grows with the distance of rows and means from the origin. When
-that loss could matter (`FRAME_LOSS`), each row is re-centred on its most responsible
-component's mean (its *frame*) before the E-step and the moments, so only the distances between
-nearby points enter; `CovarianceType.move_moments` then carries the moments to each component's
-centre. Statistics are always taken about each component's centre (the means the E-step used),
-which is what keeps the M-step from cancelling at any separation.
+times the size of those terms, which grows with the distance of rows and means from the origin
+in the component's own units; moments taken about the origin and moved to a component's centre
+lose the same. Row by row, where that loss could matter under a component that could hold the
+row (`far_rows`), the row is re-centred on its nearest component's mean (its *frame*) before the
+E-step and the moments, so only the distances between nearby points enter;
+`CovarianceType.move_moments` then carries the moments to each component's centre. Statistics
+are always taken about each component's centre (the means the E-step used), which is what keeps
+the M-step from cancelling at any separation.
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ if TYPE_CHECKING:
 SUB_BLOCK_BYTES = 3 * 2**20
 RANDOM_PAGE_ROWS = 4096
 
-# A model is re-centred per component when ``eps · term_bound`` could exceed these: the E-step's
-# loss in the compute dtype (in units of the quadratic form: a bound, typical losses are 10-100×
-# smaller), and the moments' relative loss in float64. Below them the global frame is as good
-# and costs one E-step; standardised data stays below them in float32 and far below in float64.
-FRAME_LOSS = 1e-2
+# A row is re-centred when, under a component that could hold it, rounding in the global frame
+# could lose more than these: ``FRAME_LOSS`` of its quadratic form in the compute dtype (relative
+# to the form plus one: the compute dtype's own rounding of the form grows with it too), or
+# (float64 data) ``FRAME_MOMENT_LOSS`` of the moments relative to the component's covariance in
+# its own units (its whitened covariance, the identity). Below them the global frame is as good
+# and costs one E-step. float32 data carries ~1e-7 of rounding in every value, far above what
+# float64 moments lose at any distance the E-step admits.
+FRAME_LOSS = 1e-4
 FRAME_MOMENT_LOSS = 1e-10
+# A component whose log-probability at a row is this far below the row's best cannot hold it:
+# its responsibility is below e⁻⁵⁰ (2e-22), so its rounding there reaches neither the row's
+# likelihood nor its moments.
+RELEVANT_MARGIN = 50.0
 FRAMED_ROWS = 2  # a framed job's sub-blocks are this many times larger (see chunk_statistics)
 # The most one sub-block's temporaries take: framed rows also hold their re-centred copies.
 TEMPORARY_BYTES = 2 * FRAMED_ROWS * SUB_BLOCK_BYTES
@@ -61,11 +70,55 @@ def _row_values(strategy: CovarianceType, n_components: int, n_features: int) ->
     return n_features + 4 * n_components + strategy.row_temporaries(n_components, n_features)
 
 
-def needs_frames(term_bound: float, dtype: np.dtype) -> bool:
-    """Whether quadratic forms whose largest term is ``term_bound`` must be re-centred."""
-    eps_c = float(np.finfo(dtype).eps)
-    eps64 = float(np.finfo(np.float64).eps)
-    return term_bound * eps_c > FRAME_LOSS or term_bound * eps64 > FRAME_MOMENT_LOSS
+def _moment_limit(dtype: np.dtype) -> float:
+    """The largest squared term size whose float64 moments lose at most `FRAME_MOMENT_LOSS`
+    (whitened); no limit for float32 data (see `FRAME_MOMENT_LOSS`)."""
+    if dtype != np.float64:
+        return np.inf
+    return FRAME_MOMENT_LOSS / float(np.finfo(np.float64).eps)
+
+
+def frames_every_row(params: ShiftedParams, dtype: np.dtype) -> bool:
+    """Whether every row must be re-centred: each component's own ``Pᵀμ`` term is too large
+    to round in ``dtype`` even for a row at its centre (or for float64 moments), so whichever
+    component holds a row, the row is far (it skips the plain E-step)."""
+    sizes = params.centre_sizes() ** 2
+    eps = float(np.finfo(dtype).eps)
+    d = params.means_s.shape[1]
+    forms = np.full_like(sizes, d)  # a row's expected quadratic form under its component
+    loss = params.strategy.form_loss(sizes, forms, eps)
+    too_far = (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > _moment_limit(dtype))
+    return bool(too_far.all())
+
+
+def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarray | None:
+    """The rows (a boolean mask) that must be re-centred, or None when no row must.
+
+    A row must when, under a component that could hold it (log-probability ``lp`` (K, n)
+    within `RELEVANT_MARGIN` of the row's best, allowing for ``lp``'s own rounding), the
+    global frame loses more than `FRAME_LOSS` of its quadratic form or `FRAME_MOMENT_LOSS` of
+    the moments. Term sizes are taken row by row from the shifted float64 rows ``x64``
+    (`ShiftedParams.term_sizes`) and quadratic forms from ``lp``, once a bound over the
+    sub-block (its per-feature largest squares) has not already cleared every row.
+    """
+    dtype, strategy = lp.dtype, params.strategy
+    eps = float(np.finfo(dtype).eps)
+    limit = _moment_limit(dtype)
+    squares = x64 * x64
+    top = params.term_sizes(_column_extreme(squares, np.max)[None, :])
+    # over all forms f ≥ 0, loss(f) / (1 + f) is at most loss(1): √f/(1 + f) ≤ ½
+    if top.max() <= limit and strategy.form_loss(top, np.ones_like(top), eps).max() <= FRAME_LOSS:
+        return None
+    sizes = params.term_sizes(squares)
+    forms = np.maximum(2.0 * (params.log_norms()[:, None] - lp), 0.0).T
+    loss = strategy.form_loss(sizes, forms, eps)
+    floor = lp.max(axis=0) - RELEVANT_MARGIN
+    with np.errstate(invalid="ignore"):
+        # a component that looks out of reach only through its own rounding may hold the row
+        relevant = lp.T + loss >= floor[:, None]
+    too_far = (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > limit)
+    far = (too_far & relevant).any(axis=1)
+    return far if far.any() else None
 
 
 def nearest_centre(xs: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -163,7 +216,11 @@ class Posterior:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Responsibilities, log-likelihoods and (if `entropy`) ``Σ_k τ log τ`` of rows
         ``xs``, under ``params`` (a frame of this model's) or the model's own."""
-        lse, resp, ent = posterior_rows((params or self.params).weighted_log_prob(xs), self.entropy)
+        return self.from_log_prob((params or self.params).weighted_log_prob(xs))
+
+    def from_log_prob(self, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`rows` of rows whose weighted log-probabilities (K, n) are ``lp``."""
+        lse, resp, ent = posterior_rows(lp, self.entropy)
         return resp, lse, ent
 
 
@@ -270,6 +327,7 @@ class _Accumulator:
     sx: np.ndarray
     sxx: np.ndarray
     entropy: float = 0.0
+    recentred: int = 0
 
     def add(self, z, z64, resp, w, lse, strategy: CovarianceType, ent, delta) -> None:
         """Add rows ``z`` (compute dtype) and ``z64`` (float64) relative to an origin that lies
@@ -304,26 +362,41 @@ def _add_rows(
     row0: int,
     framed: bool,
 ) -> None:
-    """One job's statistics of one sub-block of shifted float64 rows ``x64``, re-centred per
-    component if ``framed`` (for a model; a hard source with centres always is)."""
+    """One job's statistics of one sub-block of shifted float64 rows ``x64``: a model's rows in
+    the global frame where it is exact (`far_rows`), the others re-centred on their nearest
+    component (every row if ``framed``); a hard source with centres re-centres every row."""
     source, strategy = job.source, job.strategy
     centres = source.centres
     xs = x64.astype(dtype, copy=False)
-    model = isinstance(source, Posterior)
-    if centres is None or (model and not framed):
-        resp, lse, ent = source.rows(xs) if model else (*source(xs, row0), None)
-        acc.add(xs, x64, resp, w, lse, strategy, ent, None if centres is None else -centres)
-        return
-    if model:
-        home = nearest_centre(xs, source.params.means_s)
-    else:
+    if not isinstance(source, Posterior):
         resp, _ = source(xs, row0)
+        if centres is None:
+            acc.add(xs, x64, resp, w, None, strategy, None, None)
+            return
         home = resp.argmax(axis=0)
+        acc.recentred += x64.shape[0]
+        for j, rows, z64, z in recentred(x64, centres, home, dtype):
+            wj = None if w is None else w[rows]
+            acc.add(z, z64, resp[:, rows], wj, None, strategy, None, centres[j] - centres)
+        return
+    params = source.params
+    if not framed:
+        lp = params.weighted_log_prob(xs)
+        far = far_rows(params, x64, lp)
+        if far is None:
+            resp, lse, ent = source.from_log_prob(lp)
+            acc.add(xs, x64, resp, w, lse, strategy, ent, -centres)
+            return
+        near = ~far
+        resp, lse, ent = source.from_log_prob(lp[:, near])
+        w_near = None if w is None else w[near]
+        acc.add(xs[near], x64[near], resp, w_near, lse, strategy, ent, -centres)
+        x64, xs = x64[far], xs[far]
+        w = None if w is None else w[far]
+    acc.recentred += x64.shape[0]
+    home = nearest_centre(xs, params.means_s)
     for j, rows, z64, z in recentred(x64, centres, home, dtype):
-        if model:
-            resp_j, lse, ent = source.rows(z, source.params.in_frame(j))
-        else:
-            resp_j, lse, ent = resp[:, rows], None, None
+        resp_j, lse, ent = source.rows(z, params.in_frame(j))
         wj = None if w is None else w[rows]
         acc.add(z, z64, resp_j, wj, lse, strategy, ent, centres[j] - centres)
 
@@ -335,7 +408,6 @@ def chunk_statistics(
     shift: np.ndarray,
     jobs: list[StatsJob],
     check_finite: bool = False,
-    reach: np.ndarray | None = None,
 ) -> list[SuffStats]:
     """E-step and sufficient statistics of every job on one row block.
 
@@ -353,15 +425,12 @@ def chunk_statistics(
         The candidates this pass serves.
     check_finite : bool
         Raise a ValueError naming the rows if the block holds NaN or inf.
-    reach : ndarray of shape (n_features,), optional
-        The whole data's largest ``|x − shift|`` per feature. A model whose quadratic forms
-        it keeps exact in the global frame skips the block's own measure; without it the block
-        is measured and its reach returned with the statistics.
 
     Returns
     -------
     list of SuffStats
-        One per job, in float64, about each job's centres.
+        One per job, in float64, about each job's centres, with the number of rows it
+        re-centred.
     """
     if check_finite:
         check_block_finite(x, row0)
@@ -378,16 +447,12 @@ def chunk_statistics(
         )
         for j in jobs
     ]
-    block_reach = _reach(x, shift) if reach is None else None
-    framed = []
-    for j in jobs:
-        f = isinstance(j.source, Posterior) and needs_frames(
-            j.source.params.term_bound(block_reach if reach is None else reach), dtype
-        )
-        if f and block_reach is None:  # the data as a whole needs frames: does this block?
-            block_reach = _reach(x, shift)
-            f = needs_frames(j.source.params.term_bound(block_reach), dtype)
-        framed.append(f)
+    # a hard source with centres re-centres every row, and so does a model far from the shift
+    framed = [
+        j.source.centres is not None
+        and (not isinstance(j.source, Posterior) or frames_every_row(j.source.params, dtype))
+        for j in jobs
+    ]
     # Each job runs in sub-blocks sized by its own temporaries, so its arithmetic (and so its
     # bits) does not depend on which other jobs share the pass; jobs of one size share them.
     # A framed job splits each sub-block K ways: larger ones keep its frames' products large.
@@ -402,9 +467,8 @@ def chunk_statistics(
             ws = None if w64 is None else w64[s : s + step]
             for i in members:
                 _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i])
-    measured = block_reach if reach is None else None
     return [
-        SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy, j.source.centres, measured)
+        SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy, j.source.centres, a.recentred)
         for a, j in zip(accs, jobs, strict=True)
     ]
 
@@ -421,20 +485,22 @@ def _column_extreme(x: np.ndarray, reduce) -> np.ndarray:
     return reduce(np.concatenate([out, x[m * k :]]), axis=0)
 
 
-def _reach(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Per feature, the largest ``|x − shift|`` of a block."""
-    if x.shape[0] == 0:
-        return np.zeros(x.shape[1])
-    hi = _column_extreme(x, np.max).astype(np.float64) - shift
-    lo = _column_extreme(x, np.min).astype(np.float64) - shift
-    return np.maximum(np.abs(hi), np.abs(lo))
-
-
 def log_prob(params: ShiftedParams, x64: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``log π_k + log N(x | θ_k)`` (K, n) of shifted float64 rows, re-centred where needed."""
     xs = x64.astype(dtype, copy=False)
-    if not needs_frames(params.term_bound(_reach(x64, 0.0)), dtype):
-        return params.weighted_log_prob(xs)
+    if frames_every_row(params, dtype):
+        return _framed_log_prob(params, x64, xs, dtype)
+    lp = params.weighted_log_prob(xs)
+    far = far_rows(params, x64, lp)
+    if far is not None:
+        lp[:, far] = _framed_log_prob(params, x64[far], xs[far], dtype)
+    return lp
+
+
+def _framed_log_prob(
+    params: ShiftedParams, x64: np.ndarray, xs: np.ndarray, dtype: np.dtype
+) -> np.ndarray:
+    """`log_prob` of rows each re-centred on its nearest component."""
     lp = np.empty((params.means_s.shape[0], x64.shape[0]), dtype=dtype)
     home = nearest_centre(xs, params.means_s)
     for j, rows, _, z in recentred(x64, params.centres, home, dtype):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -82,38 +82,56 @@ class GaussianParams:
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights)
         centres = self.means - shift
+        k, d = self.means.shape
+        scales = self.strategy.row_scales(self.precisions_cholesky.astype(np.float64), k, d)
         return ShiftedParams(
             self.strategy,
             log_w.astype(dtype),
             centres.astype(dtype),
             self.precisions_cholesky.astype(dtype),
             centres,
+            np.ascontiguousarray(scales),
         )
 
 
 @dataclass(frozen=True)
 class ShiftedParams:
     """Kernel-side parameters: log weights, shifted means and factors in the compute dtype,
-    and the shifted means in float64 (``centres``: the origins rows are re-centred on)."""
+    the shifted means in float64 (``centres``: the origins rows are re-centred on) and the
+    factors' squared row norms (``row_scales``, (K, D) float64: see
+    `CovarianceType.row_scales`)."""
 
     strategy: CovarianceType
     log_weights: np.ndarray
     means_s: np.ndarray
     precisions_cholesky: np.ndarray
     centres: np.ndarray
+    row_scales: np.ndarray
 
     def in_frame(self, j: int) -> ShiftedParams:
         """The same model with component ``j``'s centre as origin."""
         means = (self.centres - self.centres[j]).astype(self.means_s.dtype)
-        return ShiftedParams(
-            self.strategy, self.log_weights, means, self.precisions_cholesky, self.centres
-        )
+        return replace(self, means_s=means)
 
-    def term_bound(self, xmax: np.ndarray) -> float:
-        """Largest term of any component's quadratic form for rows with ``|xs| ≤ xmax``."""
-        v = xmax[None, :] + np.abs(self.centres)
+    def term_sizes(self, squares: np.ndarray) -> np.ndarray:
+        """``(n, K)``: the size of the largest expanded term of each component's quadratic form
+        (``Pᵀx`` or ``Pᵀμ``, as root-sum-squares of their products: `CovarianceType.row_scales`)
+        for rows whose squared shifted values are ``squares`` (n, D), squared."""
+        rows = np.sqrt(squares @ self.row_scales.T)
+        return (rows + self.centre_sizes()) ** 2
+
+    def centre_sizes(self) -> np.ndarray:
+        """(K,): each component's ``Pᵀμ`` term in the global frame, as `term_sizes` measures
+        rows (not squared)."""
+        return np.sqrt(np.einsum("kd,kd->k", self.centres * self.centres, self.row_scales))
+
+    def log_norms(self) -> np.ndarray:
+        """(K,) float64: ``weighted_log_prob`` at a zero quadratic form, so that a row's
+        quadratic form under component k is ``2·(log_norms[k] − lp[k])``."""
+        k, d = self.means_s.shape
         prec = self.precisions_cholesky.astype(np.float64)
-        return float(self.strategy.term_bound(prec, v).max())
+        log_det = np.broadcast_to(self.strategy.log_det_cholesky(prec, d), (k,))
+        return self.log_weights.astype(np.float64) + log_det - 0.5 * d * np.log(2 * np.pi)
 
     def weighted_log_prob(self, xs: np.ndarray) -> np.ndarray:
         """``log π_k + log N(x | θ_k)`` for every row of the shifted block, shape (K, n)."""

@@ -30,9 +30,9 @@ class SuffStats:
         Each component's centre relative to the shift (the means its E-step used, so the new
         means are near it and its moments do not cancel); None means the shift itself. Every
         part of a sum has the same centres.
-    reach : ndarray of shape (n_features,) or None
-        Per feature, the largest ``|x − shift|`` of the rows (None when the pass did not
-        measure it): what decides whether later passes must re-centre rows per component.
+    recentred : int
+        How many of the rows were re-centred on a component's mean for the E-step and the
+        moments (`dgmm.estep.far_rows`): a measure of the work, not part of the statistics.
     """
 
     n: float
@@ -42,7 +42,7 @@ class SuffStats:
     sxx: np.ndarray
     entropy: float = 0.0
     centres: np.ndarray | None = None
-    reach: np.ndarray | None = None
+    recentred: int = 0
 
     def __add__(self, other: SuffStats) -> SuffStats:
         return SuffStats(
@@ -53,7 +53,7 @@ class SuffStats:
             self.sxx + other.sxx,
             self.entropy + other.entropy,
             self.centres,
-            _max_reach(self.reach, other.reach),
+            self.recentred + other.recentred,
         )
 
     @classmethod
@@ -66,10 +66,6 @@ class SuffStats:
             np.zeros((n_components, n_features)),
             np.zeros(moment_shape),
         )
-
-
-def _max_reach(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    return b if a is None else a if b is None else np.maximum(a, b)
 
 
 def sum_stats(parts: list[list[SuffStats]]) -> list[SuffStats]:
@@ -97,7 +93,7 @@ def add_stats_into(running: list[SuffStats], part: list[SuffStats]) -> list[Suff
                 a.sxx,
                 a.entropy + b.entropy,
                 a.centres,
-                _max_reach(a.reach, b.reach),
+                a.recentred + b.recentred,
             )
         )
     return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dgmm.covariance import get_covariance_type
-from dgmm.estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics, needs_frames
+from dgmm.estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics
 from dgmm.params import GaussianParams
 
 from .conftest import COV_TYPES
@@ -25,26 +25,30 @@ def _unit_params(cov: str, means: np.ndarray) -> GaussianParams:
     return GaussianParams(cov, np.full(k, 1 / k), means, covs, strat.precision_cholesky(covs))
 
 
-def _peak_extra(n_rows: int, cov: str, far: bool, k: int = 8, d: int = 16) -> int:
+def _peak_extra(n_rows: int, cov: str, frames: str, k: int = 8, d: int = 16) -> int:
+    """Peak extra memory of one block's statistics, with ``frames``: "none" (standard rows),
+    "some" (components 1e4 sd apart, one at the shift: the rows of the others re-centred after
+    a plain E-step) or "all" (every component far from the shift: every row re-centred)."""
     x = np.random.default_rng(0).normal(size=(n_rows, d))
-    if far:  # components 1e4 sd apart: every sub-block is re-centred per component
+    if frames != "none":
         x += 1e4 * np.arange(n_rows)[:, None] % (k * 1e4)
     p = _unit_params(cov, x[:k].copy())
     strat = get_covariance_type(cov)
-    shift = np.zeros(d)
+    shift = np.full(d, -1e5 if frames == "all" else 0.0)
     job = StatsJob(Posterior(p.shifted(shift, x.dtype)), strat)
-    assert needs_frames(job.source.params.term_bound(np.abs(x).max(axis=0)), x.dtype) == far
     tracemalloc.start()
-    chunk_statistics(x, None, 0, shift, [job])
+    (stats,) = chunk_statistics(x, None, 0, shift, [job])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    expected = {"none": 0, "some": n_rows - n_rows // k, "all": n_rows}[frames]
+    assert abs(stats.recentred - expected) <= (k if frames == "some" else 0)
     return peak
 
 
-@pytest.mark.parametrize("far", [False, True])
+@pytest.mark.parametrize("frames", ["none", "some", "all"])
 @pytest.mark.parametrize("cov", COV_TYPES)
-def test_peak_memory_does_not_grow_with_rows(cov, far):
-    small, large = _peak_extra(50_000, cov, far), _peak_extra(400_000, cov, far)
+def test_peak_memory_does_not_grow_with_rows(cov, frames):
+    small, large = _peak_extra(50_000, cov, frames), _peak_extra(400_000, cov, frames)
     # 400k rows x 16 features is 51 MB of data; the kernel's extra memory stays what the memory
     # model charges for a sub-block's temporaries
     assert large < TEMPORARY_BYTES
