@@ -245,8 +245,8 @@ class DataPasses:
         self.checked = checked
         self.memory_limit = memory_limit
         self.n_passes = 0
-        # Rows the statistics passes computed, one per job, and how many of them were
-        # re-centred on a component's mean (`dgmm.estep.far_rows`): a measure of their cost.
+        # Rows the statistics passes ran a model's E-step on (one per model), and how many of
+        # them were re-centred on a component's mean (`dgmm.estep.far_rows`): their cost.
         self.job_rows = 0
         self.recentred_rows = 0
         # Told the pass's name after every counted pass (progress reports).
@@ -273,6 +273,10 @@ class DataPasses:
         blocks = RowBlocks(data.x, data.w, data.scheduler)
         limit = None if data.scheduler is not None else cluster_memory_limit()
         return cls(blocks, data.shift(), checked=data.checked, memory_limit=limit)
+
+    def recentred_fraction(self) -> float:
+        """The fraction of the rows of model E-steps so far that were re-centred (0 if none)."""
+        return self.recentred_rows / self.job_rows if self.job_rows else 0.0
 
     def resume(self, n_passes: int) -> None:
         """Continue the count of a resumed run, whose first pass checked the data."""
@@ -390,11 +394,18 @@ class DataPasses:
             )
             if stats and stats[0].n <= 0:
                 raise ValueError(WEIGHTS_SUM_TO_ZERO)
-            rows = self.blocks.x.shape[0] * len(stats)
-            recentred = sum(st.recentred for st in stats)
+            # E-steps of models only: a hard start re-centres all its rows by design
+            models = [
+                st
+                for i, st in zip(members, stats, strict=True)
+                if isinstance(jobs[i].source, Posterior)
+            ]
+            rows = self.blocks.x.shape[0] * len(models)
+            recentred = sum(st.recentred for st in models)
             self.job_rows += rows
             self.recentred_rows += recentred
-            logger.debug("%s: %d of %d rows re-centred", name, recentred, rows)
+            if models:
+                logger.debug("%s: %d of %d rows re-centred", name, recentred, rows)
             self._counted(name, started)
             for i, st in zip(members, stats, strict=True):
                 out[i] = st

@@ -131,6 +131,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
             if c.stopped is None and c.state.failed:
                 raise ValueError(c.state.error)
         from_candidate(best_restart(cands), self, n_features, passes.n_passes)
+        self.recentred_fraction_ = passes.recentred_fraction()
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -330,6 +331,10 @@ default='kmeans'
     n_features_in_ : int
     n_passes_ : int
         Passes over the data made by the last ``fit``.
+    recentred_fraction_ : float
+        The fraction of the rows of the last ``fit``'s E-step passes (over all restarts) that
+        were re-centred on a component's mean for exactness (README *Accuracy*): 0 when every
+        row was computed about the data's offset, the fast path. A measure of cost only.
 
     Notes
     -----

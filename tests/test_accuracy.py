@@ -155,6 +155,14 @@ def test_exact_at_any_offset_and_separation(cov_type):
         }
         if dtype == "float32":
             errors["bound decrease"] = (-min(np.diff(ours.lower_bounds_), default=0.0), 1e-6)
+        # both paths are under test: rows 1e4 sd and more from the shift (the first rows'
+        # mean, in the first cluster) are re-centred, rows 1e2 sd from it are not (but for
+        # float32 diag and spherical, whose forms are expanded into squares)
+        squares = dtype == "float32" and cov_type in ("diag", "spherical")
+        if sep >= 1e4 and not ours.recentred_fraction_ > 0:
+            failures.append(f"sep={sep:g} offset={offset:g} {dtype}: no row re-centred")
+        if sep <= 1e2 and not squares and ours.recentred_fraction_ != 0:
+            failures.append(f"sep={sep:g} offset={offset:g} {dtype}: rows re-centred")
         for what, (err, tol) in errors.items():
             if not err <= tol:
                 failures.append(f"sep={sep:g} offset={offset:g} {dtype}: {what} {err:.2e} > {tol}")
@@ -255,3 +263,45 @@ def test_recentred_rows_give_the_global_frames_fit(cov_type, monkeypatch):
             )
             np.testing.assert_allclose(covs_a, covs_b, rtol=tol, atol=tol)
         assert fits[False][2] == pytest.approx(fits[True][2], rel=1e-5, abs=1e-5)
+
+
+def _standardised(rng: np.random.Generator, d: int, k: int, ratio: float):
+    """Standardised rows of K randomly oriented clusters whose variances span ``ratio``
+    (log-uniform), centres N(0, 1) per feature, with the per-cluster means and precisions of
+    the result (the state EM is in for most of its iterations)."""
+    n_per = 6 * d
+    parts = []
+    for _ in range(k):
+        rotation, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        sd = 0.5 * np.exp(rng.uniform(-0.5 * np.log(ratio), 0.0, size=d))
+        parts.append(rng.normal(size=d) + (rng.normal(size=(n_per, d)) * sd) @ rotation.T)
+    x = np.concatenate(parts)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    blocks = x.reshape(k, n_per, d)
+    means = blocks.mean(axis=1)
+    covs = np.stack([np.cov(b, rowvar=False, bias=True) + 1e-6 * np.eye(d) for b in blocks])
+    return x, means, covs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_standardised_clusters_stay_in_the_global_frame(seed):
+    """Generated standardised data at D = 64…256 (clusters whose variances span up to 100×)
+    re-centres no row, full and diag, float64 and float32, and its fit is scikit-learn's."""
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    rng = np.random.default_rng(seed)
+    d = int(rng.choice([64, 96, 128, 192, 256]))
+    k = int(rng.integers(2, 5 if d > 128 else 9))
+    x, means, covs = _standardised(rng, d, k, float(rng.uniform(2.0, 100.0)))
+    for cov_type in ("full", "diag"):
+        prec = np.linalg.inv(covs) if cov_type == "full" else 1.0 / np.diagonal(covs, 0, 1, 2)
+        init = {"weights_init": np.full(k, 1 / k), "means_init": means, "precisions_init": prec}
+        ref = SkGM(k, covariance_type=cov_type, max_iter=2, tol=0, **init).fit(x)
+        for dtype in ("float64", "float32"):
+            gm = GaussianMixture(k, covariance_type=cov_type, max_iter=2, tol=0, **init)
+            gm.fit(x.astype(dtype))
+            where = f"D={d} K={k} {cov_type} {dtype}"
+            assert gm.recentred_fraction_ == 0.0, where
+            tol = 1e-10 if dtype == "float64" else 1e-5
+            assert gm.lower_bound_ == pytest.approx(ref.lower_bound_, rel=tol), where
+            assert _rel(gm.covariances_, ref.covariances_) < (1e-9 if tol < 1e-6 else 1e-3), where
