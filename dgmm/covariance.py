@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas
 
 _LOG_2PI = float(np.log(2 * np.pi))  # a Python float: keeps float32 arrays float32
 
@@ -146,9 +147,49 @@ class CovarianceType(ABC):
 
     @abstractmethod
     def log_gaussian(
-        self, xs: np.ndarray, means_s: np.ndarray, prec_chol: np.ndarray
+        self,
+        xs: np.ndarray,
+        means_s: np.ndarray,
+        prec_chol: np.ndarray,
+        x64: np.ndarray | None = None,
+        means64: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Log density of every row under every component, shape (n_rows, n_components)."""
+        """Log density of every row under every component, shape (K, n_rows).
+
+        ``x64`` and ``means64``, when given, are the same rows and means in float64: a type
+        that takes each row's difference to each mean before projecting it
+        (`expanded_form` False) subtracts them in float64.
+        """
+
+    def expanded_form(self, n_features: int) -> bool:
+        """Whether `log_gaussian` computes quadratic forms from expanded terms (``Pᵀx − Pᵀμ``,
+        ``x² − 2xμ + μ²``), which lose `form_loss` to rounding far from the origin."""
+        return True
+
+    def moves_moments(self, n_features: int) -> bool:
+        """Whether `centred_moments` takes moments about the origin and moves them to the
+        centres (`move_moments`), losing ``eps`` times their size about the origin."""
+        return True
+
+    def centred_moments(
+        self,
+        xs: np.ndarray,
+        x64: np.ndarray,
+        resp: np.ndarray,
+        nk: np.ndarray,
+        sx: np.ndarray,
+        delta: np.ndarray | None,
+        out: np.ndarray,
+    ) -> None:
+        """Add to ``out`` the weighted second moments of rows about each component's centre,
+        ``origin − delta`` (None: the origin); arguments as `second_moments`. ``out`` is in
+        this type's accumulating form: `finish_moments` turns a sum of them into moments."""
+        m = self.second_moments(xs, x64, resp, nk, sx)
+        out += m if delta is None else self.move_moments(m, nk, sx, delta)
+
+    def finish_moments(self, m: np.ndarray) -> np.ndarray:
+        """Accumulated `centred_moments` as `covariances` takes them."""
+        return m
 
     @abstractmethod
     def n_cov_parameters(self, n_components: int, n_features: int) -> int:
@@ -215,9 +256,14 @@ class CovarianceType(ABC):
         return a
 
 
-# Below this many features the extra passes of centring cost more than float32 products save
-# (measured on (n × D) sub-blocks: 0.9× at D=16, 1.3–1.6× faster at D=32 and 64).
+# From this many features float32 data's centred rows are multiplied in float32 (below it the
+# cast costs more than float32 products save: measured 0.9× at D=16, 1.3–1.6× faster at 32, 64).
 _CENTRE_FROM_D = 32
+# From this many features a full covariance's E-step centres rows per component and projects
+# them with a triangular product (half a general product's work): measured against one
+# product with all factors side by side, 0.9–1.0× at D=48, 1.0–1.2× at 64, 1.3× at 128 and
+# 1.5–2× at 256 on single-thread sub-blocks.
+_CENTRED_FROM_D = 64
 
 
 def _scatter(xs: np.ndarray, x64: np.ndarray, r: np.ndarray, n: float, s: np.ndarray) -> np.ndarray:
@@ -250,6 +296,9 @@ class Full(CovarianceType):
     def moment_shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
 
+    def moves_moments(self, n_features):
+        return n_features < _CENTRED_FROM_D
+
     def second_moments(self, xs, x64, resp, nk, sx):
         # One (D × n)(n × D) product per component on the responsibility-scaled rows: measured
         # faster than a single (D × n)(n × K·D) product on a K-times larger temporary.
@@ -257,6 +306,31 @@ class Full(CovarianceType):
         for k in np.flatnonzero(nk):  # rows far from a component often carry none of it
             out[k] = _scatter(xs, x64, resp[k], nk[k], sx[k])
         return out
+
+    def centred_moments(self, xs, x64, resp, nk, sx, delta, out):
+        n, d = xs.shape
+        if self.moves_moments(d):
+            super().centred_moments(xs, x64, resp, nk, sx, delta, out)
+            return
+        # From _CENTRED_FROM_D features each component's rows are taken about its own centre,
+        # scaled by √r, and multiplied by a symmetric rank-n update (half a general product's
+        # work; slower than one at small D) into the lower triangle of ``out``. The centred
+        # values carry no cancellation at any offset, so float32 data multiplies in float32.
+        low = xs.dtype == np.float32
+        z = np.empty((n, d))
+        for k in np.flatnonzero(nk):  # rows far from a component often carry none of it
+            np.add(x64, 0.0 if delta is None else delta[k], out=z)
+            np.multiply(z, np.sqrt(resp[k])[:, None], out=z)
+            # ``out[k].T`` is Fortran-ordered: BLAS's upper triangle is its lower triangle
+            if low:
+                out[k] += blas.ssyrk(1.0, z.astype(np.float32).T, trans=0, lower=0).T
+            else:
+                blas.dsyrk(1.0, z.T, beta=1.0, c=out[k].T, trans=0, lower=0, overwrite_c=1)
+
+    def finish_moments(self, m):
+        if self.moves_moments(m.shape[-1]):
+            return m
+        return np.tril(m) + np.tril(m, -1).transpose(0, 2, 1)
 
     def move_moments(self, m, nk, sx, delta):
         ds = delta[:, :, None] * sx[:, None, :]
@@ -289,16 +363,32 @@ class Full(CovarianceType):
     def precisions(self, prec_chol):
         return prec_chol @ prec_chol.transpose(0, 2, 1)
 
-    def log_gaussian(self, xs, means_s, prec_chol):
+    def expanded_form(self, n_features):
+        return n_features < _CENTRED_FROM_D
+
+    def log_gaussian(self, xs, means_s, prec_chol, x64=None, means64=None):
         n, d = xs.shape
         k = means_s.shape[0]
+        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+        if not self.expanded_form(d):
+            # Per component: the rows' differences to its mean (in float64 when given), then
+            # ``Pᵀ(x − μ)`` by a triangular product in place. Nothing cancels at any offset.
+            sq = np.empty((k, n), dtype=xs.dtype)
+            trmm = blas.strmm if xs.dtype == np.float32 else blas.dtrmm
+            for j in range(k):
+                if x64 is None:
+                    z = xs - means_s[j]
+                else:
+                    z = np.subtract(x64, means64[j], dtype=np.float64).astype(xs.dtype, copy=False)
+                y = trmm(1.0, prec_chol[j], z.T, trans_a=1, lower=0, overwrite_b=1).T
+                np.einsum("nd,nd->n", y, y, out=sq[j])
+            return -0.5 * (d * _LOG_2PI + sq) + log_det[:, None]
         # One GEMM against all factors side by side: (K·D, D) @ (D, n), component-major.
         p_all = prec_chol.transpose(0, 2, 1).reshape(k * d, d)
         y = p_all @ xs.T
         y -= np.einsum("kd,kde->ke", means_s, prec_chol).reshape(k * d, 1)
         y *= y
         sq = y.reshape(k, d, n).sum(axis=1)
-        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
         return -0.5 * (d * _LOG_2PI + sq) + log_det[:, None]
 
     def n_cov_parameters(self, n_components, n_features):
@@ -308,6 +398,8 @@ class Full(CovarianceType):
         return covariances
 
     def row_temporaries(self, n_components, n_features):
+        if not self.expanded_form(n_features):
+            return 3 * n_features  # one component's difference (and its float64 form); a copy
         return n_components * n_features + n_features  # stacked projections; a scaled copy
 
     def sample(self, rng, mean, covariances, k, n):
@@ -378,7 +470,7 @@ class Tied(CovarianceType):
     def precisions(self, prec_chol):
         return prec_chol @ prec_chol.T
 
-    def log_gaussian(self, xs, means_s, prec_chol):
+    def log_gaussian(self, xs, means_s, prec_chol, x64=None, means64=None):
         d = xs.shape[1]
         y = prec_chol.T @ xs.T  # (D, n)
         m = means_s @ prec_chol  # (K, D)
@@ -461,7 +553,7 @@ class Diag(CovarianceType):
     def covariances_from_precision_cholesky(self, prec_chol):
         return 1.0 / prec_chol**2
 
-    def log_gaussian(self, xs, means_s, prec_chol):
+    def log_gaussian(self, xs, means_s, prec_chol, x64=None, means64=None):
         d = xs.shape[1]
         prec = prec_chol**2
         sq = (means_s * prec) @ xs.T
@@ -532,7 +624,7 @@ class Spherical(Diag):
         d = means_s.shape[1]
         return (sxx / nk - np.sum(means_s**2, axis=1)) / d + reg_covar
 
-    def log_gaussian(self, xs, means_s, prec_chol):
+    def log_gaussian(self, xs, means_s, prec_chol, x64=None, means64=None):
         d = xs.shape[1]
         prec = prec_chol**2
         sq = means_s @ xs.T

@@ -70,25 +70,45 @@ def _row_values(strategy: CovarianceType, n_components: int, n_features: int) ->
     return n_features + 4 * n_components + strategy.row_temporaries(n_components, n_features)
 
 
-def _moment_limit(dtype: np.dtype) -> float:
+def _moment_limit(strategy: CovarianceType, n_features: int, dtype: np.dtype) -> float:
     """The largest squared term size whose float64 moments lose at most `FRAME_MOMENT_LOSS`
-    (whitened); no limit for float32 data (see `FRAME_MOMENT_LOSS`)."""
-    if dtype != np.float64:
+    (whitened) when moved to a component's centre; no limit for a type that takes them about
+    the centres directly, or for float32 data (see `FRAME_MOMENT_LOSS`)."""
+    if not strategy.moves_moments(n_features) or dtype != np.float64:
         return np.inf
     return FRAME_MOMENT_LOSS / float(np.finfo(np.float64).eps)
+
+
+def _too_far(
+    params: ShiftedParams, sizes: np.ndarray, forms: np.ndarray, eps: float, limit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and component, whether the global frame loses too much, and the rounding
+    loss of the quadratic forms (0 where the type does not expand them)."""
+    strategy, d = params.strategy, params.means_s.shape[1]
+    if strategy.expanded_form(d):
+        loss = strategy.form_loss(sizes, forms, eps)
+        return (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > limit), loss
+    return sizes > limit, np.zeros_like(sizes)
+
+
+def _exact_everywhere(params: ShiftedParams, dtype: np.dtype) -> bool:
+    """Whether the type loses nothing in the global frame at any distance: it projects each
+    row's difference to each mean and takes moments about the centres."""
+    strategy = params.strategy
+    d = params.means_s.shape[1]
+    return not strategy.expanded_form(d) and _moment_limit(strategy, d, dtype) == np.inf
 
 
 def frames_every_row(params: ShiftedParams, dtype: np.dtype) -> bool:
     """Whether every row must be re-centred: each component's own ``Pᵀμ`` term is too large
     to round in ``dtype`` even for a row at its centre (or for float64 moments), so whichever
     component holds a row, the row is far (it skips the plain E-step)."""
+    if _exact_everywhere(params, dtype):
+        return False
     sizes = params.centre_sizes() ** 2
-    eps = float(np.finfo(dtype).eps)
-    d = params.means_s.shape[1]
-    forms = np.full_like(sizes, d)  # a row's expected quadratic form under its component
-    loss = params.strategy.form_loss(sizes, forms, eps)
-    too_far = (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > _moment_limit(dtype))
-    return bool(too_far.all())
+    forms = np.full_like(sizes, params.means_s.shape[1])  # a row's expected form
+    limit = _moment_limit(params.strategy, params.means_s.shape[1], dtype)
+    return bool(_too_far(params, sizes, forms, float(np.finfo(dtype).eps), limit)[0].all())
 
 
 def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarray | None:
@@ -101,22 +121,23 @@ def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarr
     (`ShiftedParams.term_sizes`) and quadratic forms from ``lp``, once a bound over the
     sub-block (its per-feature largest squares) has not already cleared every row.
     """
-    dtype, strategy = lp.dtype, params.strategy
+    dtype = lp.dtype
+    if _exact_everywhere(params, dtype):
+        return None
     eps = float(np.finfo(dtype).eps)
-    limit = _moment_limit(dtype)
+    limit = _moment_limit(params.strategy, x64.shape[1], dtype)
     squares = x64 * x64
     top = params.term_sizes(_column_extreme(squares, np.max)[None, :])
     # over all forms f ≥ 0, loss(f) / (1 + f) is at most loss(1): √f/(1 + f) ≤ ½
-    if top.max() <= limit and strategy.form_loss(top, np.ones_like(top), eps).max() <= FRAME_LOSS:
+    if not _too_far(params, top, np.ones_like(top), eps, limit)[0].any():
         return None
     sizes = params.term_sizes(squares)
     forms = np.maximum(2.0 * (params.log_norms()[:, None] - lp), 0.0).T
-    loss = strategy.form_loss(sizes, forms, eps)
+    too_far, loss = _too_far(params, sizes, forms, eps, limit)
     floor = lp.max(axis=0) - RELEVANT_MARGIN
     with np.errstate(invalid="ignore"):
         # a component that looks out of reach only through its own rounding may hold the row
         relevant = lp.T + loss >= floor[:, None]
-    too_far = (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > limit)
     far = (too_far & relevant).any(axis=1)
     return far if far.any() else None
 
@@ -212,11 +233,15 @@ class Posterior:
         return resp, lse
 
     def rows(
-        self, xs: np.ndarray, params: ShiftedParams | None = None
+        self,
+        xs: np.ndarray,
+        params: ShiftedParams | None = None,
+        x64: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Responsibilities, log-likelihoods and (if `entropy`) ``Σ_k τ log τ`` of rows
-        ``xs``, under ``params`` (a frame of this model's) or the model's own."""
-        return self.from_log_prob((params or self.params).weighted_log_prob(xs))
+        ``xs`` (``x64``: the same in float64, if at hand), under ``params`` (a frame of this
+        model's) or the model's own."""
+        return self.from_log_prob((params or self.params).weighted_log_prob(xs, x64))
 
     def from_log_prob(self, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """`rows` of rows whose weighted log-probabilities (K, n) are ``lp``."""
@@ -344,13 +369,11 @@ class _Accumulator:
             self.loglik += float(lse.sum(dtype=np.float64) if w is None else lse @ w)
         nk = rw.sum(axis=1)
         sx = rw @ z64
-        m = strategy.second_moments(z, z64, rw, nk, sx)
+        strategy.centred_moments(z, z64, rw, nk, sx, delta, self.sxx)
         if delta is not None:
-            m = strategy.move_moments(m, nk, sx, delta)
             sx = sx + nk[:, None] * delta
         self.nk += nk
         self.sx += sx
-        self.sxx += m
 
 
 def _add_rows(
@@ -381,7 +404,7 @@ def _add_rows(
         return
     params = source.params
     if not framed:
-        lp = params.weighted_log_prob(xs)
+        lp = params.weighted_log_prob(xs, x64)
         far = far_rows(params, x64, lp)
         if far is None:
             resp, lse, ent = source.from_log_prob(lp)
@@ -396,7 +419,7 @@ def _add_rows(
     acc.recentred += x64.shape[0]
     home = nearest_centre(xs, params.means_s)
     for j, rows, z64, z in recentred(x64, centres, home, dtype):
-        resp_j, lse, ent = source.rows(z, params.in_frame(j))
+        resp_j, lse, ent = source.rows(z, params.in_frame(j), z64)
         wj = None if w is None else w[rows]
         acc.add(z, z64, resp_j, wj, lse, strategy, ent, centres[j] - centres)
 
@@ -468,7 +491,16 @@ def chunk_statistics(
             for i in members:
                 _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i])
     return [
-        SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy, j.source.centres, a.recentred)
+        SuffStats(
+            a.n,
+            a.loglik,
+            a.nk,
+            a.sx,
+            j.strategy.finish_moments(a.sxx),
+            a.entropy,
+            j.source.centres,
+            a.recentred,
+        )
         for a, j in zip(accs, jobs, strict=True)
     ]
 
@@ -490,7 +522,7 @@ def log_prob(params: ShiftedParams, x64: np.ndarray, dtype: np.dtype) -> np.ndar
     xs = x64.astype(dtype, copy=False)
     if frames_every_row(params, dtype):
         return _framed_log_prob(params, x64, xs, dtype)
-    lp = params.weighted_log_prob(xs)
+    lp = params.weighted_log_prob(xs, x64)
     far = far_rows(params, x64, lp)
     if far is not None:
         lp[:, far] = _framed_log_prob(params, x64[far], xs[far], dtype)
@@ -503,8 +535,8 @@ def _framed_log_prob(
     """`log_prob` of rows each re-centred on its nearest component."""
     lp = np.empty((params.means_s.shape[0], x64.shape[0]), dtype=dtype)
     home = nearest_centre(xs, params.means_s)
-    for j, rows, _, z in recentred(x64, params.centres, home, dtype):
-        lp[:, rows] = params.in_frame(j).weighted_log_prob(z)
+    for j, rows, z64, z in recentred(x64, params.centres, home, dtype):
+        lp[:, rows] = params.in_frame(j).weighted_log_prob(z, z64)
     return lp
 
 

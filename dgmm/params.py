@@ -91,6 +91,7 @@ class GaussianParams:
             self.precisions_cholesky.astype(dtype),
             centres,
             np.ascontiguousarray(scales),
+            centres,
         )
 
 
@@ -107,11 +108,12 @@ class ShiftedParams:
     precisions_cholesky: np.ndarray
     centres: np.ndarray
     row_scales: np.ndarray
+    means64: np.ndarray  # ``means_s`` in float64: the means relative to the current origin
 
     def in_frame(self, j: int) -> ShiftedParams:
         """The same model with component ``j``'s centre as origin."""
-        means = (self.centres - self.centres[j]).astype(self.means_s.dtype)
-        return replace(self, means_s=means)
+        means = self.centres - self.centres[j]
+        return replace(self, means_s=means.astype(self.means_s.dtype), means64=means)
 
     def term_sizes(self, squares: np.ndarray) -> np.ndarray:
         """``(n, K)``: the size of the largest expanded term of each component's quadratic form
@@ -133,8 +135,12 @@ class ShiftedParams:
         log_det = np.broadcast_to(self.strategy.log_det_cholesky(prec, d), (k,))
         return self.log_weights.astype(np.float64) + log_det - 0.5 * d * np.log(2 * np.pi)
 
-    def weighted_log_prob(self, xs: np.ndarray) -> np.ndarray:
-        """``log π_k + log N(x | θ_k)`` for every row of the shifted block, shape (K, n)."""
-        lp = self.strategy.log_gaussian(xs, self.means_s, self.precisions_cholesky)
+    def weighted_log_prob(self, xs: np.ndarray, x64: np.ndarray | None = None) -> np.ndarray:
+        """``log π_k + log N(x | θ_k)`` for every row of the shifted block, shape (K, n);
+        ``x64``, the same rows in float64, lets a type that centres rows per component do so
+        in float64."""
+        lp = self.strategy.log_gaussian(
+            xs, self.means_s, self.precisions_cholesky, x64, None if x64 is None else self.means64
+        )
         lp += self.log_weights[:, None]
         return lp

@@ -104,3 +104,34 @@ def test_float32_scatter_is_centred_and_accurate(rng):
     np.testing.assert_allclose(cov, cov_exact, rtol=0, atol=1e-4 * np.abs(cov_exact).max())
     plain = ((x32 * r.astype(np.float32)[:, None]).T @ x32).astype(np.float64)
     assert np.abs(plain / n - np.outer(mean, mean) - cov_exact).max() > np.abs(cov_exact).max()
+
+
+def test_wide_full_moments_are_taken_about_the_centres(rng):
+    """From _CENTRED_FROM_D features, rows far from the origin: full moments about each
+    component's centre keep the covariance to float32 accuracy for float32 rows, with weights
+    (a plain float32 product about the origin would lose it entirely), and to float64
+    accuracy for float64 rows."""
+    from dgmm.covariance import _CENTRED_FROM_D
+
+    full = get_covariance_type("full")
+    assert not full.moves_moments(_CENTRED_FROM_D)
+    d = _CENTRED_FROM_D + 8
+    x64 = rng.normal(size=(3000, d)) * 0.01 + 1e3
+    x32 = x64.astype(np.float32)
+    xs64 = x32.astype(np.float64)
+    r = rng.random((2, 3000))
+    nk, sx = r.sum(axis=1), r @ xs64
+    centres = sx / nk[:, None] + rng.normal(size=(2, d)) * 0.01  # near each component's mean
+    for xs, tol in ((x32, 1e-4), (xs64, 1e-12)):
+        out = np.zeros((2, d, d))
+        full.centred_moments(xs, xs64, r, nk, sx, -centres, out)
+        got = full.finish_moments(out)
+        for k in range(2):
+            z = xs64 - centres[k]
+            exact = (z * r[k][:, None]).T @ z
+            np.testing.assert_allclose(got[k], exact, rtol=0, atol=tol * np.abs(exact).max())
+            np.testing.assert_array_equal(got[k], got[k].T)
+    mean = sx[0] / nk[0]
+    cov_exact = ((xs64 - mean) * r[0][:, None]).T @ (xs64 - mean) / nk[0]
+    plain = ((x32 * r[0].astype(np.float32)[:, None]).T @ x32).astype(np.float64)
+    assert np.abs(plain / nk[0] - np.outer(mean, mean) - cov_exact).max() > np.abs(cov_exact).max()

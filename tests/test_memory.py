@@ -27,11 +27,12 @@ def _unit_params(cov: str, means: np.ndarray) -> GaussianParams:
 
 def _peak_extra(n_rows: int, cov: str, frames: str, k: int = 8, d: int = 16) -> int:
     """Peak extra memory of one block's statistics, with ``frames``: "none" (standard rows),
-    "some" (components 1e4 sd apart, one at the shift: the rows of the others re-centred after
-    a plain E-step) or "all" (every component far from the shift: every row re-centred)."""
+    "some" (float32, components 1e4 sd apart, one at the shift: the rows of the others
+    re-centred after a plain E-step) or "all" (every component far from the shift: every row
+    re-centred)."""
     x = np.random.default_rng(0).normal(size=(n_rows, d))
-    if frames != "none":
-        x += 1e4 * np.arange(n_rows)[:, None] % (k * 1e4)
+    if frames != "none":  # float32, where every type's E-step would lose to rounding
+        x = (x + 1e4 * np.arange(n_rows)[:, None] % (k * 1e4)).astype(np.float32)
     p = _unit_params(cov, x[:k].copy())
     strat = get_covariance_type(cov)
     shift = np.full(d, -1e5 if frames == "all" else 0.0)
@@ -52,6 +53,28 @@ def test_peak_memory_does_not_grow_with_rows(cov, frames):
     # 400k rows x 16 features is 51 MB of data; the kernel's extra memory stays what the memory
     # model charges for a sub-block's temporaries
     assert large < TEMPORARY_BYTES
+    assert large < 1.5 * small + 2**20
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_peak_memory_of_wide_full_rows_does_not_grow(dtype):
+    """From 64 features a full model projects and multiplies each component's centred rows
+    (`Full.expanded_form` is False): its temporaries stay within the sub-block budget too."""
+    k, d = 8, 96
+
+    def peak(n_rows: int) -> int:
+        x = np.random.default_rng(0).normal(size=(n_rows, d)).astype(dtype)
+        p = _unit_params("full", x[:k].astype(np.float64))
+        job = StatsJob(Posterior(p.shifted(np.zeros(d), x.dtype)), p.strategy)
+        tracemalloc.start()
+        chunk_statistics(x, None, 0, np.zeros(d), [job])
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    assert not get_covariance_type("full").expanded_form(d)
+    small, large = peak(20_000), peak(120_000)
+    assert large < TEMPORARY_BYTES + 3 * k * d * d * 8  # and the statistics themselves
     assert large < 1.5 * small + 2**20
 
 
