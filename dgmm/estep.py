@@ -491,16 +491,7 @@ def chunk_statistics(
             for i in members:
                 _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i])
     return [
-        SuffStats(
-            a.n,
-            a.loglik,
-            a.nk,
-            a.sx,
-            j.strategy.finish_moments(a.sxx),
-            a.entropy,
-            j.source.centres,
-            a.recentred,
-        )
+        SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy, j.source.centres, a.recentred)
         for a, j in zip(accs, jobs, strict=True)
     ]
 

@@ -125,7 +125,7 @@ def test_wide_full_moments_are_taken_about_the_centres(rng):
     for xs, tol in ((x32, 1e-4), (xs64, 1e-12)):
         out = np.zeros((2, d, d))
         full.centred_moments(xs, xs64, r, nk, sx, -centres, out)
-        got = full.finish_moments(out)
+        got = out
         for k in range(2):
             z = xs64 - centres[k]
             exact = (z * r[k][:, None]).T @ z
