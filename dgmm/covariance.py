@@ -115,6 +115,17 @@ class CovarianceType(ABC):
         what rounding the products, and moments taken about another origin, lose ``eps`` of.
         """
 
+    def moment_sizes(
+        self, squares: np.ndarray, centres: np.ndarray, scales: np.ndarray
+    ) -> np.ndarray:
+        """``(n, K)``: squared sizes, in each component's units, of rows whose squared values
+        are ``squares`` (n, D) and of the centres (K, D) its moments are moved by, as far as
+        the moments' rounding goes (``scales``: `row_scales`). A general covariance's error
+        spreads over every direction: the root-sum-squares of the products, as `form_loss`
+        measures them."""
+        rows = np.sqrt(squares @ scales.T)
+        return (rows + np.sqrt(np.einsum("kd,kd->k", centres * centres, scales))) ** 2
+
     def form_loss(self, sizes: np.ndarray, forms: np.ndarray, eps: float) -> np.ndarray:
         """What rounding at ``eps`` can lose of quadratic forms ``forms`` that `log_gaussian`
         computes from expanded terms of squared sizes ``sizes`` (`row_scales`).
@@ -533,6 +544,15 @@ class Diag(CovarianceType):
         # the form is expanded into squares (x², 2xμ, μ², scaled): each term is up to t²
         return eps * sizes
 
+    def moment_sizes(self, squares, centres, scales):
+        # each variance is moved on its own: what counts is its feature's size relative to
+        # it, the largest over features (for one row, a bound; for many, the sum bounds it
+        # without a (n, K, D) temporary)
+        if squares.shape[0] != 1:
+            return super().moment_sizes(squares, centres, scales)
+        rows = np.sqrt((squares * scales).max(axis=1))
+        return ((rows + np.sqrt((centres * centres * scales).max(axis=1))) ** 2)[None, :]
+
     def covariances(self, nk, means_s, sxx, reg_covar):
         return sxx / nk[:, None] - means_s**2 + reg_covar
 
@@ -600,6 +620,10 @@ class Spherical(Diag):
     """Each component has its own single variance (a diagonal with equal entries)."""
 
     name = "spherical"
+
+    def moment_sizes(self, squares, centres, scales):
+        # the variance is the mean over features: so is its moments' size
+        return CovarianceType.moment_sizes(self, squares, centres, scales) / squares.shape[1]
 
     def moment_shape(self, n_components, n_features):
         return (n_components,)

@@ -80,15 +80,25 @@ def _moment_limit(strategy: CovarianceType, n_features: int, dtype: np.dtype) ->
 
 
 def _too_far(
-    params: ShiftedParams, sizes: np.ndarray, forms: np.ndarray, eps: float, limit: float
+    params: ShiftedParams,
+    squares: np.ndarray,
+    forms: np.ndarray,
+    eps: float,
+    limit: float,
+    comps: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row and component, whether the global frame loses too much, and the rounding
-    loss of the quadratic forms (0 where the type does not expand them)."""
+    """Per row (squared shifted values ``squares``, quadratic forms ``forms``) and component
+    (of ``comps`` if given), whether the global frame loses too much, and the rounding loss of
+    the quadratic forms (0 where the type does not expand them)."""
     strategy, d = params.strategy, params.means_s.shape[1]
-    if strategy.expanded_form(d):
-        loss = strategy.form_loss(sizes, forms, eps)
-        return (loss > FRAME_LOSS * (1.0 + forms)) | (sizes > limit), loss
-    return sizes > limit, np.zeros_like(sizes)
+    if limit < np.inf:
+        far = params.moment_sizes(squares, comps) > limit
+    else:
+        far = np.zeros(forms.shape, dtype=bool)
+    if not strategy.expanded_form(d):
+        return far, np.zeros(forms.shape)
+    loss = strategy.form_loss(params.term_sizes(squares, comps), forms, eps)
+    return far | (loss > FRAME_LOSS * (1.0 + forms)), loss
 
 
 def _exact_everywhere(params: ShiftedParams, dtype: np.dtype) -> bool:
@@ -105,10 +115,12 @@ def frames_every_row(params: ShiftedParams, dtype: np.dtype) -> bool:
     component holds a row, the row is far (it skips the plain E-step)."""
     if _exact_everywhere(params, dtype):
         return False
-    sizes = params.centre_sizes() ** 2
-    forms = np.full_like(sizes, params.means_s.shape[1])  # a row's expected form
-    limit = _moment_limit(params.strategy, params.means_s.shape[1], dtype)
-    return bool(_too_far(params, sizes, forms, float(np.finfo(dtype).eps), limit)[0].all())
+    k, d = params.means_s.shape
+    at_centres = np.zeros((1, d))  # rows at the origin: only the centres' own terms count
+    forms = np.full((1, k), float(d))  # a row's expected form under its component
+    limit = _moment_limit(params.strategy, d, dtype)
+    eps = float(np.finfo(dtype).eps)
+    return bool(_too_far(params, at_centres, forms, eps, limit)[0].all())
 
 
 def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarray | None:
@@ -119,25 +131,27 @@ def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarr
     global frame loses more than `FRAME_LOSS` of its quadratic form or `FRAME_MOMENT_LOSS` of
     the moments. Term sizes are taken row by row from the shifted float64 rows ``x64``
     (`ShiftedParams.term_sizes`) and quadratic forms from ``lp``, once a bound over the
-    sub-block (its per-feature largest squares) has not already cleared every row.
+    sub-block (its per-feature largest magnitudes) has not already cleared every row.
     """
     dtype = lp.dtype
     if _exact_everywhere(params, dtype):
         return None
     eps = float(np.finfo(dtype).eps)
     limit = _moment_limit(params.strategy, x64.shape[1], dtype)
-    squares = x64 * x64
-    top = params.term_sizes(_column_extreme(squares, np.max)[None, :])
+    reach = np.maximum(_column_extreme(x64, np.max), -_column_extreme(x64, np.min))
     # over all forms f ≥ 0, loss(f) / (1 + f) is at most loss(1): √f/(1 + f) ≤ ½
-    if not _too_far(params, top, np.ones_like(top), eps, limit)[0].any():
+    ones = np.ones((1, lp.shape[0]))
+    suspects = np.flatnonzero(_too_far(params, (reach * reach)[None, :], ones, eps, limit)[0][0])
+    if suspects.size == 0:
         return None
-    sizes = params.term_sizes(squares)
-    forms = np.maximum(2.0 * (params.log_norms()[:, None] - lp), 0.0).T
-    too_far, loss = _too_far(params, sizes, forms, eps, limit)
+    # row by row, for the components the bound did not clear (often one collapsed component)
+    lp_s = lp[suspects]
+    forms = np.maximum(2.0 * (params.log_norms()[suspects, None] - lp_s), 0.0).T
+    too_far, loss = _too_far(params, x64 * x64, forms, eps, limit, suspects)
     floor = lp.max(axis=0) - RELEVANT_MARGIN
     with np.errstate(invalid="ignore"):
         # a component that looks out of reach only through its own rounding may hold the row
-        relevant = lp.T + loss >= floor[:, None]
+        relevant = lp_s.T + loss >= floor[:, None]
     far = (too_far & relevant).any(axis=1)
     return far if far.any() else None
 

@@ -115,12 +115,21 @@ class ShiftedParams:
         means = self.centres - self.centres[j]
         return replace(self, means_s=means.astype(self.means_s.dtype), means64=means)
 
-    def term_sizes(self, squares: np.ndarray) -> np.ndarray:
+    def term_sizes(self, squares: np.ndarray, comps: np.ndarray | None = None) -> np.ndarray:
         """``(n, K)``: the size of the largest expanded term of each component's quadratic form
         (``Pᵀx`` or ``Pᵀμ``, as root-sum-squares of their products: `CovarianceType.row_scales`)
-        for rows whose squared shifted values are ``squares`` (n, D), squared."""
-        rows = np.sqrt(squares @ self.row_scales.T)
-        return (rows + self.centre_sizes()) ** 2
+        for rows whose squared shifted values are ``squares`` (n, D), squared; only for the
+        components ``comps`` if given."""
+        sel = slice(None) if comps is None else comps
+        rows = np.sqrt(squares @ self.row_scales[sel].T)
+        return (rows + self.centre_sizes()[sel]) ** 2
+
+    def moment_sizes(self, squares: np.ndarray, comps: np.ndarray | None = None) -> np.ndarray:
+        """``(n, K)``: `CovarianceType.moment_sizes` of rows with squared shifted values
+        ``squares`` (n, D) and of this model's centres in the global frame (only for the
+        components ``comps`` if given)."""
+        sel = slice(None) if comps is None else comps
+        return self.strategy.moment_sizes(squares, self.centres[sel], self.row_scales[sel])
 
     def centre_sizes(self) -> np.ndarray:
         """(K,): each component's ``Pᵀμ`` term in the global frame, as `term_sizes` measures
