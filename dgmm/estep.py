@@ -101,6 +101,27 @@ def _too_far(
     return far | (loss > FRAME_LOSS * (1.0 + forms)), loss
 
 
+def _safe_forms(
+    params: ShiftedParams, bound: np.ndarray, comps: np.ndarray, eps: float, limit: float
+) -> np.ndarray:
+    """Per component of ``comps``, a quadratic form (at least 1) from which on `_too_far`
+    clears every row within ``bound`` (squares (1, D)); ``inf`` where it clears none. From
+    1 on, the loss relative to ``1 + form`` falls as the form grows, so bisection (on the
+    form's logarithm) finds it."""
+
+    def bad(forms: np.ndarray) -> np.ndarray:
+        return _too_far(params, bound, forms[None, :], eps, limit, comps)[0][0]
+
+    lo, hi = np.ones(comps.size), np.full(comps.size, 1e40)
+    never = bad(hi)  # its moments fail the bound whatever the form
+    lo_bad = bad(lo)
+    for _ in range(40):
+        mid = np.sqrt(lo * hi)
+        worse = bad(mid)
+        lo, hi = np.where(worse, mid, lo), np.where(worse, hi, mid)
+    return np.where(never, np.inf, np.where(lo_bad, hi, 1.0))
+
+
 def _exact_everywhere(params: ShiftedParams, dtype: np.dtype) -> bool:
     """Whether the type loses nothing in the global frame at any distance: it projects each
     row's difference to each mean and takes moments about the centres."""
@@ -123,37 +144,81 @@ def frames_every_row(params: ShiftedParams, dtype: np.dtype) -> bool:
     return bool(_too_far(params, at_centres, forms, eps, limit)[0].all())
 
 
-def far_rows(params: ShiftedParams, x64: np.ndarray, lp: np.ndarray) -> np.ndarray | None:
+@dataclass(frozen=True)
+class FarCheck:
+    """What a block's bound (its per-feature largest magnitudes about the shift) leaves to
+    check row by row: the components it does not clear (`suspects`), and per suspect the
+    quadratic form from which on its rows are cleared all the same (`safe`, `_safe_forms`)."""
+
+    suspects: np.ndarray
+    safe: np.ndarray
+    log_norms: np.ndarray  # of the suspects (`ShiftedParams.log_norms`)
+    sizes: np.ndarray | None  # the suspects' term sizes at the bound, if their forms expand
+    eps: float
+    limit: float
+
+
+def far_check(params: ShiftedParams, reach: np.ndarray, dtype: np.dtype) -> FarCheck | None:
+    """The `FarCheck` of rows with ``|x − shift| ≤ reach`` per feature, or None when the bound
+    clears every row (once per block and model: it costs a few dozen small array steps)."""
+    if _exact_everywhere(params, dtype):
+        return None
+    eps = float(np.finfo(dtype).eps)
+    limit = _moment_limit(params.strategy, reach.shape[0], dtype)
+    bound = (reach * reach)[None, :]
+    # over all forms f ≥ 0, loss(f) / (1 + f) is at most loss(1), as √f/(1 + f) ≤ ½
+    ones = np.ones((1, params.means_s.shape[0]))
+    suspects = np.flatnonzero(_too_far(params, bound, ones, eps, limit)[0][0])
+    if suspects.size == 0:
+        return None
+    safe = _safe_forms(params, bound, suspects, eps, limit)
+    expanded = params.strategy.expanded_form(reach.shape[0])
+    sizes = params.term_sizes(bound, suspects)[0] if expanded else None
+    return FarCheck(suspects, safe, params.log_norms()[suspects], sizes, eps, limit)
+
+
+def far_rows(
+    params: ShiftedParams, x64: np.ndarray, lp: np.ndarray, check: FarCheck | None
+) -> np.ndarray | None:
     """The rows (a boolean mask) that must be re-centred, or None when no row must.
 
     A row must when, under a component that could hold it (log-probability ``lp`` (K, n)
     within `RELEVANT_MARGIN` of the row's best, allowing for ``lp``'s own rounding), the
     global frame loses more than `FRAME_LOSS` of its quadratic form or `FRAME_MOMENT_LOSS` of
-    the moments. Term sizes are taken row by row from the shifted float64 rows ``x64``
-    (`ShiftedParams.term_sizes`) and quadratic forms from ``lp``, once a bound over the
-    sub-block (its per-feature largest magnitudes) has not already cleared every row.
+    the moments. Only the block's ``check`` suspects are measured, and only on rows near
+    enough their centres (their forms below `FarCheck.safe`): term sizes row by row from the
+    shifted float64 rows ``x64`` (`ShiftedParams.term_sizes`), quadratic forms from ``lp``.
     """
-    dtype = lp.dtype
-    if _exact_everywhere(params, dtype):
+    if check is None:
         return None
-    eps = float(np.finfo(dtype).eps)
-    limit = _moment_limit(params.strategy, x64.shape[1], dtype)
-    reach = np.maximum(_column_extreme(x64, np.max), -_column_extreme(x64, np.min))
-    # over all forms f ≥ 0, loss(f) / (1 + f) is at most loss(1): √f/(1 + f) ≤ ½
-    ones = np.ones((1, lp.shape[0]))
-    suspects = np.flatnonzero(_too_far(params, (reach * reach)[None, :], ones, eps, limit)[0][0])
-    if suspects.size == 0:
-        return None
-    # row by row, for the components the bound did not clear (often one collapsed component)
+    suspects = check.suspects
+    # rows near enough a suspect's centre for the bound to fail there (its form below
+    # `FarCheck.safe`; for a suspect whose moments fail the bound, every row)
     lp_s = lp[suspects]
-    forms = np.maximum(2.0 * (params.log_norms()[suspects, None] - lp_s), 0.0).T
-    too_far, loss = _too_far(params, x64 * x64, forms, eps, limit, suspects)
-    floor = lp.max(axis=0) - RELEVANT_MARGIN
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero((lp_s > (check.log_norms - 0.5 * check.safe)[:, None]).any(axis=0))
+    if rows.size == 0:
+        return None
+    lp_s = lp_s[:, rows]
+    floor = lp[:, rows].max(axis=0) - RELEVANT_MARGIN
+    forms = np.maximum(2.0 * (check.log_norms[:, None] - lp_s), 0.0)
+    # of those, rows a suspect could hold, allowing for the rounding of lp (at most the loss
+    # the bound gives)
+    if check.sizes is not None:
+        lp_s = lp_s + params.strategy.form_loss(check.sizes[:, None], forms, check.eps)
+    held = ((forms < check.safe[:, None]) & (lp_s >= floor)).any(axis=0)
+    rows, forms, floor = rows[held], forms[:, held].T, floor[held]
+    if rows.size == 0:
+        return None
+    lp_s = lp[suspects][:, rows]
+    x_r = x64[rows]
+    far, loss = _too_far(params, x_r * x_r, forms, check.eps, check.limit, suspects)
     with np.errstate(invalid="ignore"):
         # a component that looks out of reach only through its own rounding may hold the row
-        relevant = lp_s.T + loss >= floor[:, None]
-    far = (too_far & relevant).any(axis=1)
-    return far if far.any() else None
+        held = lp_s.T + loss >= floor[:, None]
+    mask = np.zeros(x64.shape[0], dtype=bool)
+    mask[rows] = (far & held).any(axis=1)
+    return mask if mask.any() else None
 
 
 def nearest_centre(xs: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -398,10 +463,12 @@ def _add_rows(
     w: np.ndarray | None,
     row0: int,
     framed: bool,
+    check: FarCheck | None = None,
 ) -> None:
     """One job's statistics of one sub-block of shifted float64 rows ``x64``: a model's rows in
-    the global frame where it is exact (`far_rows`), the others re-centred on their nearest
-    component (every row if ``framed``); a hard source with centres re-centres every row."""
+    the global frame where it is exact (`far_rows`, with the block's ``check``), the others
+    re-centred on their nearest component (every row if ``framed``); a hard source with
+    centres re-centres every row."""
     source, strategy = job.source, job.strategy
     centres = source.centres
     xs = x64.astype(dtype, copy=False)
@@ -419,7 +486,7 @@ def _add_rows(
     params = source.params
     if not framed:
         lp = params.weighted_log_prob(xs, x64)
-        far = far_rows(params, x64, lp)
+        far = far_rows(params, x64, lp, check)
         if far is None:
             resp, lse, ent = source.from_log_prob(lp)
             acc.add(xs, x64, resp, w, lse, strategy, ent, -centres)
@@ -490,6 +557,13 @@ def chunk_statistics(
         and (not isinstance(j.source, Posterior) or frames_every_row(j.source.params, dtype))
         for j in jobs
     ]
+    # what the block's bound leaves to check row by row, per model in the global frame
+    checks: list[FarCheck | None] = [None] * len(jobs)
+    models = [i for i, j in enumerate(jobs) if isinstance(j.source, Posterior) and not framed[i]]
+    if models and n:
+        reach = _reach(x, shift)
+        for i in models:
+            checks[i] = far_check(jobs[i].source.params, reach, dtype)
     # Each job runs in sub-blocks sized by its own temporaries, so its arithmetic (and so its
     # bits) does not depend on which other jobs share the pass; jobs of one size share them.
     # A framed job splits each sub-block K ways: larger ones keep its frames' products large.
@@ -503,7 +577,7 @@ def chunk_statistics(
             x64 = np.subtract(x[s : s + step], shift, dtype=np.float64)
             ws = None if w64 is None else w64[s : s + step]
             for i in members:
-                _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i])
+                _add_rows(accs[i], jobs[i], x64, dtype, ws, row0 + s, framed[i], checks[i])
     return [
         SuffStats(a.n, a.loglik, a.nk, a.sx, a.sxx, a.entropy, j.source.centres, a.recentred)
         for a, j in zip(accs, jobs, strict=True)
@@ -522,13 +596,20 @@ def _column_extreme(x: np.ndarray, reduce) -> np.ndarray:
     return reduce(np.concatenate([out, x[m * k :]]), axis=0)
 
 
+def _reach(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Per feature, the largest ``|x − shift|`` of a block (in float64)."""
+    hi = _column_extreme(x, np.max).astype(np.float64) - shift
+    lo = _column_extreme(x, np.min).astype(np.float64) - shift
+    return np.maximum(np.abs(hi), np.abs(lo))
+
+
 def log_prob(params: ShiftedParams, x64: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``log π_k + log N(x | θ_k)`` (K, n) of shifted float64 rows, re-centred where needed."""
     xs = x64.astype(dtype, copy=False)
     if frames_every_row(params, dtype):
         return _framed_log_prob(params, x64, xs, dtype)
     lp = params.weighted_log_prob(xs, x64)
-    far = far_rows(params, x64, lp)
+    far = far_rows(params, x64, lp, far_check(params, _reach(x64, np.zeros(1)), dtype))
     if far is not None:
         lp[:, far] = _framed_log_prob(params, x64[far], xs[far], dtype)
     return lp
