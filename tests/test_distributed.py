@@ -72,7 +72,11 @@ def test_zarr_input_keys_are_consistent_across_passes(blobs, tmp_path, local_clu
         GaussianMixture(3, init_params=init, random_state=0, max_iter=3).fit(str(path))
     finally:
         logger.removeHandler(handler)
-    assert not [m for m in messages if "run_spec" in m]
+    # dgmm's own keys: its reads ("from-zarr-…") and its passes ("dgmm-…"). dask-ml's k-means||
+    # reductions ("sum-partial-…" of "pow-…") can reuse a key with new centres between its
+    # calls, and the scheduler then warns about a key of dask-ml's, now and then.
+    ours = [m for m in messages if "run_spec" in m and ("from-zarr" in m or "dgmm-" in m)]
+    assert not ours
 
 
 def _allocator_tuned() -> bool:
