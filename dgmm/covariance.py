@@ -102,10 +102,9 @@ class CovarianceType(ABC):
     @abstractmethod
     def term_bound(self, prec_chol: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Bound (K,) on the terms of each component's quadratic form ``|Pᵀ(x − μ)|²`` for
-        ``|x − μ| ≤ v`` per feature (``v``: (K, D), non-negative): ``‖|P|ᵀ v‖²``.
-
-        The E-step and the moments lose about ``eps`` times this to rounding.
-        """
+        ``|x − μ| ≤ v`` per feature (``v``: (K, D), non-negative): ``‖|P|ᵀ v‖²``. A worst
+        case: `dgmm.io` checks with it that a model read from outside stays finite; the
+        kernels measure their rounding with `row_scales`."""
 
     @abstractmethod
     def row_scales(self, prec_chol: np.ndarray, n_components: int, n_features: int) -> np.ndarray:
