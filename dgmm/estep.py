@@ -204,13 +204,13 @@ def far_rows(
     forms = np.maximum(2.0 * (check.log_norms[:, None] - lp_s), 0.0)
     # of those, rows a suspect could hold, allowing for the rounding of lp (at most the loss
     # the bound gives)
+    highest = lp_s
     if check.sizes is not None:
-        lp_s = lp_s + params.strategy.form_loss(check.sizes[:, None], forms, check.eps)
-    held = ((forms < check.safe[:, None]) & (lp_s >= floor)).any(axis=0)
-    rows, forms, floor = rows[held], forms[:, held].T, floor[held]
+        highest = lp_s + params.strategy.form_loss(check.sizes[:, None], forms, check.eps)
+    held = ((forms < check.safe[:, None]) & (highest >= floor)).any(axis=0)
+    rows, forms, floor, lp_s = rows[held], forms[:, held].T, floor[held], lp_s[:, held]
     if rows.size == 0:
         return None
-    lp_s = lp[suspects][:, rows]
     x_r = x64[rows]
     far, loss = _too_far(params, x_r * x_r, forms, check.eps, check.limit, suspects)
     with np.errstate(invalid="ignore"):
