@@ -135,6 +135,20 @@ class CovarianceType(ABC):
         t = np.sqrt(sizes)
         return eps * t * (2.0 * np.sqrt(forms) + eps * t)
 
+    def safe_form(self, sizes: np.ndarray, eps: float, loss: float) -> np.ndarray:
+        """The smallest quadratic form ``f ≥ 1`` from which on `form_loss` stays within
+        ``loss·(1 + f)`` for terms of squared sizes ``sizes`` (beyond 1 the relative loss only
+        falls as ``f`` grows).
+
+        Here ``eps·t·(2s + eps·t) = loss·(1 + s²)`` (``s = √f``) is a quadratic in ``s``; with
+        no real root the loss is within bounds at every form.
+        """
+        a = eps * np.sqrt(sizes)
+        disc = a * a * (1.0 + loss) - loss * loss
+        with np.errstate(invalid="ignore"):
+            s = (a + np.sqrt(np.maximum(disc, 0.0))) / loss
+        return np.where(disc > 0.0, np.maximum(s * s, 1.0), 1.0)
+
     @abstractmethod
     def covariances(
         self, nk: np.ndarray, means_s: np.ndarray, sxx: np.ndarray, reg_covar: float
@@ -542,6 +556,9 @@ class Diag(CovarianceType):
     def form_loss(self, sizes, forms, eps):
         # the form is expanded into squares (x², 2xμ, μ², scaled): each term is up to t²
         return eps * sizes
+
+    def safe_form(self, sizes, eps, loss):
+        return np.maximum(eps * sizes / loss - 1.0, 1.0)
 
     def moment_sizes(self, squares, centres, scales):
         # each variance is moved on its own: what counts is its feature's size relative to

@@ -103,23 +103,21 @@ def _too_far(
 
 def _safe_forms(
     params: ShiftedParams, bound: np.ndarray, comps: np.ndarray, eps: float, limit: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Per component of ``comps``, a quadratic form (at least 1) from which on `_too_far`
-    clears every row within ``bound`` (squares (1, D)); ``inf`` where it clears none. From
-    1 on, the loss relative to ``1 + form`` falls as the form grows, so bisection (on the
-    form's logarithm) finds it."""
-
-    def bad(forms: np.ndarray) -> np.ndarray:
-        return _too_far(params, bound, forms[None, :], eps, limit, comps)[0][0]
-
-    lo, hi = np.ones(comps.size), np.full(comps.size, 1e40)
-    never = bad(hi)  # its moments fail the bound whatever the form
-    lo_bad = bad(lo)
-    for _ in range(40):
-        mid = np.sqrt(lo * hi)
-        worse = bad(mid)
-        lo, hi = np.where(worse, mid, lo), np.where(worse, hi, mid)
-    return np.where(never, np.inf, np.where(lo_bad, hi, 1.0))
+    clears every row within ``bound`` (squares (1, D)): ``inf`` where its moments fail the
+    bound whatever the form; and the components' term sizes at the bound (None where the type
+    does not expand its forms)."""
+    strategy, d = params.strategy, params.means_s.shape[1]
+    never = np.zeros(comps.size, dtype=bool)
+    if limit < np.inf:
+        never = params.moment_sizes(bound, comps)[0] > limit
+    sizes = None
+    safe = np.ones(comps.size)
+    if strategy.expanded_form(d):
+        sizes = params.term_sizes(bound, comps)[0]
+        safe = strategy.safe_form(sizes, eps, FRAME_LOSS)
+    return np.where(never, np.inf, safe), sizes
 
 
 def _exact_everywhere(params: ShiftedParams, dtype: np.dtype) -> bool:
@@ -171,9 +169,7 @@ def far_check(params: ShiftedParams, reach: np.ndarray, dtype: np.dtype) -> FarC
     suspects = np.flatnonzero(_too_far(params, bound, ones, eps, limit)[0][0])
     if suspects.size == 0:
         return None
-    safe = _safe_forms(params, bound, suspects, eps, limit)
-    expanded = params.strategy.expanded_form(reach.shape[0])
-    sizes = params.term_sizes(bound, suspects)[0] if expanded else None
+    safe, sizes = _safe_forms(params, bound, suspects, eps, limit)
     return FarCheck(suspects, safe, params.log_norms()[suspects], sizes, eps, limit)
 
 
@@ -192,25 +188,20 @@ def far_rows(
     if check is None:
         return None
     suspects = check.suspects
-    # rows near enough a suspect's centre for the bound to fail there (its form below
-    # `FarCheck.safe`; for a suspect whose moments fail the bound, every row)
     lp_s = lp[suspects]
-    with np.errstate(invalid="ignore"):
-        rows = np.flatnonzero((lp_s > (check.log_norms - 0.5 * check.safe)[:, None]).any(axis=0))
-    if rows.size == 0:
-        return None
-    lp_s = lp_s[:, rows]
-    floor = lp[:, rows].max(axis=0) - RELEVANT_MARGIN
+    floor = lp.max(axis=0) - RELEVANT_MARGIN
     forms = np.maximum(2.0 * (check.log_norms[:, None] - lp_s), 0.0)
-    # of those, rows a suspect could hold, allowing for the rounding of lp (at most the loss
-    # the bound gives)
+    # rows near enough a suspect's centre for the bound to fail there (forms below
+    # `FarCheck.safe`; every row for a suspect whose moments fail the bound) that the suspect
+    # could hold, allowing for the rounding of lp (at most the loss the bound gives)
     highest = lp_s
     if check.sizes is not None:
         highest = lp_s + params.strategy.form_loss(check.sizes[:, None], forms, check.eps)
-    held = ((forms < check.safe[:, None]) & (highest >= floor)).any(axis=0)
-    rows, forms, floor, lp_s = rows[held], forms[:, held].T, floor[held], lp_s[:, held]
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero(((forms < check.safe[:, None]) & (highest >= floor)).any(axis=0))
     if rows.size == 0:
         return None
+    forms, floor, lp_s = forms[:, rows].T, floor[rows], lp_s[:, rows]
     x_r = x64[rows]
     far, loss = _too_far(params, x_r * x_r, forms, check.eps, check.limit, suspects)
     with np.errstate(invalid="ignore"):

@@ -135,3 +135,25 @@ def test_wide_full_moments_are_taken_about_the_centres(rng):
     cov_exact = ((xs64 - mean) * r[0][:, None]).T @ (xs64 - mean) / nk[0]
     plain = ((x32 * r[0].astype(np.float32)[:, None]).T @ x32).astype(np.float64)
     assert np.abs(plain / nk[0] - np.outer(mean, mean) - cov_exact).max() > np.abs(cov_exact).max()
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_safe_form_is_where_the_form_loss_falls_within_bounds(cov_type):
+    """`safe_form` is the smallest form ≥ 1 from which on `form_loss ≤ loss·(1 + f)`: generated
+    term sizes over 30 decades, both dtypes' eps and several losses; checked on a grid of forms
+    beyond it, and just below it where it is above 1."""
+    strategy = get_covariance_type(cov_type)
+    gen = np.random.default_rng(7)
+    for _ in range(200):
+        eps = float(np.finfo(gen.choice([np.float32, np.float64])).eps)
+        loss = 10.0 ** gen.uniform(-8, -2)
+        sizes = 10.0 ** gen.uniform(-5, 25, size=50)
+        safe = strategy.safe_form(sizes, eps, loss)
+        assert np.all(safe >= 1.0)
+        forms = safe[:, None] * np.logspace(0, 12, 25)[None, :]
+        lost = strategy.form_loss(sizes[:, None], forms, eps)
+        assert np.all(lost <= loss * (1.0 + forms) * (1 + 1e-9))
+        inner = safe > 1.0
+        below = safe[inner] * (1 - 1e-6)
+        lost = strategy.form_loss(sizes[inner], below, eps)
+        assert np.all(lost > loss * (1.0 + below))
