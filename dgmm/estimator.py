@@ -53,6 +53,24 @@ class _BaseMixture(DensityMixin, BaseEstimator):
         check_number("verbose_interval", self.verbose_interval, Integral, low=1)
 
     def _check_features(self, data: InputData) -> None:
+        """The count of ``data``'s columns, and a warning (scikit-learn's) when named data
+        meets a model fitted without names, or unnamed data a model fitted with them."""
+        fitted = hasattr(self, "feature_names_in_")
+        if fitted and data.feature_names is None:
+            warnings.warn(
+                f"X does not have valid feature names, but {type(self).__name__} was fitted "
+                "with feature names; its columns are taken in the order of "
+                "feature_names_in_.",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif data.feature_names is not None and not fitted:
+            warnings.warn(
+                f"X has feature names, but {type(self).__name__} was fitted without feature "
+                "names; its columns are taken in their order.",
+                UserWarning,
+                stacklevel=4,
+            )
         n_features = data.x.shape[1]
         if n_features != self.n_features_in_:
             raise ValueError(
@@ -66,8 +84,10 @@ class _BaseMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
-            Training data, chunked along rows.
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array, DataFrame or path
+            Training data: numpy-like or Dask rows, a pandas or Dask DataFrame (its column
+            names become ``feature_names_in_``), or a path to a Zarr array or to a Parquet,
+            CSV or ``.npy`` file.
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights.
@@ -92,11 +112,13 @@ class _BaseMixture(DensityMixin, BaseEstimator):
     def _fit(self, X: Any, sample_weight: Any) -> _BaseMixture:
         """One cell of the selection engine: ``n_init`` restarts (one with a warm start)."""
         self._check_parameters()
-        data = load_input(X, sample_weight)
+        warm = self.warm_start and hasattr(self, "converged_")
+        # a warm start continues on the columns it was fitted on, matched by name
+        columns = getattr(self, "feature_names_in_", None) if warm else None
+        data = load_input(X, sample_weight, columns=columns)
         n_samples, n_features = data.x.shape
         check_n_components(self.n_components, n_samples)
         user = self._user_init(n_features)
-        warm = self.warm_start and hasattr(self, "converged_")
         if warm and n_features != self.n_features_in_:
             self._check_features(data)
         # With every start given, all restarts would be identical: run one.
@@ -130,7 +152,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
                 raise ValueError(c.init_error)
             if c.stopped is None and c.state.failed:
                 raise ValueError(c.state.error)
-        from_candidate(best_restart(cands), self, n_features, passes.n_passes)
+        from_candidate(best_restart(cands), self, n_features, passes.n_passes, data.feature_names)
         self.recentred_fraction_ = passes.recentred_fraction()
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -183,7 +205,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
     # --------------------------------------------------------------- inference
     def _apply(self, X: Any, output: str, dtype: Any) -> Any:
         check_is_fitted(self)
-        data = load_input(X)
+        data = load_input(X, columns=getattr(self, "feature_names_in_", None))
         self._check_features(data)
         params = self._params()
         shift = params.weights @ params.means
@@ -198,7 +220,9 @@ class _BaseMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+        X : array-like of shape (n_samples, n_features), Dask array, Zarr array, DataFrame or path
+            As for ``fit``. A model fitted on named columns takes a table's columns by name
+            (in any order) and refuses a missing or an extra one.
 
         Returns
         -------
@@ -329,6 +353,10 @@ default='kmeans'
     lower_bounds_ : list of float
         The best restart's lower bound at every iteration.
     n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        The column names of the data ``fit`` was given, when it had them (a pandas or Dask
+        DataFrame, a Parquet or CSV file); absent otherwise. Data given later to ``predict``
+        and the other methods is matched to them by name.
     n_passes_ : int
         Passes over the data made by the last ``fit``.
     recentred_fraction_ : float
@@ -476,10 +504,20 @@ def check_estimator_params(
 
 
 def from_candidate(
-    c: Candidate, gm: GaussianMixture, n_features: int, n_passes: int
+    c: Candidate,
+    gm: GaussianMixture,
+    n_features: int,
+    n_passes: int,
+    feature_names: tuple[str, ...] | None = None,
 ) -> GaussianMixture:
-    """``gm`` holding the fitted parameters of a candidate of the selection engine."""
+    """``gm`` holding the fitted parameters of a candidate of the selection engine, and the
+    names of the columns it was fitted on (scikit-learn's ``feature_names_in_``, only when
+    the data had them)."""
     gm._set_result(c.state)
     gm.n_features_in_ = n_features
     gm.n_passes_ = n_passes
+    if feature_names is not None:
+        gm.feature_names_in_ = np.asarray(feature_names, dtype=object)
+    elif hasattr(gm, "feature_names_in_"):
+        del gm.feature_names_in_
     return gm

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import zarr
 from dask.array.core import PerformanceWarning
 
+from . import tables
 from .covariance import CovarianceType, get_covariance_type
 from .paths import absolute_path
 from .variational import mean_weights
@@ -213,6 +215,11 @@ def save_model(est: Any, path: str | os.PathLike, overwrite: bool = False) -> Pa
             "lower_bounds_": [float(v) for v in est.lower_bounds_],
             "n_features_in_": int(est.n_features_in_),
             **{k: float(getattr(est, k)) for k in getattr(est, "_FITTED_SCALARS", ())},
+            **(
+                {"feature_names_in_": [str(c) for c in est.feature_names_in_]}
+                if hasattr(est, "feature_names_in_")
+                else {}
+            ),
         },
         "array_params": array_params,
     }
@@ -352,7 +359,7 @@ def _check_attributes(meta: dict, cls: type, file: Path) -> dict:
     attrs = _object(meta, "attributes", file)
     scalars = getattr(cls, "_FITTED_SCALARS", ())
     names = {"converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_", *scalars}
-    _check_names(attrs, names, names, file, "attributes.")
+    _check_names(attrs, names, names | {"feature_names_in_"}, file, "attributes.")
 
     def bad(name: str, expected: str) -> ModelFileError:
         return _bad(file, f"attributes.{name}", expected, _shown(attrs[name]))
@@ -364,6 +371,14 @@ def _check_attributes(meta: dict, cls: type, file: Path) -> dict:
     d = attrs["n_features_in_"]
     if not (_is_int(d) and d >= 1):
         raise bad("n_features_in_", "an integer >= 1")
+    columns = attrs.get("feature_names_in_")  # absent: fitted on unnamed data
+    if columns is not None and not (
+        isinstance(columns, list)
+        and len(columns) == d
+        and all(isinstance(c, str) for c in columns)
+        and len(set(columns)) == d
+    ):
+        raise bad("feature_names_in_", f"a list of {d} distinct column names (strings)")
     lb = attrs["lower_bound_"]  # -inf: a fit of max_iter=0
     if not (_is_finite(lb) or lb == -math.inf):
         raise bad("lower_bound_", "a finite number (or -Infinity, before any iteration)")
@@ -375,7 +390,10 @@ def _check_attributes(meta: dict, cls: type, file: Path) -> dict:
         v = attrs[name]
         if not (_is_finite(v) and v > low):
             raise bad(name, f"a finite number > {low}")
-    return {**attrs, "lower_bound_": float(lb), "lower_bounds_": [float(v) for v in lbs]}
+    out = {**attrs, "lower_bound_": float(lb), "lower_bounds_": [float(v) for v in lbs]}
+    if columns is not None:
+        out["feature_names_in_"] = np.asarray(columns, dtype=object)
+    return out
 
 
 def _array_param_names(meta: dict, params: dict, file: Path) -> tuple[list[str], set[str]]:
@@ -747,11 +765,15 @@ class InputData:
         ``"threads"`` for in-memory input, else None (the current default scheduler).
     lazy : bool
         Whether results of per-row methods should be returned as Dask arrays.
+    feature_names : tuple of str or None
+        The names of ``x``'s columns, in order, when the input had them (a DataFrame, Parquet
+        or CSV); None for arrays.
     """
 
-    def __init__(self, x, x_mem, w, w_mem, scheduler, lazy):
+    def __init__(self, x, x_mem, w, w_mem, scheduler, lazy, feature_names=None):
         self.x, self.x_mem, self.w, self.w_mem = x, x_mem, w, w_mem
         self.scheduler, self.lazy = scheduler, lazy
+        self.feature_names: tuple[str, ...] | None = feature_names
 
     @property
     def checked(self) -> bool:
@@ -799,8 +821,40 @@ def _warn_small_blocks(x: da.Array, name: str) -> None:
     )
 
 
-def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
-    """Check and wrap numpy / Dask / Zarr input (or a path to a Zarr array)."""
+def _read_table(X: Any, columns: Sequence[str] | None, name: str) -> tuple[Any, tuple | None]:
+    """``X`` as an array and its column names: a DataFrame or a Parquet / CSV / ``.npy`` path
+    is read as a `tables.Table` (with ``columns`` given, matched by name and put in their
+    order); anything else is returned as it is, unnamed."""
+    if isinstance(X, (str, os.PathLike)):
+        if tables.infer_format(X) == "zarr":
+            return X, None
+        table = tables.read_path(X)
+    elif tables.is_frame(X):
+        table = tables.from_frame(X, where=name)
+    else:
+        return X, None
+    x = table.values if table.x is None else table.x
+    if columns is None or table.names is None:
+        return x, table.names
+    refusal = tables.unmatched_columns(table.names, columns, name)
+    if refusal is not None:
+        raise ValueError(refusal)
+    order = [table.names.index(c) for c in columns]
+    if order != list(range(len(order))):
+        x = x[:, order]
+    return x, tuple(columns)
+
+
+def load_input(
+    X: Any, sample_weight: Any = None, name: str = "X", columns: Sequence[str] | None = None
+) -> InputData:
+    """Check and wrap the rows to fit or apply a model on.
+
+    ``X`` is a numpy-like array, a Dask or Zarr array, a pandas or Dask DataFrame, or a path
+    to a Zarr array or to a Parquet, CSV or ``.npy`` file. Given ``columns`` (the names a
+    model was fitted on), named input is matched to them by name: its columns are put in that
+    order, and a missing or an extra column is refused by name.
+    """
     from .validation import (
         ColumnProfile,
         as_numpy_2d,
@@ -809,6 +863,7 @@ def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
         check_sample_weight,
     )
 
+    X, names = _read_table(X, columns, name)
     if isinstance(X, (str, os.PathLike)):
         X = open_zarr_array(X)
     if isinstance(X, zarr.Array):
@@ -833,7 +888,7 @@ def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
                     f"(one weight per row of {name})."
                 )
             w = w.rechunk((x.chunks[0],))
-        return InputData(x, None, w, None, None, lazy=True)
+        return InputData(x, None, w, None, None, lazy=True, feature_names=names)
     x_mem = as_numpy_2d(X, name)
     if x_mem.size:  # finite by now; a spread float64 cannot square is refused by name
         lo, hi = x_mem.min(axis=0).astype(np.float64), x_mem.max(axis=0).astype(np.float64)
@@ -842,4 +897,4 @@ def load_input(X: Any, sample_weight: Any = None, name: str = "X") -> InputData:
     rows = in_memory_chunk_rows(*x_mem.shape, x_mem.dtype.itemsize)
     x = da.from_array(x_mem, chunks=(rows, x_mem.shape[1]), name=False)
     w = None if w_mem is None else da.from_array(w_mem, chunks=(rows,), name=False)
-    return InputData(x, x_mem, w, w_mem, "threads", lazy=False)
+    return InputData(x, x_mem, w, w_mem, "threads", lazy=False, feature_names=names)

@@ -15,12 +15,14 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from .covariance import get_covariance_type
@@ -1053,7 +1055,9 @@ class SelectionResult:
         Variational rows add ``lower_bound``, ``effective_components`` and ``weights``.
     criterion : str
     best_params_ : dict
-        ``n_components`` and ``covariance_type`` of the selected cell.
+        ``n_components`` and ``covariance_type`` of the selected cell; a variational
+        selection adds ``effective_components``, the components whose weight exceeds
+        ``weight_threshold`` (the K it chose).
     best_estimator_ : GaussianMixture
         The selected cell's best restart, fitted.
     n_passes_ : int
@@ -1071,6 +1075,7 @@ class SelectionResult:
     profile: ColumnProfile | None = None
     candidates: list[Candidate] = field(default_factory=list, repr=False)
     settings: dict = field(default_factory=dict, repr=False)
+    feature_names: tuple[str, ...] | None = field(default=None, repr=False)
 
     def estimator(self, n_components: int, covariance_type: str):
         """The fitted `GaussianMixture` of a cell's best restart (what that estimator fits).
@@ -1095,7 +1100,8 @@ class SelectionResult:
         prior = settings.pop("prior", None)
         cls = GaussianMixture if prior is None else BayesianGaussianMixture
         gm = cls(n_components, covariance_type=covariance_type, **settings, **(prior or {}))
-        return from_candidate(best, gm, best.state.params.n_features, self.n_passes_)
+        n_features = best.state.params.n_features
+        return from_candidate(best, gm, n_features, self.n_passes_, self.feature_names)
 
     def cells(self) -> list[dict]:
         """The best restart of every cell (the mclust table's entries), NA rows included (a cell
@@ -1111,6 +1117,27 @@ class SelectionResult:
             ):
                 out[key] = row
         return list(out.values())
+
+    def __repr__(self) -> str:
+        """One line: the choice, its criterion and the size of the table (`to_pandas`)."""
+        cells = self.cells()
+        failed = sum(r["error"] is not None for r in cells)
+        chosen = ", ".join(f"{k}={v!r}" for k, v in self.best_params_.items())
+        value = next(
+            (
+                r[self.criterion]
+                for r in cells
+                if r["error"] is None
+                and r["n_components"] == self.best_params_["n_components"]
+                and r["covariance_type"] == self.best_params_["covariance_type"]
+            ),
+            None,
+        )
+        shown = "" if value is None else f" {self.criterion}={value:.6g};"
+        return (
+            f"SelectionResult(best: {chosen};{shown} {len(cells)} cell(s), {failed} NA, "
+            f"{len(self.results)} restart(s); the table: .to_pandas())"
+        )
 
     def to_pandas(self):
         """The results as a pandas DataFrame (pandas is optional)."""
@@ -1197,7 +1224,7 @@ def profile(X: Any, name: str = "X") -> ColumnProfile:
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+    X : array-like of shape (n_samples, n_features), Dask array, Zarr array, DataFrame or path
     name : str, default='X'
         What error messages call the data.
 
@@ -1246,7 +1273,9 @@ def select(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features), Dask array, Zarr array or path
+    X : array-like of shape (n_samples, n_features), Dask array, Zarr array, DataFrame or path
+        As for `GaussianMixture.fit`: the fitted estimators of a DataFrame, Parquet or CSV
+        table have its column names in ``feature_names_in_``.
     n_components : int or sequence of int, default=range(1, 11)
     covariance_types : str or sequence of {'full', 'tied', 'diag', 'spherical'}
     criterion : {'bic', 'aic', 'icl'}, default='bic'
@@ -1414,6 +1443,8 @@ def select(
             "dtype": str(data.x.dtype),
             "row_chunks": [int(c) for c in data.x.chunks[0]],
             "digest": f"{profile.digest:032x}",
+            # named columns: the same bytes under other names are other data
+            **({"columns": list(data.feature_names)} if data.feature_names else {}),
             **(checkpoint_key or {}),
         }
     sweep = Sweep(
@@ -1462,6 +1493,19 @@ def select(
             "sample_size": sample_size,
             "prior": dict(prior or {}) if variational else None,
         },
+        data.feature_names,
     )
-    result.best_estimator_ = result.estimator(chosen["n_components"], chosen["covariance_type"])
+    result.best_estimator_ = best = result.estimator(
+        chosen["n_components"], chosen["covariance_type"]
+    )
+    if variational:  # the components the choice really uses (weight above the threshold)
+        result.best_params_["effective_components"] = chosen["effective_components"]
+    if not best.converged_ and max_iter > 0:
+        warnings.warn(
+            f"The selected fit ({chosen['covariance_type']}, K={chosen['n_components']}) did "
+            f"not converge in max_iter={max_iter} iterations; its {criterion.upper()} may "
+            "still change. Increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     return result

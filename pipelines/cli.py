@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -32,7 +33,8 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     from .run import preflight
 
-    x = preflight(cfg, args.config, generate=False)
+    table = preflight(cfg, args.config, generate=False)
+    x = None if table is None else table.x
     m = cfg.model
     n = len(m.n_components) * len(m.covariance_types) * m.n_init
     shape = "to be generated" if x is None else f"{x.shape} {x.dtype}, {len(x.chunks[0])} chunks"
@@ -148,19 +150,84 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+_SHOWN_COLUMNS = 8  # columns `dgmm summary` shows per component before "…"
+
+
 def _model_text(gm) -> str:
+    """A saved model for people: its class, columns, fit, and per component the weight, the
+    mean, the standard deviations and the strongest correlation (a covariance summary)."""
+    import numpy as np
+
+    from dgmm.covariance import get_covariance_type
     from dgmm.params import n_parameters
 
+    k, d, cov = gm.n_components, gm.n_features_in_, gm.covariance_type
+    names = getattr(gm, "feature_names_in_", None)
+    named = names is not None
+    names = [str(c) for c in names] if named else [f"x{j}" for j in range(d)]
+    shown = names[:_SHOWN_COLUMNS]
+    more = f", … {d - len(shown)} more" if d > len(shown) else ""
     state = "converged" if gm.converged_ else "not converged"
-    p = n_parameters(gm.covariance_type, gm.n_components, gm.n_features_in_)
-    return "\n".join(
-        [
-            f"GaussianMixture: {gm.covariance_type} covariance, K = {gm.n_components}, "
-            f"{gm.n_features_in_} features, {p} parameters",
-            f"  {state} after {gm.n_iter_} iterations; lower bound {gm.lower_bound_:.6f} per row",
-            "  weights: " + " ".join(f"{w:.4f}" for w in gm.weights_),
-        ]
-    )
+    p = n_parameters(cov, k, d)
+    full = get_covariance_type(cov).full(np.asarray(gm.covariances_), k, d)
+    sd = np.sqrt(np.einsum("kii->ki", full))
+    lines = [
+        f"{type(gm).__name__}: {cov} covariance, K = {k}, {d} features, {p} parameters",
+        f"  columns: {', '.join(shown)}{more}"
+        + ("" if named else " (unnamed: the data had no column names)"),
+        f"  {state} after {gm.n_iter_} iterations; lower bound {gm.lower_bound_:.6f}"
+        + (" per row" if type(gm).__name__ == "GaussianMixture" else ""),
+    ]
+    for j in range(k):
+        mean = ", ".join(f"{v:.4g}" for v in gm.means_[j, : len(shown)])
+        sds = ", ".join(f"{v:.4g}" for v in sd[j, : len(shown)])
+        line = f"  component {j}: weight {gm.weights_[j]:.4f}; mean [{mean}{more and ', …'}]"
+        line += f"; sd [{sds}{more and ', …'}]"
+        if d > 1 and cov in ("full", "tied"):
+            corr = full[j] / np.outer(sd[j], sd[j])
+            np.fill_diagonal(corr, 0.0)
+            a, b = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
+            line += f"; strongest correlation {corr[a, b]:+.3f} ({names[a]}, {names[b]})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _matched_columns(rows, model, data: str):
+    """The rows' columns in the order of the model's ``feature_names_in_`` (matched by name;
+    a missing or an extra column refused by name), and the model to apply to them, without
+    names: they are matched here. Unnamed data for a named model (Zarr, ``.npy``), or named
+    data for an unnamed one, is taken in its order, with a warning line."""
+    from dgmm.tables import unmatched_columns
+
+    names = getattr(model, "feature_names_in_", None)
+    x = rows.x
+    if names is None:
+        if rows.names is not None:
+            print(
+                f"warning: data {data} has column names, but the model was fitted without "
+                "them; its columns are taken in their order",
+                file=sys.stderr,
+            )
+        return x, model
+    names = [str(c) for c in names]
+    if rows.names is None:
+        shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+        print(
+            f"warning: data {data} has no column names; its columns are taken as the model's, "
+            f"in order: {shown}",
+            file=sys.stderr,
+        )
+    else:
+        refusal = unmatched_columns(rows.names, names, f"data {data}")
+        if refusal is not None:
+            hint = "; choose the model's with --columns" if set(names) <= set(rows.names) else ""
+            raise ConfigError(refusal + hint)
+        order = [rows.names.index(c) for c in names]
+        if order != list(range(len(order))):
+            x = x[:, order]
+    model = copy.copy(model)
+    del model.feature_names_in_
+    return x, model
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -209,7 +276,7 @@ def _predict(args: argparse.Namespace) -> int:
         data_cfg = DataConfig(path=str(args.data), columns=columns)
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"--columns: {' '.join(str(e).split())}") from None
-    x = open_data(data_cfg)
+    x, model = _matched_columns(open_data(data_cfg), model, args.data)
     if x.shape[1] != model.n_features_in_:
         raise ConfigError(
             f"data {args.data} has shape {x.shape}; the model expects {model.n_features_in_} "

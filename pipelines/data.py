@@ -13,6 +13,7 @@ import zarr
 
 from dgmm.io import missing_chunks, open_zarr_array, zarr_to_dask
 from dgmm.paths import absolute_path
+from dgmm.tables import Table, infer_format, read_path
 from dgmm.validation import check_dtype_and_shape
 
 from .outputs import publish
@@ -24,8 +25,7 @@ from .paths import (
     claim_companion,
     remove_companion,
 )
-from .readers import read_npy, read_table
-from .schema import ConfigError, DataConfig, infer_format
+from .schema import ConfigError, DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +181,10 @@ def data_path(cfg: DataConfig) -> Path:
     return Path(cfg.path) / cfg.array if cfg.array else Path(cfg.path)
 
 
-def open_data(cfg: DataConfig) -> da.Array:
-    """The configured rows as a Dask array, checked without reading its values (a CSV is read
-    once for its row counts).
+def open_data(cfg: DataConfig) -> Table:
+    """The configured rows as a Dask array, with their column names where the data has them
+    (Parquet and CSV), checked without reading its values (a CSV is read once for its row
+    counts).
 
     Checked: the path, dtype and shape, that chunks span whole rows, and that Parquet or CSV
     columns exist and are numeric. A chunk absent from a Zarr store is read as the array's fill
@@ -197,14 +198,15 @@ def open_data(cfg: DataConfig) -> da.Array:
         where = "array" if cfg.array else "path"
         raise ConfigError(f"data {where} '{p}' does not exist")
     if fmt != "zarr":
-        x = read_npy(p) if fmt == "npy" else read_table(p, fmt, cfg.columns)
         try:
-            dtype = check_dtype_and_shape(x.dtype, x.shape, "data")
-        except ValueError as e:
+            table = read_path(p, fmt, cfg.columns)
+            dtype = check_dtype_and_shape(table.x.dtype, table.x.shape, "data")
+        except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"data: {e}") from None
+        x = table.x
         if cfg.chunk_rows:
             x = x.rechunk({0: cfg.chunk_rows})
-        return x if x.dtype == dtype else x.astype(dtype)
+        return Table(x if x.dtype == dtype else x.astype(dtype), table.names)
     try:
         arr = open_zarr_array(p)
         dtype = check_dtype_and_shape(arr.dtype, arr.shape, "data")
@@ -221,7 +223,7 @@ def open_data(cfg: DataConfig) -> da.Array:
         x = x.rechunk({0: cfg.chunk_rows})
     # every later step (fits, labels, plots) sees float32 or float64: float16, long double,
     # integers and booleans are cast as each block is read
-    return x if x.dtype == dtype else x.astype(dtype)
+    return Table(x if x.dtype == dtype else x.astype(dtype), None)
 
 
 def ensure_data(cfg: DataConfig) -> None:

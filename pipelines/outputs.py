@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,14 @@ def verify_labels(path: Path, n_components: int) -> np.ndarray:
 
 
 def mark_complete(group_path: Path, kind: str, attrs: dict[str, Any]) -> None:
-    """Mark a verified Zarr group complete, and as dgmm's output of this kind (see `paths`)."""
+    """Mark a verified Zarr group complete, and as dgmm's output of this kind (see `paths`);
+    its metadata is then consolidated, so that xarray's and zarr's defaults open it in one read
+    and without a warning."""
     group = zarr.open_group(str(group_path), mode="a")
     group.attrs.update({**attrs, OUTPUT_KIND_ATTR: kind, "complete": True})
+    with warnings.catch_warnings():  # "not part of the Zarr 3 specification" (yet): read fine
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        zarr.consolidate_metadata(str(group_path))
 
 
 def mark_run_complete(folder: Path, attrs: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ import dgmm
 from dgmm import em as dgmm_em
 from dgmm.files import is_own, set_aside
 from dgmm.selection import CHECKPOINT_KIND
+from dgmm.tables import Table
 from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
@@ -74,7 +76,9 @@ def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = T
     In order: the output path names a new folder, no path the run writes overlaps one it reads,
     the data is there and usable, K ≤ rows, the statistics fit a worker, and last the output
     may be written (so that an existing output does not mask a problem with the data).
-    Generating demo data (``data.generate``) happens only after all of them.
+    Generating demo data (``data.generate``) happens only after all of them. Returns the data
+    as a `dgmm.tables.Table` (rows and column names), or None when it is still to be
+    generated and ``generate`` is false.
     """
     out = cfg.output
     check_output_name(out.path)
@@ -114,8 +118,9 @@ def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = T
     return x
 
 
-def _checked_data(cfg: RunConfig):
-    x = open_data(cfg.data)
+def _checked_data(cfg: RunConfig) -> Table:
+    rows = open_data(cfg.data)
+    x = rows.x
     k_max = max(cfg.model.n_components)
     if k_max > x.shape[0]:
         raise ConfigError(
@@ -125,7 +130,7 @@ def _checked_data(cfg: RunConfig):
     if isinstance(cfg.cluster, LocalClusterConfig):
         limit = local_worker_limit(cfg.cluster.memory_limit, cfg.cluster.n_workers)
         check_task_memory(cfg.model, x, limit, "cluster.memory_limit")
-    return x
+    return rows
 
 
 def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> dgmm_em.PassPlan:
@@ -323,7 +328,8 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
     once claimed, so a run that finished meanwhile is not replaced without ``overwrite``.
     ``say`` receives the lines meant for people (the command line prints them).
     """
-    x = preflight(cfg, config_path)
+    rows = preflight(cfg, config_path)
+    x = rows.x
     config_text = Path(config_path).read_text(encoding="utf-8")
     with claim(cfg.output.path):
         check_output_path(cfg.output.path, cfg.output.overwrite, ("run",))
@@ -365,7 +371,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                         dirs.staging / ASSIGNMENTS, x, found, cfg.output.probabilities
                     )
                     progress(_labels_report(found, x.shape[0], time.perf_counter() - t1, t0))
-            text = write_report(cfg, dirs, found, sizes, x, config_text, transform)
+            text = write_report(cfg, dirs, found, sizes, x, config_text, transform, rows.names)
         publish(dirs.staging, dirs.final)
         remove_companion(dirs.work, cfg.output.path, "work")
     return RunOutcome(dirs.final, found, sizes, text)
@@ -574,15 +580,21 @@ def write_report(
     x,
     config_text: str,
     transform: dict | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> str:
     """Model, configs, report.json, plots and table into the staging output; marks it complete.
 
+    ``columns``: the data's column names (Parquet, CSV), saved with the model as its
+    ``feature_names_in_`` so that ``dgmm predict`` matches a new table's columns by name.
     Returns the text summary.
     """
     st = dirs.staging
     criterion = cfg.selection.criterion
     gm = found.best_estimator_
-    gm.save(st / "model")
+    saved = copy.copy(gm)
+    if columns is not None:
+        saved.feature_names_in_ = np.asarray(columns, dtype=object)
+    saved.save(st / "model")
     if transform is not None:  # `dgmm predict` applies it to new rows before the model
         write_json(st / "model" / STANDARDIZE_FILE, transform)
     (st / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from dgmm.paths import absolute_path
+from dgmm.tables import infer_format
 
 # Bounds that keep a typo (stop: 1000000000) from exhausting memory before anything runs.
 MAX_K_VALUES = 1000
@@ -64,22 +65,6 @@ class GenerateConfig(Strict):
     chunk_rows: int = Field(default=100_000, gt=0)
     dtype: Literal["float32", "float64"] = "float64"
     separation: float = Field(default=6.0, gt=0)
-
-
-def infer_format(path: str | Path) -> str:
-    """The format a path names: by its suffix (``.parquet``/``.pq``, ``.csv``/``.csv.gz``,
-    ``.npy``), a folder of Parquet files, else Zarr."""
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv")) or ("*" in name and ".csv" in name):
-        return "csv"
-    if name.endswith(".npy"):
-        return "npy"
-    if p.is_dir() and not (p / "zarr.json").exists() and any(p.glob("*.parquet")):
-        return "parquet"
-    return "zarr"
 
 
 def _absolute(value: str) -> str:

@@ -10,9 +10,10 @@ import yaml
 import zarr
 
 import dgmm
+from dgmm.tables import infer_format
 from pipelines.cli import main
 from pipelines.data import open_data
-from pipelines.schema import DataConfig, infer_format
+from pipelines.schema import DataConfig
 
 COLUMNS = ["a", "b", "c"]
 
@@ -50,7 +51,9 @@ def test_every_format_gives_the_zarr_rows_and_fit(tmp_path):
         assert infer_format(path) == fmt
         columns = COLUMNS if fmt in ("parquet", "csv") else None
         # the same row chunks: k-means++'s draws depend on the chunks, not on the format
-        rows = open_data(DataConfig(path=path, columns=columns, chunk_rows=150))
+        table = open_data(DataConfig(path=path, columns=columns, chunk_rows=150))
+        assert table.names == (None if columns is None else tuple(columns))
+        rows = table.x
         assert rows.shape == x.shape and rows.chunks[0] == (150,) * 6
         np.testing.assert_array_equal(np.asarray(rows), x)
         fits[fmt] = dgmm.GaussianMixture(3, random_state=0, init_params="k-means++").fit(rows)

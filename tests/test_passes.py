@@ -71,7 +71,7 @@ def test_run_passes_are_predicted_and_counted(init, init_passes, tmp_path):
 
     # the same steps on the threaded scheduler, every chunk read counted
     conf = load_config(cfg)
-    x = open_data(conf.data)
+    x = open_data(conf.data).x
     n_chunks = len(x.chunks[0])
     with _ChunkReads() as counter, dask.config.set(scheduler="threads"):
         found = select_model(conf, x, tmp_path / "ckpt.npz")

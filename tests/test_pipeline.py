@@ -141,7 +141,7 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         members = dict(zarr.open_group(str(out / "assignments.zarr"), mode="r").members())
-        ds = xarray.open_zarr(out / "assignments.zarr", consolidated=False)
+        ds = xarray.open_zarr(out / "assignments.zarr")  # consolidated metadata: no warning
     assert set(members) == {"labels", "probabilities", "uncertainty"}
     assert ds["probabilities"].dims == ("sample", "component") and ds.sizes["sample"] == 6000
     np.testing.assert_array_equal(ds["labels"].values, labels[:])
@@ -186,6 +186,9 @@ def test_end_to_end_outputs(tmp_path, small_data, capsys):
     assert main(["summary", str(out / "model")]) == 0
     text = capsys.readouterr().out
     assert "full covariance, K = 3, 3 features" in text and "converged after" in text
+    assert text.startswith("GaussianMixture:") and "(unnamed" in text
+    for j in range(3):  # weight, mean, standard deviations and correlation per component
+        assert f"component {j}: weight" in text and "strongest correlation" in text
     for other, why in ((pred, "dgmm's predict output"), (small_data, "dgmm's make-data output")):
         assert main(["summary", str(other)]) == 2
         err = capsys.readouterr().err.strip()
@@ -398,7 +401,7 @@ def test_lockstep_sweep_reads_each_chunk_once_per_pass(tmp_path, small_data, che
 
 
 @pytest.mark.long
-def test_standardized_parquet_run_and_predict_agree(tmp_path):
+def test_standardized_parquet_run_and_predict_agree(tmp_path, capsys):
     """A run on Parquet columns with data.standardize stores the transform with the model;
     `dgmm predict` on the same rows applies it and gives the run's labels."""
     import pandas as pd
@@ -429,3 +432,12 @@ def test_standardized_parquet_run_and_predict_agree(tmp_path):
     pred = tmp_path / "pred"
     dgmm_cli("predict", out / "model", tmp_path / "d.parquet", pred, "--columns", "u,v")
     np.testing.assert_array_equal(zarr.open_group(str(pred))["labels"][:], labels)
+    # the model keeps the columns' names: another table order gets the same labels
+    assert list(dgmm.load(out / "model").feature_names_in_) == ["u", "v"]
+    frame[["v", "u"]].to_csv(tmp_path / "vu.csv", index=False, float_format="%.17g")
+    dgmm_cli("predict", out / "model", tmp_path / "vu.csv", tmp_path / "pred-vu")
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "pred-vu"))["labels"][:], labels)
+    from pipelines.cli import main
+
+    assert main(["summary", str(out / "model")]) == 0
+    assert "columns: u, v\n" in capsys.readouterr().out

@@ -256,7 +256,7 @@ def _interrupted_run(cfg_path: Path, passes: int = 2) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("pipelines.run._Progress.__call__", lambda self, report: stop(report))
         with pytest.raises(_Stop):
-            select_model(cfg, open_data(cfg.data), checkpoint)
+            select_model(cfg, open_data(cfg.data).x, checkpoint)
     assert checkpoint.exists()
 
 

@@ -370,3 +370,36 @@ def test_selection_never_picks_a_degenerate_fit():
                 == (r["covariance_type"], r["n_components"])
             )
         )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_select_warns_exactly_when_the_selected_fit_did_not_converge(blobs, seed):
+    """Random grids and iteration limits: a ConvergenceWarning naming the selected cell comes
+    when, and only when, the selected estimator's ``converged_`` is false."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(seed)
+    X = blobs[0][:600]
+    types = [str(t) for t in rng.choice(COV_TYPES, size=2, replace=False)]
+    converging = seed % 2 == 0  # both outcomes, each with a random grid
+    kw = dict(max_iter=200 if converging else int(rng.integers(1, 30)), tol=1e-3 * converging)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = dgmm.select(X, [2, 3, 4], types, random_state=seed, **kw)
+    ours = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    best = found.best_params_
+    assert found.best_estimator_.converged_ == converging
+    assert len(ours) == (not converging), (kw, ours)
+    if ours:
+        assert f"({best['covariance_type']}, K={best['n_components']})" in str(ours[0].message)
+
+
+def test_repr_is_one_short_line_whatever_the_number_of_restarts(blobs):
+    found = dgmm.select(blobs[0][:300], [1, 2, 3], ["diag"], n_init=60, max_iter=3)
+    text = repr(found)
+    assert "\n" not in text and len(text) < 200, text
+    best = found.best_params_
+    assert f"n_components={best['n_components']}" in text and "180 restart(s)" in text
+    assert len(found.to_pandas()) == 180
