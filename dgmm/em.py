@@ -252,6 +252,7 @@ class DataPasses:
         # Told the pass's name after every counted pass (progress reports).
         self.on_pass: Callable[[str], None] | None = None
         self.name = "X"  # what error messages call the data
+        self.columns: tuple[str, ...] | None = None  # and its columns, when they have names
         self.last_seconds = 0.0
         # The uniform sample of rows `sample` draws (set by the engine), once drawn, and the
         # profile its pass took.

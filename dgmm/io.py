@@ -825,7 +825,9 @@ def _read_table(X: Any, columns: Sequence[str] | None, name: str) -> tuple[Any, 
     """``X`` as an array and its column names: a DataFrame or a Parquet / CSV / ``.npy`` path
     is read as a `tables.Table` (with ``columns`` given, matched by name and put in their
     order); anything else is returned as it is, unnamed."""
-    if isinstance(X, (str, os.PathLike)):
+    if isinstance(X, tables.Table):
+        table = X
+    elif isinstance(X, (str, os.PathLike)):
         if tables.infer_format(X) == "zarr":
             return X, None
         table = tables.read_path(X)
@@ -850,8 +852,9 @@ def load_input(
 ) -> InputData:
     """Check and wrap the rows to fit or apply a model on.
 
-    ``X`` is a numpy-like array, a Dask or Zarr array, a pandas or Dask DataFrame, or a path
-    to a Zarr array or to a Parquet, CSV or ``.npy`` file. Given ``columns`` (the names a
+    ``X`` is a numpy-like array, a Dask or Zarr array, a pandas or Dask DataFrame, a
+    `tables.Table` (rows with their column names), or a path to a Zarr array or to a Parquet,
+    CSV or ``.npy`` file. Given ``columns`` (the names a
     model was fitted on), named input is matched to them by name: its columns are put in that
     order, and a missing or an extra column is refused by name.
     """

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .covariance import CovarianceType, get_covariance_type
+
+
+def along(direction: np.ndarray, columns: Sequence[str] | None = None, shown: int = 5) -> str:
+    """The columns a unit ``direction`` runs along, for people: those carrying at least a
+    tenth of its squared length, largest first (``columns`` names them, else 0-based)."""
+    share = direction**2
+    order = [int(i) for i in np.argsort(-share) if share[i] >= 0.1] or [int(np.argmax(share))]
+    names = [repr(columns[i]) if columns is not None else str(i) for i in order[:shown]]
+    more = f" and {len(order) - shown} more" if len(order) > shown else ""
+    kind = "" if columns is not None else " (0-based)"
+    noun = "column" if len(order) == 1 else "a combination of columns"
+    return f"{noun} {', '.join(names)}{more}{kind}"
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -41,7 +54,9 @@ class GaussianParams:
         """Free parameters: covariance + means + (weights − 1)."""
         return n_parameters(self.covariance_type, *self.means.shape)
 
-    def degenerate(self, n_rows: float, reg_covar: float) -> str | None:
+    def degenerate(
+        self, n_rows: float, reg_covar: float, columns: Sequence[str] | None = None
+    ) -> str | None:
         """Why this fit is a spurious maximum, or None (mclust reports such fits as NA).
 
         A component is degenerate when it holds fewer rows (``weight × n_rows``) than it takes
@@ -51,7 +66,8 @@ class GaussianParams:
         ≤ 1e-10 × its largest) along a direction in which the whole mixture has spread: it has
         collapsed onto a few rows, its likelihood grows as it shrinks and only the
         regularisation stops it. Collinear data, and tight clusters far apart, make no
-        component degenerate.
+        component degenerate. The reason names the columns that direction runs along (by
+        ``columns``, else 0-based) and what to do.
         """
         k, d = self.means.shape
         need = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[self.covariance_type]
@@ -72,8 +88,11 @@ class GaussianParams:
             # singular on its own scale, along a direction in which the data do spread
             if vals[0] <= 1e-10 * top and vecs[:, 0] @ total @ vecs[:, 0] > 1e-6 * top:
                 return (
-                    f"component {j} has a singular covariance (its smallest variance is at the "
-                    f"reg_covar floor {reg_covar:g})"
+                    f"component {j} has a singular covariance along "
+                    f"{along(vecs[:, 0], columns)} (its smallest variance is at the reg_covar "
+                    f"floor {reg_covar:g}): its rows do not vary along it; raise "
+                    "reg_covar, drop or standardise those columns, or keep such fits with "
+                    "screen_degenerate=False"
                 )
         return None
 

@@ -41,7 +41,12 @@ from .io import check_gaussian_arrays, load_input
 from .params import GaussianParams, n_parameters
 from .paths import absolute_path
 from .sampling import SamplePlan, default_sample_size, sample_seed
-from .validation import ColumnProfile, check_n_components, check_profile
+from .validation import (
+    ColumnProfile,
+    check_constant_columns,
+    check_n_components,
+    check_profile,
+)
 from .variational import Prior, PriorSpec, VariationalParams, check_prior_spec
 
 logger = logging.getLogger(__name__)
@@ -580,7 +585,8 @@ class Sweep:
             n = self.passes.blocks.x.shape[0]
             for c in self.candidates:  # a start that ran no EM (max_iter=0) is kept as is
                 if c.error is None and c.state is not None and c.state.n_iter:
-                    c.degenerate = c.state.params.degenerate(n, c.state.reg_covar)
+                    reg = c.state.reg_covar
+                    c.degenerate = c.state.params.degenerate(n, reg, self.passes.columns)
         if score:
             self._score()
         return self.candidates
@@ -1200,6 +1206,25 @@ def _rows(
     return rows
 
 
+def _failures(rows: list[dict]) -> str:
+    """Why every candidate failed, in one line: each kind of failure counted, with the first
+    restart's reason as its example."""
+    kinds: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["error"]:
+            kind = r["error"].split(":", 1)[0] if ":" in r["error"] else "failed"
+            kinds.setdefault(kind, []).append(r)
+    parts = []
+    for kind, group in sorted(kinds.items(), key=lambda item: -len(item[1])):
+        r = group[0]
+        parts.append(
+            f"{len(group)} {kind} (e.g. {r['covariance_type']} K={r['n_components']}, restart "
+            f"{r['restart']}: {r['error']})"
+        )
+    failed = sum(len(g) for g in kinds.values())
+    return f"every candidate failed ({failed} of {len(rows)} restarts): {'; '.join(parts)}"
+
+
 def _check_grid(
     n_components: int | Sequence[int], covariance_types: str | Sequence[str], criterion: str
 ) -> tuple[list[int], list[str]]:
@@ -1349,9 +1374,15 @@ def select(
     Raises
     ------
     DataError
-        Rows with NaN/inf, identical rows or constant columns (found by the profile pass).
+        Rows with NaN/inf, identical rows or constant columns, named (by column name where
+        the data has them). Constant columns are found before any fit for in-memory input,
+        and for Dask or Zarr input by the pass that draws the sample or profiles the data
+        (a checkpoint, ``strategy='sample'``, 'kmeans' or 'k-means++' init); otherwise, when
+        every candidate fails as degenerate, one more pass names them.
     ValueError
-        Bad parameters or data, or when every candidate failed.
+        Bad parameters or data, or when every candidate failed: each kind of failure
+        counted, with an example (a degenerate fit names the columns along which a
+        component's covariance is singular, and what to do).
 
     Examples
     --------
@@ -1403,7 +1434,7 @@ def select(
     elif prior is not None:
         raise ValueError("prior is a setting of method='variational'")
     passes = DataPasses.over(data)
-    passes.name = name
+    passes.name, passes.columns = name, data.feature_names
     cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
     cells = [(cov, k) for cov in types for k in ks]
     passes.sampling = plan_sample(passes, cells, sample_size, random_state)
@@ -1421,18 +1452,22 @@ def select(
             )
         passes.use_profile(profile)
         passes.resume(1)  # the given profile stands for the profile pass
-    elif checkpoint is not None:
+    else:
         # the sample pass profiles too: where the run draws a sample, it is the profile pass
+        # (and it is drawn first, so constant columns are named before any fit)
         wants_sample = starts_on_sample(strategy, passes.sampling, n_samples) or (
             data.x_mem is None and init_params in ("kmeans", "k-means++")
         )
         if wants_sample:
             passes.sample()
             profile = passes.sample_profile
-        else:
+        elif checkpoint is not None:
             profile = passes.profile()
     if profile is not None:
-        check_profile(profile, data.x.dtype, name)
+        check_profile(profile, data.x.dtype, name, data.feature_names)
+    elif data.x_mem is not None:  # in memory: the columns' ranges cost no pass
+        lo, hi = data.x_mem.min(axis=0), data.x_mem.max(axis=0)
+        check_constant_columns(lo, hi, n_samples, name, data.feature_names)
     if checkpoint is not None:
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
@@ -1471,8 +1506,10 @@ def select(
     rows = _rows(cands, n_features, n_samples, weight_threshold if variational else None)
     ok = [r for r in rows if r["best_in_cell"] and r["error"] is None]
     if not ok:
-        reasons = sorted({r["error"] for r in rows if r["error"]})
-        raise ValueError(f"every candidate failed: {'; '.join(reasons)}")
+        if profile is None and data.x_mem is None and any(c.degenerate for c in cands):
+            # constant columns make every cell degenerate: one more pass names them
+            check_profile(passes.profile(), data.x.dtype, name, data.feature_names)
+        raise ValueError(_failures(rows))
     chosen = min(ok, key=lambda r: r[criterion])
     result = SelectionResult(
         rows,

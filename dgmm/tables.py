@@ -30,6 +30,10 @@ _SHOWN = 20  # column names a message lists before "…"
 class Table:
     """Rows read from a table, with the names of their columns.
 
+    A `Table` is accepted wherever the estimators and `dgmm.select` take data: its names
+    become the fitted ``feature_names_in_`` (e.g. rows standardised as a Dask array that keep
+    the names of the table they came from).
+
     Attributes
     ----------
     x : dask.array.Array

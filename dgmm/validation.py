@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -187,29 +188,40 @@ def check_finite_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> 
         raise DataError(_nonfinite_message(name, p.has_nan, dtype, p.n_bad, span, p.first_bad))
 
 
-def check_profile(p: ColumnProfile, dtype: np.dtype, name: str = "X") -> None:
+def check_profile(
+    p: ColumnProfile, dtype: np.dtype, name: str = "X", columns: Sequence[str] | None = None
+) -> None:
     """Raise a `DataError` for data no mixture can be fitted to.
 
     Non-finite rows are counted and the first one named; data whose rows are all identical, or
     with a constant column (which carries no information and makes every covariance singular),
-    is refused with the columns named.
+    is refused with the columns named (by ``columns``, else 0-based).
     """
     check_finite_profile(p, dtype, name)
-    const = np.flatnonzero(p.lo == p.hi)
-    if const.size == p.lo.size and p.n > 1:
+    check_constant_columns(p.lo, p.hi, p.n, name, columns)
+    check_magnitude(p, name)
+
+
+def check_constant_columns(
+    lo: np.ndarray, hi: np.ndarray, n: int, name: str = "X", columns: Sequence[str] | None = None
+) -> None:
+    """Refuse, with a `DataError` naming them, the columns whose smallest and largest values
+    ``lo`` and ``hi`` over ``n`` rows are equal."""
+    const = np.flatnonzero(lo == hi)
+    if const.size == lo.size and n > 1:
         raise DataError(
-            f"Input {name}: all {p.n} rows are identical (every column is constant); there is "
+            f"Input {name}: all {n} rows are identical (every column is constant); there is "
             "nothing to cluster."
         )
     if const.size:
-        shown = ", ".join(f"{int(j)} (always {p.lo[j]:g})" for j in const[:5])
+        label = (lambda j: repr(columns[j])) if columns is not None else str
+        shown = ", ".join(f"{label(int(j))} (always {lo[j]:g})" for j in const[:5])
         more = f" and {const.size - 5} more" if const.size > 5 else ""
         raise DataError(
-            f"Input {name} has {const.size} constant column(s): {shown}{more} (0-based). A "
-            "constant column carries no information and makes every covariance singular; drop "
-            "it from the data."
+            f"Input {name} has {const.size} constant column(s): {shown}{more}"
+            f"{'' if columns is not None else ' (0-based)'}. A constant column carries no "
+            "information and makes every covariance singular; drop it from the data."
         )
-    check_magnitude(p, name)
 
 
 def check_magnitude(p: ColumnProfile, name: str = "X") -> None:

@@ -10,6 +10,7 @@ lower bound needs one more statistic, ``Σ r log r``, which scoring passes alrea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,7 +117,9 @@ class VariationalParams:
     def n_parameters(self) -> int:
         return self.gaussian.n_parameters()
 
-    def degenerate(self, n_rows: float, reg_covar: float) -> str | None:
+    def degenerate(
+        self, n_rows: float, reg_covar: float, columns: Sequence[str] | None = None
+    ) -> str | None:
         return None  # the priors keep every covariance away from singular
 
     def log_weight_terms(self) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
 import logging
 import os
@@ -199,6 +198,8 @@ def _matched_columns(rows, model, data: str):
     data for an unnamed one, is taken in its order, with a warning line."""
     from dgmm.tables import unmatched_columns
 
+    from .outputs import in_column_order
+
     names = getattr(model, "feature_names_in_", None)
     x = rows.x
     if names is None:
@@ -225,9 +226,7 @@ def _matched_columns(rows, model, data: str):
         order = [rows.names.index(c) for c in names]
         if order != list(range(len(order))):
             x = x[:, order]
-    model = copy.copy(model)
-    del model.feature_names_in_
-    return x, model
+    return x, in_column_order(model)
 
 
 def _predict(args: argparse.Namespace) -> int:

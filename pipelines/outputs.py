@@ -10,6 +10,7 @@ attributes.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -53,6 +54,16 @@ class RunDirs:
         self.staging = self.work / "staging"
         self.checkpoint = self.work / "checkpoint.npz"
         self.log = self.work / "run.log"
+
+
+def in_column_order(model: GaussianMixture) -> GaussianMixture:
+    """The model to apply to rows already in the order of its columns (matched by name
+    before): a copy without ``feature_names_in_``, so that unnamed rows raise no warning."""
+    if not hasattr(model, "feature_names_in_"):
+        return model
+    model = copy.copy(model)
+    del model.feature_names_in_
+    return model
 
 
 def write_assignments(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from .errors import RunFailed, disk_full
 from .outputs import (
     ASSIGNMENTS,
     RunDirs,
+    in_column_order,
     mark_run_complete,
     publish,
     write_assignments,
@@ -363,7 +363,9 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                 with report_ctx, contextlib.closing(progress):
                     t0 = time.perf_counter()
                     x, profile, transform = prepare_rows(cfg, x, progress, t0)
-                    found = select_model(cfg, x, dirs.checkpoint, say, progress, profile)
+                    found = select_model(
+                        cfg, x, dirs.checkpoint, say, progress, profile, rows.names
+                    )
                     shutil.rmtree(dirs.staging, ignore_errors=True)  # in dgmm's own folder
                     dirs.staging.mkdir(parents=True)
                     t1 = time.perf_counter()
@@ -371,7 +373,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
                         dirs.staging / ASSIGNMENTS, x, found, cfg.output.probabilities
                     )
                     progress(_labels_report(found, x.shape[0], time.perf_counter() - t1, t0))
-            text = write_report(cfg, dirs, found, sizes, x, config_text, transform, rows.names)
+            text = write_report(cfg, dirs, found, sizes, x, config_text, transform)
         publish(dirs.staging, dirs.final)
         remove_companion(dirs.work, cfg.output.path, "work")
     return RunOutcome(dirs.final, found, sizes, text)
@@ -484,8 +486,12 @@ def select_model(
     say: Say = lambda text: None,
     progress: _Progress | None = None,
     profile: dgmm.ColumnProfile | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> dgmm.SelectionResult:
     """The configured selection on the data: `dgmm.select` with the run's checkpoint.
+
+    ``columns``: the data's column names (Parquet, CSV): the fitted models keep them
+    (``feature_names_in_``) and messages name columns by them.
 
     Its first pass profiles the data (NaN/inf rows, constant columns, a digest that binds the
     checkpoint to the data); a checkpoint of the same config and data is resumed. Every pass
@@ -504,7 +510,7 @@ def select_model(
     t0 = time.perf_counter()
     try:
         found = dgmm.select(
-            x,
+            x if columns is None else Table(x, columns),
             m.n_components,
             m.covariance_types,
             criterion=cfg.selection.criterion,
@@ -559,7 +565,8 @@ def _labels_report(found: dgmm.SelectionResult, n_rows: int, seconds: float, t0:
 
 def write_labels(group: Path, x, found: dgmm.SelectionResult, probabilities: bool) -> list[int]:
     """Labels (and probabilities) of the selected model, one more pass; the cluster sizes."""
-    return [int(s) for s in write_assignments(group, x, found.best_estimator_, probabilities)]
+    model = in_column_order(found.best_estimator_)  # x is in the model's column order
+    return [int(s) for s in write_assignments(group, x, model, probabilities)]
 
 
 def _selected_row(found: dgmm.SelectionResult) -> dict:
@@ -580,21 +587,16 @@ def write_report(
     x,
     config_text: str,
     transform: dict | None = None,
-    columns: tuple[str, ...] | None = None,
 ) -> str:
     """Model, configs, report.json, plots and table into the staging output; marks it complete.
 
-    ``columns``: the data's column names (Parquet, CSV), saved with the model as its
-    ``feature_names_in_`` so that ``dgmm predict`` matches a new table's columns by name.
-    Returns the text summary.
+    The model keeps the data's column names (``feature_names_in_``), so that ``dgmm predict``
+    matches a new table's columns by name. Returns the text summary.
     """
     st = dirs.staging
     criterion = cfg.selection.criterion
-    gm = found.best_estimator_
-    saved = copy.copy(gm)
-    if columns is not None:
-        saved.feature_names_in_ = np.asarray(columns, dtype=object)
-    saved.save(st / "model")
+    found.best_estimator_.save(st / "model")
+    gm = in_column_order(found.best_estimator_)  # the rows below are in the model's order
     if transform is not None:  # `dgmm predict` applies it to new rows before the model
         write_json(st / "model" / STANDARDIZE_FILE, transform)
     (st / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -64,6 +64,17 @@ def _const_column(p: Path) -> Path:
     return _store(p, x)
 
 
+def _const_named_column(tmp: Path, cfg: dict) -> None:
+    """A Parquet table with a constant column: named by its name."""
+    import pandas as pd
+
+    x = _good()
+    x[:, 1] = -2.5
+    frame = pd.DataFrame(x, columns=[f"feature {j}" for j in range(x.shape[1])])
+    frame.to_parquet(tmp / "bad.parquet")
+    cfg["data"] = {"path": str(tmp / "bad.parquet")}
+
+
 def _corrupt_chunk(p: Path) -> Path:
     _store(p, _good())
     (p / "c" / "1" / "0").write_bytes(b"\x00not a zstd frame" * 8)
@@ -201,6 +212,14 @@ CASES = [
         f"Input data '{BAD}' has 1 constant column(s): 2 (always 5) (0-based). A constant column "
         f"carries no information and makes every covariance singular; drop it from the data. "
         f"{LOG}",
+    ),
+    Case(
+        "constant named column",
+        _const_named_column,
+        1,
+        "Input data '{data}' has 1 constant column(s): 'feature 1' (always -2.5). A constant "
+        "column carries no information and makes every covariance singular; drop it from the "
+        f"data. {LOG}",
     ),
     Case(
         "missing path",

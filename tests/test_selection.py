@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_iris, load_wine
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
@@ -331,13 +332,20 @@ def test_degenerate_fits_are_named(seed):
             w[0] = 0.0
             flat[j] = (v * w) @ v.T + reg * np.eye(d)
         elif cov == "diag":
-            flat[j, int(rng.integers(d))] = reg
+            col = int(rng.integers(d))
+            flat[j, col] = reg
         else:
             flat[j] = reg
         if cov == "full" and d == 1:
             flat[j] = reg
         reason = _params(cov, weights, flat, d).degenerate(n, reg)
         assert reason is not None and f"component {j} has a singular covariance" in reason
+        assert "raise reg_covar" in reason and "screen_degenerate=False" in reason
+        if cov == "diag":  # the direction is one column: named, by name when there are names
+            assert f"along column {col} (0-based)" in reason, reason
+            names = [f"c{i}" for i in range(d)]
+            named = _params(cov, weights, flat, d).degenerate(n, reg, names)
+            assert f"along column 'c{col}' (its" in named, named
     if cov == "full" and d >= 2:  # collinear data: every component flat along one direction
         u = rng.normal(size=d)
         u /= np.linalg.norm(u)
@@ -403,3 +411,60 @@ def test_repr_is_one_short_line_whatever_the_number_of_restarts(blobs):
     best = found.best_params_
     assert f"n_components={best['n_components']}" in text and "180 restart(s)" in text
     assert len(found.to_pandas()) == 180
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_constant_columns_are_named_by_every_entry_point(tmp_path, seed):
+    """Random data with constant columns at random places, given as numpy, pandas, Parquet or
+    Dask (with or without a checkpoint): `select` refuses it before any fit, naming every
+    constant column (by name where the data has names). `GaussianMixture` fits it, as
+    scikit-learn does."""
+    from dgmm.validation import DataError
+
+    rng = np.random.default_rng(seed)
+    n, d = 300, int(rng.integers(3, 8))
+    x = rng.normal(size=(n, d)) + 5.0 * rng.integers(3, size=(n, 1))
+    const = sorted(
+        int(j) for j in rng.choice(d, size=int(rng.integers(1, min(4, d))), replace=False)
+    )
+    x[:, const] = rng.normal(size=len(const)).round(2)
+    names = [f"col_{int(i)}" for i in rng.permutation(100)[:d]]
+    kind = ["numpy", "pandas", "parquet", "dask", "dask+checkpoint"][seed % 5]
+    kw = dict(random_state=0, max_iter=5)
+    if kind == "numpy":
+        data, shown = x, [f"{j} (always" for j in const]
+    elif kind in ("pandas", "parquet"):
+        frame = pd.DataFrame(x, columns=names)
+        frame.to_parquet(tmp_path / "t.parquet")
+        data = frame if kind == "pandas" else str(tmp_path / "t.parquet")
+        shown = [f"'{names[j]}' (always" for j in const]
+    else:
+        data, shown = da.from_array(x, chunks=70), [f"{j} (always" for j in const]
+        if kind == "dask+checkpoint":
+            kw.update(
+                checkpoint=tmp_path / "c.npz", init_params=str(rng.choice(["random", "k-means||"]))
+            )
+    with pytest.raises(DataError) as err:
+        dgmm.select(data, [1, 2, 3], list(rng.choice(COV_TYPES, 2, replace=False)), **kw)
+    message = str(err.value)
+    assert f"has {len(const)} constant column(s)" in message, message
+    assert all(s in message for s in shown), (shown, message)
+    assert not (tmp_path / "c.npz").exists()
+    dgmm.GaussianMixture(2, random_state=0, max_iter=5).fit(x)
+
+
+def test_every_cell_failing_lists_the_reasons_counted():
+    """Digits without their constant pixels: every K >= 2 fit has a component flat along
+    some pixels. The error counts the failures and gives an example that names columns and
+    the remedies."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data
+    x = x[:, x.std(axis=0) > 0]
+    with pytest.raises(ValueError) as err:
+        dgmm.select(x, [2, 3], ["full", "diag"], n_init=2, random_state=0)
+    message = str(err.value)
+    assert message.startswith("every candidate failed (8 of 8 restarts): 8 degenerate (e.g. ")
+    assert "singular covariance along" in message and "(0-based)" in message
+    assert "raise reg_covar" in message and "screen_degenerate=False" in message
+    assert "\n" not in message
