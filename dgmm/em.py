@@ -307,6 +307,11 @@ class DataPasses:
         if profile.n_bad == 0:
             self.checked = True
 
+    @property
+    def drawn_sample(self) -> RowSample | None:
+        """The sample `sample` drew, or None when none was drawn (nothing is read here)."""
+        return self._sample
+
     def sample(self) -> RowSample:
         """The uniform sample of rows ``sampling`` asks for.
 

@@ -40,7 +40,7 @@ from .init import InitRequest, UserInit, initial_parameters
 from .io import check_gaussian_arrays, load_input
 from .params import GaussianParams, n_parameters
 from .paths import absolute_path
-from .sampling import SamplePlan, default_sample_size, sample_seed
+from .sampling import RowSample, SamplePlan, default_sample_size, sample_seed
 from .validation import (
     ColumnProfile,
     check_constant_columns,
@@ -160,7 +160,9 @@ class PassReport:
     criterion : str
         The criterion ``best`` is given in (BIC stands in for ICL until the scoring pass).
     best : float or None
-        The lowest criterion among candidates that have one (from their last lower bound).
+        The lowest criterion among the fits that can still be selected (from their last lower
+        bound): not failed, not stopped after the sample, and, with ``screen_degenerate``, not
+        degenerate.
     rows : int
         Rows read by the pass.
     seconds, elapsed : float
@@ -223,8 +225,10 @@ class _Reporter:
         n_rows: int,
         max_iter: int,
         variational: bool = False,
+        screen: bool = True,
     ):
         self.fn, self.passes, self.n_rows, self.max_iter = fn, passes, n_rows, max_iter
+        self.screen = screen  # a degenerate fit cannot be selected: it is not reported best
         self.t0 = time.perf_counter()
         self.criterion = "bic" if criterion == "icl" else criterion
         # variational fits report their bound (the largest); criteria need a scoring pass
@@ -242,10 +246,14 @@ class _Reporter:
     def __call__(self, phase: str) -> None:
         seconds = 0.0 if phase == "resume" else self.passes.last_seconds
         live = [c for c in self.candidates if c.state is not None]
-        done = [
+        done = [  # the fits that can still be selected: not failed, stopped or screened out
             c
             for c in live
-            if c.state.n_iter and not c.state.failed and np.isfinite(c.state.lower_bound)
+            if c.state.n_iter
+            and not c.state.failed
+            and c.stopped is None
+            and c.init_error is None
+            and np.isfinite(c.state.lower_bound)
         ]
         if self.variational:
             values = [-c.state.lower_bound for c in done]  # the largest bound, below
@@ -256,9 +264,12 @@ class _Reporter:
                 )[self.criterion]
                 for c in done
             ]
-        best = min(values, default=None)
-        if best is not None and self.variational:
-            best = -best
+        best = None
+        for value, c in sorted(zip(values, done, strict=True), key=lambda vc: vc[0]):
+            # only the leaders are checked (an eigendecomposition per component)
+            if not self.screen or c.state.params.degenerate(self.n_rows, c.state.reg_covar) is None:
+                best = -value if self.variational else value
+                break
         running = [
             c
             for c in live
@@ -1070,6 +1081,10 @@ class SelectionResult:
         Passes over the data the selection made (profile, initialisation, EM, scoring).
     resumed_from : int or None
         Passes of the checkpoint it resumed from, if it did.
+    sample : RowSample or None
+        The uniform sample of rows the selection drew (every row kept with the same
+        probability; `RowSample.x` holds them in row order): for 'kmeans' or 'k-means++' init
+        on Dask or Zarr input, or ``strategy='sample'``. None when it drew none.
     """
 
     results: list[dict]
@@ -1082,6 +1097,7 @@ class SelectionResult:
     candidates: list[Candidate] = field(default_factory=list, repr=False)
     settings: dict = field(default_factory=dict, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
+    sample: RowSample | None = field(default=None, repr=False)
 
     def estimator(self, n_components: int, covariance_type: str):
         """The fitted `GaussianMixture` of a cell's best restart (what that estimator fits).
@@ -1441,7 +1457,9 @@ def select(
     size = passes.sampling.size
     reporter = None
     if progress is not None:
-        reporter = _Reporter(progress, passes, criterion, n_samples, max_iter, variational)
+        reporter = _Reporter(
+            progress, passes, criterion, n_samples, max_iter, variational, screen_degenerate
+        )
         reporter.candidates = cands
     key = {}
     if profile is not None:
@@ -1531,6 +1549,7 @@ def select(
             "prior": dict(prior or {}) if variational else None,
         },
         data.feature_names,
+        passes.drawn_sample,
     )
     result.best_estimator_ = best = result.estimator(
         chosen["n_components"], chosen["covariance_type"]

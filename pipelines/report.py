@@ -244,21 +244,18 @@ def plot_criteria(cells: list[Row], criterion: str, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def sample_rows(x: da.Array, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` rows from a few random whole chunks (cheap to read), with their row indices."""
+def shown_rows(sample, x: da.Array, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` rows drawn uniformly from all rows, for the plots: from the selection's own
+    uniform sample (``sample``, its rows drawn with equal probability) when there is one,
+    reading nothing; otherwise ``n`` row numbers drawn uniformly and read (each chunk that
+    holds one is read once)."""
     rng = np.random.default_rng(seed)
-    starts = np.concatenate([[0], np.cumsum(x.chunks[0])])
-    order = rng.permutation(len(x.chunks[0]))
-    picked, total = [], 0
-    for b in order:
-        picked.append(b)
-        total += x.chunks[0][b]
-        if total >= n:
-            break
-    idx = np.concatenate([np.arange(starts[b], starts[b + 1]) for b in sorted(picked)])
-    if idx.size > n:
-        idx = np.sort(rng.choice(idx, n, replace=False))
-    return np.asarray(compute(x[idx])[0]), idx
+    if sample is not None and len(sample.x):
+        rows = np.asarray(sample.x)
+        keep = np.sort(rng.choice(len(rows), min(n, len(rows)), replace=False))
+        return rows[keep]
+    idx = np.sort(rng.choice(x.shape[0], min(n, x.shape[0]), replace=False))
+    return np.asarray(compute(x[idx])[0])
 
 
 def _projection(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
@@ -285,7 +282,7 @@ def _full_covariances(model) -> np.ndarray:
 
 
 def _rows_title(shown: int, total: int) -> str:
-    return f"all {total} rows" if shown == total else f"{shown} of {total} rows (a sample)"
+    return f"all {total} rows" if shown == total else f"{shown} of {total} rows (uniform sample)"
 
 
 def clusters_figure(rows: np.ndarray, model, n_total: int):
@@ -302,6 +299,8 @@ def clusters_figure(rows: np.ndarray, model, n_total: int):
     fig, ax = plt.subplots(figsize=(7.5, 6))
     for j in range(k):
         at = labels == j
+        if not at.any():  # the key lists the clusters drawn; the title counts the rest
+            continue
         ax.scatter(
             xy[at, 0],
             xy[at, 1],
@@ -320,8 +319,10 @@ def clusters_figure(rows: np.ndarray, model, n_total: int):
         ax.plot(*centres[j], marker="x", color="k", ms=7)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
+    empty = k - len(np.unique(labels))
+    none = f" ({empty} cluster(s) with no row among them)" if empty else ""
     ax.set_title(
-        f"{model.covariance_type}, K={k}: {_rows_title(len(rows), n_total)}; "
+        f"{model.covariance_type}, K={k}: {_rows_title(len(rows), n_total)}{none}; "
         "ellipses: 2 sd of each component",
         fontsize=10,
     )

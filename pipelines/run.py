@@ -54,8 +54,8 @@ from .report import (
     components_text,
     package_versions,
     plot_criteria,
-    sample_rows,
     save_figure,
+    shown_rows,
     summary,
     table,
     uncertainty_figure,
@@ -66,6 +66,8 @@ from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, loc
 logger = logging.getLogger("pipelines")
 # What a run writes in its working folder (never through a link).
 WORK_FILES = ("run.log", "dask-report.html", "checkpoint.npz", "staging")
+# Rows the report's scatter plots draw: a uniform sample.
+PLOT_ROWS = 5000
 # Beside a saved model: the column transform its data had (``data.standardize``).
 STANDARDIZE_FILE = "standardize.json"
 
@@ -590,8 +592,9 @@ def write_report(
 ) -> str:
     """Model, configs, report.json, plots and table into the staging output; marks it complete.
 
-    The model keeps the data's column names (``feature_names_in_``), so that ``dgmm predict``
-    matches a new table's columns by name. Returns the text summary.
+    The plots draw `PLOT_ROWS` rows of a uniform sample (`shown_rows`). The model keeps the
+    data's column names (``feature_names_in_``), so that ``dgmm predict`` matches a new
+    table's columns by name. Returns the text summary.
     """
     st = dirs.staging
     criterion = cfg.selection.criterion
@@ -625,9 +628,9 @@ def write_report(
         save_figure(weights_figure(cells, cfg.selection.weight_threshold), st / "weights.png")
     else:
         plot_criteria(cells, criterion, st / "criteria.png")
-    rows, _ = sample_rows(x)
-    save_figure(clusters_figure(rows, gm, x.shape[0]), st / "clusters.png")
-    save_figure(uncertainty_figure(rows, gm, x.shape[0]), st / "uncertainty.png")
+    shown = shown_rows(found.sample, x, PLOT_ROWS)
+    save_figure(clusters_figure(shown, gm, x.shape[0]), st / "clusters.png")
+    save_figure(uncertainty_figure(shown, gm, x.shape[0]), st / "uncertainty.png")
     text = summary(cells, best, criterion, sizes, candidates=found.results)
     if cfg.selection.method == "variational":
         text += "\n" + components_text(best, cfg.selection.weight_threshold, int(x.shape[0]))

@@ -159,3 +159,41 @@ def test_weights_plot_shows_every_type_stopped_ones_as_sample_fits(seed):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_plots_draw_a_uniform_sample_of_a_table_sorted_by_cluster(seed):
+    """Rows sorted by cluster, in many chunks: the plotted rows come from every cluster in
+    proportion (from the selection's sample, or drawn when it has none), and the key lists
+    only clusters drawn."""
+    import dask.array as da
+
+    import dgmm
+    from pipelines.report import clusters_figure, shown_rows
+
+    rng = np.random.default_rng(seed)
+    k, per = 5, int(rng.integers(4000, 9000))
+    centres = rng.normal(scale=8.0, size=(k, 3))
+    x = np.concatenate([c + rng.normal(size=(per, 3)) for c in centres])  # sorted by cluster
+    xd = da.from_array(x, chunks=int(rng.integers(300, 1500)))
+    found = dgmm.select(xd, [k], "full", random_state=seed, max_iter=20)
+    assert found.sample is not None  # k-means on Dask input seeds on a uniform sample
+    truth = np.repeat(np.arange(k), per)
+    for sample in (found.sample, None):
+        rows = shown_rows(sample, xd, 2000, seed)
+        assert len(rows) == min(2000, len(sample.x) if sample is not None else len(x))
+        # which cluster each drawn row came from: its nearest true centre
+        came = np.argmin(((rows[:, None, :] - centres) ** 2).sum(axis=2), axis=1)
+        counts = np.bincount(came, minlength=k) / len(rows)
+        assert np.all(np.abs(counts - 1 / k) < 0.05), counts
+        assert np.isin(rows, x).all()
+    model = found.best_estimator_
+    few = x[truth < 2][:: per // 50]  # rows of two clusters only
+    fig = clusters_figure(few, model, len(x))
+    keys = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    drawn = np.unique(model.predict(few))
+    assert keys == [f"cluster {j} ({int((model.predict(few) == j).sum())})" for j in drawn]
+    assert f"{k - len(drawn)} cluster(s) with no row among them" in fig.axes[0].get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

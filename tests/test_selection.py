@@ -468,3 +468,28 @@ def test_every_cell_failing_lists_the_reasons_counted():
     assert "singular covariance along" in message and "(0-based)" in message
     assert "raise reg_covar" in message and "screen_degenerate=False" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("screen", [True, False])
+def test_progress_never_reports_a_best_fit_that_cannot_be_selected(screen):
+    """Digits (constant pixels dropped): fits with K >= 2 end degenerate. Every pass reports a
+    best criterion no lower than the one finally selected (EM only raises a fit's likelihood,
+    and the selection takes the lowest selectable criterion): a degenerate fit never shows."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data
+    x = x[:, x.std(axis=0) > 0]
+    reports = []
+    found = dgmm.select(
+        x,
+        [1, 2, 3],
+        ["diag", "spherical"],
+        random_state=0,
+        screen_degenerate=screen,
+        progress=reports.append,
+    )
+    chosen = min(r["bic"] for r in found.cells() if r["error"] is None)
+    shown = [r.best for r in reports if r.best is not None]
+    assert shown and min(shown) >= chosen * (1 - 1e-12) - 1e-9, (min(shown), chosen)
+    if screen:
+        assert any(r["error"] and r["error"].startswith("degenerate") for r in found.cells())
