@@ -50,7 +50,9 @@ def test_failed_candidates_are_na_and_do_not_stop_the_sweep(collinear):
 
 
 def test_every_candidate_failing_is_one_clear_error(collinear):
-    with pytest.raises(ValueError, match=r"every candidate failed: .*not positive definite"):
+    with pytest.raises(
+        ValueError, match=r"every candidate failed \(1 of 1 restarts\): .*not positive definite"
+    ):
         dgmm.select(collinear, [2], "full", reg_covar=0.0, init_params="random_from_data")
 
 

@@ -1,0 +1,112 @@
+"""The README's code runs as written: every Python block is executed in order (in a folder
+holding the ``data.zarr`` and ``data.parquet`` it names), and every line ``EXPR  # VALUE`` whose
+comment starts with a Python literal is a claim: ``EXPR`` must equal it. The command synopses
+name only subcommands, options and make targets that exist."""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from sklearn.datasets import make_blobs
+
+from pipelines.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def _claim(comment: str):
+    """The literal a comment starts with (``# 4: the rest`` → 4), or None."""
+    text = comment.lstrip("#").strip()
+    for candidate in (text, text.split(":", 1)[0], text.split(" ", 1)[0]):
+        try:
+            return ast.literal_eval(candidate)
+        except (ValueError, SyntaxError):
+            continue
+    return None
+
+
+def _run_checking_claims(source: str, namespace: dict) -> int:
+    """Execute ``source`` statement by statement; returns the number of claims checked."""
+    lines = source.splitlines()
+    checked = 0
+    for node in ast.parse(source).body:
+        code = ast.get_source_segment(source, node)
+        if isinstance(node, ast.Expr):
+            value = eval(compile(ast.Expression(node.value), "README", "eval"), namespace)
+            tail = lines[node.end_lineno - 1]
+            if "#" in tail:
+                claim = _claim(tail[tail.index("#") :])
+                if claim is not None:
+                    assert value == claim, f"README: {code!r} gives {value!r}, not {claim!r}"
+                    checked += 1
+        else:
+            exec(compile(ast.Module([node], []), "README", "exec"), namespace)
+    return checked
+
+
+def test_every_python_block_runs_and_its_claims_hold(tmp_path, monkeypatch):
+    blocks = _blocks("python")
+    assert len(blocks) >= 4
+    monkeypatch.chdir(tmp_path)
+    x, _ = make_blobs(3000, 3, centers=8, random_state=0)
+    store = zarr.create_array("data.zarr", shape=x.shape, chunks=(500, 3), dtype="f8")
+    store[...] = x
+    pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet("data.parquet")
+    namespace: dict = {}
+    checked = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what is claimed is checked; warnings are not
+        for block in blocks:
+            checked += _run_checking_claims(block, namespace)
+    assert checked >= 3  # the seed example's choice, the variational choice, the weights
+    assert list(namespace["gm"].feature_names_in_) == ["a", "b", "c"]
+    assert Path("model/model.json").exists()
+
+
+def test_the_command_synopses_name_what_exists():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    synopsis = next(b for b in _blocks("bash") if "dgmm run CONFIG" in b)
+    for line in synopsis.splitlines():
+        words = line.split("#")[0].split()
+        assert words and words[0] == "dgmm", line
+        if words[1].startswith("--"):
+            assert words[1] in parser._option_string_actions, line
+            continue
+        assert words[1] in commands, line
+        sub = commands[words[1]]
+        for option in re.findall(r"--[a-z-]+", " ".join(words[2:])):
+            assert option in sub._option_string_actions, (line, option)
+    makefile = (ROOT / "Makefile").read_text()
+    for block in _blocks("bash"):
+        for target in re.findall(r"^make ([a-z-]+)", block, re.M):
+            assert re.search(rf"^{target}:", makefile, re.M), target
+        for path in re.findall(r"(?:configs|docker)/[\w./-]+\.ya?ml", block):
+            made = path.startswith(("docker/config/", "docker/data/"))  # the block makes them
+            assert made or (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize("comment", ["# 4: the six", "# {'a': 1}", "# a fitted model"])
+def test_claims_are_read_from_comments(comment):
+    """The claim reader itself: a literal is a claim, prose is not."""
+    expected = {"# 4: the six": 4, "# {'a': 1}": {"a": 1}, "# a fitted model": None}[comment]
+    assert _claim(comment) == expected
+    assert np.int64(4) == _claim("# 4")
+
+
+def test_a_false_claim_fails():
+    assert _run_checking_claims("x = 1\nx + 1  # 2: two", {}) == 1
+    with pytest.raises(AssertionError, match="gives 2, not 3"):
+        _run_checking_claims("x = 1\nx + 1  # 3", {})
