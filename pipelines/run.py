@@ -8,8 +8,9 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask
@@ -164,12 +165,17 @@ def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) ->
         ) from None
 
 
+# Loggers whose every record run.log keeps; other libraries' from `output.library_log` up.
+OWN_LOGGERS = ("dgmm", "pipelines")
+
+
 @contextlib.contextmanager
-def _file_log(path: Path):
+def _file_log(path: Path, library_level: str = "warning"):
     # appended to, never through a link (O_NOFOLLOW): the log is dgmm's own file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     handler = _LogFile(os.fdopen(fd, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OwnOr(logging.getLevelName(library_level.upper())))
     root = logging.getLogger()
     old_level = root.level
     root.setLevel(logging.INFO)
@@ -182,6 +188,18 @@ def _file_log(path: Path):
         handler.close()
         with contextlib.suppress(OSError):  # a full disk fails the last flush too
             handler.stream.close()
+
+
+class _OwnOr(logging.Filter):
+    """dgmm's records, and other libraries' from ``level`` up."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name.split(".")[0] in OWN_LOGGERS
+        return own or record.levelno >= self.level
 
 
 class _LogFile(logging.StreamHandler):
@@ -277,6 +295,7 @@ class _Progress:
     """
 
     def __init__(self, enabled: bool, interval: float, stream=None):
+        self.t0 = time.perf_counter()  # one clock for the run's passes, whoever reports them
         self.stream = sys.stderr if stream is None else stream
         self.interval, self.last, self.bar = interval, -float("inf"), None
         self.lines = enabled
@@ -286,6 +305,7 @@ class _Progress:
             self.bar, self.lines = tqdm(unit="pass", desc="dgmm", file=self.stream), False
 
     def __call__(self, report: dgmm.PassReport) -> None:
+        report = replace(report, elapsed=time.perf_counter() - self.t0)
         line = report.line()
         logger.info(line)
         now = time.monotonic()
@@ -338,7 +358,10 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
         dirs = RunDirs(cfg.output.path)
         claim_companion(dirs.work, cfg.output.path, "work", fresh=False)
         check_no_links(dirs.work, WORK_FILES)
-        with _file_log(dirs.log) as log_file, _logged_failure(dirs.log, log_file, dirs.final):
+        with (
+            _file_log(dirs.log, cfg.output.library_log) as log_file,
+            _logged_failure(dirs.log, log_file, dirs.final),
+        ):
             logger.info("run of config hash %s", cfg.result_hash())
             _set_aside_foreign_checkpoint(dirs.checkpoint)
             with dask.config.set(cfg.dask), connect(cfg.cluster) as client:
@@ -509,35 +532,42 @@ def select_model(
     own = progress is None
     if own:
         progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
+    retry = None if m.retry is None else dgmm.Retry(m.retry.factor, m.retry.max_reg_covar)
     t0 = time.perf_counter()
-    try:
-        found = dgmm.select(
-            x if columns is None else Table(x, columns),
-            m.n_components,
-            m.covariance_types,
-            criterion=cfg.selection.criterion,
-            n_init=m.n_init,
-            init_params=m.init,
-            tol=m.tol,
-            reg_covar=m.reg_covar,
-            max_iter=m.max_iter,
-            random_state=m.random_state,
-            retry=None if m.retry is None else dgmm.Retry(m.retry.factor, m.retry.max_reg_covar),
-            checkpoint=checkpoint,
-            checkpoint_key={"config_hash": cfg.result_hash()},
-            progress=progress,
-            profile=profile,
-            strategy=m.strategy,
-            sample_size=m.sample_size,
-            screen_cells=m.screen_cells,
-            method=sel.method,
-            prior=sel.prior.model_dump() if variational else None,
-            weight_threshold=sel.weight_threshold,
-            name=f"data '{data_path(cfg.data)}'",
-        )
-    finally:
-        if own:
-            progress.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = dgmm.select(
+                x if columns is None else Table(x, columns),
+                m.n_components,
+                m.covariance_types,
+                criterion=cfg.selection.criterion,
+                n_init=m.n_init,
+                init_params=m.init,
+                tol=m.tol,
+                reg_covar=m.reg_covar,
+                max_iter=m.max_iter,
+                random_state=m.random_state,
+                retry=retry,
+                checkpoint=checkpoint,
+                checkpoint_key={"config_hash": cfg.result_hash()},
+                progress=progress,
+                profile=profile,
+                strategy=m.strategy,
+                sample_size=m.sample_size,
+                screen_cells=m.screen_cells,
+                method=sel.method,
+                prior=sel.prior.model_dump() if variational else None,
+                weight_threshold=sel.weight_threshold,
+                name=f"data '{data_path(cfg.data)}'",
+            )
+        finally:
+            if own:
+                progress.close()
+    # the selection's warnings (an unconverged choice), each once: logged and said
+    for category, message in dict.fromkeys((w.category.__name__, str(w.message)) for w in caught):
+        logger.warning("%s: %s", category, message)
+        say(f"warning: {message}")
     best = found.best_params_
     logger.info(
         "selection done in %.1f s, %d passes; selected %s K=%d",

@@ -223,6 +223,9 @@ class OutputConfig(Strict):
     progress: bool = True
     # Without a terminal, progress lines on stderr at most this often (seconds; 0: every pass).
     progress_interval: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    # What run.log keeps of other libraries' records (Dask, distributed): dgmm's own are all
+    # kept; "info" adds distributed's scheduler and worker chatter.
+    library_log: Literal["warning", "info", "debug"] = "warning"
 
 
 class LocalClusterConfig(Strict):
@@ -348,7 +351,13 @@ class RunConfig(Strict):
         keep = self.model_dump(mode="json")
         keep.pop("cluster")
         keep.pop("dask")
-        for k in ("overwrite", "performance_report", "progress", "progress_interval"):
+        for k in (
+            "overwrite",
+            "performance_report",
+            "progress",
+            "progress_interval",
+            "library_log",
+        ):
             keep["output"].pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 

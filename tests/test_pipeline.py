@@ -283,7 +283,7 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
 
 PROGRESS_LINE = re.compile(
     r"^dgmm: pass (\d+) (profile|sample|init|em|score|labels): iteration (\d+), (\d+)/(\d+) "
-    r"candidates running, best bic (-|\S+), \S+ rows/s, [\d.]+ s, elapsed \d+:\d\d:\d\d$"
+    r"candidates running, best bic (-|\S+), \S+ rows/s, [\d.]+ s, elapsed (\d+:\d\d:\d\d)$"
 )
 
 
@@ -317,6 +317,14 @@ def test_progress_lines_in_a_redirected_log(tmp_path, small_data):
     assert float(lines[-1][6]) == pytest.approx(report["selected"]["bic"], rel=1e-5)
     run_log = (tmp_path / "out" / "run.log").read_text()
     assert sum(f"pass {n} " in run_log for n in range(1, report["n_passes"] + 1)) == len(lines)
+    # one clock for the whole run, whoever reports the pass
+    elapsed = [sum(int(v) * 60**i for i, v in enumerate(reversed(m[7].split(":")))) for m in lines]
+    assert elapsed == sorted(elapsed), elapsed
+    # run.log: dgmm's lines, and other libraries' only from WARNING up (output.library_log)
+    for line in run_log.splitlines():
+        parts = line.split(" ", 4)
+        if len(parts) > 3 and parts[2] in ("INFO", "DEBUG"):
+            assert parts[3].split(".")[0].rstrip(":") in ("dgmm", "pipelines"), line
 
 
 @pytest.mark.parametrize("seed", range(5))
