@@ -1,4 +1,4 @@
-"""The ``dgmm`` command: run, validate, make-data, predict."""
+"""The dgmm command: run, validate, make-data, summary, predict (`dgmm COMMAND --help`)."""
 
 from __future__ import annotations
 
@@ -299,49 +299,83 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+class _WithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with "(default: …)" after every option that has a default worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: every subcommand and option with its help and default."""
     from importlib.metadata import version
 
-    p = argparse.ArgumentParser(prog="dgmm", description=__doc__)
+    from .schema import GenerateConfig
+
+    shown = _WithDefaults
+    p = argparse.ArgumentParser(prog="dgmm", description=__doc__, formatter_class=shown)
     p.add_argument("--version", action="version", version=f"dgmm {version('dgmm')}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, fn) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=text, description=text, formatter_class=shown)
+        s.set_defaults(fn=fn)
+        return s
+
     for name, fn, text in (
-        ("run", _run, "run a configured sweep"),
-        ("validate", _validate, "check a config without running it"),
+        ("run", _run, "run a configured sweep: fit every candidate, select, write the outputs"),
+        ("validate", _validate, "check a config, its data and its output; start nothing"),
     ):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("config", help="YAML run configuration")
+        s = command(name, text, fn)
+        s.add_argument("config", help="YAML run configuration (see configs/)")
         s.add_argument(
             "--set",
             action="append",
             default=[],
             metavar="SECTION.KEY=VALUE",
-            help="override a config value (repeatable)",
+            help="override a config value, e.g. model.n_init=4 (repeatable)",
         )
-        s.set_defaults(fn=fn)
-    s = sub.add_parser("make-data", help="write synthetic mixture data to Zarr")
-    s.add_argument("out")
-    s.add_argument("--n-samples", type=int, required=True)
-    s.add_argument("--n-features", type=int, required=True)
-    s.add_argument("--n-components", type=int, required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--chunk-rows", type=int, default=100_000)
-    s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    s.add_argument("--separation", type=float, default=6.0)
+    s = command("make-data", "write seeded synthetic Gaussian-mixture data to Zarr", _make_data)
+    gen = GenerateConfig.model_fields
+    s.add_argument("out", help="the Zarr group to write (X, and the true labels)")
+    s.add_argument("--n-samples", type=int, required=True, help="rows")
+    s.add_argument("--n-features", type=int, required=True, help="columns")
+    s.add_argument("--n-components", type=int, required=True, help="mixture components")
+    s.add_argument("--seed", type=int, default=gen["seed"].default, help="random seed")
+    s.add_argument(
+        "--chunk-rows", type=int, default=gen["chunk_rows"].default, help="rows per Zarr chunk"
+    )
+    s.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=gen["dtype"].default,
+        help="the data's float type (as data.generate.dtype)",
+    )
+    s.add_argument(
+        "--separation",
+        type=float,
+        default=gen["separation"].default,
+        help="spread of the component means (standard deviation of each mean's coordinates)",
+    )
     s.add_argument("--compress", action="store_true", help="zstd-compress X (off: faster reads)")
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(fn=_make_data)
-    s = sub.add_parser("summary", help="print a finished run's table, or a saved model")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier make-data output")
+    s = command("summary", "print a finished run's table, or a saved model's parameters", _summary)
     s.add_argument("path", help="a run's output folder, or a saved model folder")
-    s.set_defaults(fn=_summary)
-    s = sub.add_parser("predict", help="label new data with a saved model")
-    s.add_argument("model")
+    s = command("predict", "label new data with a saved model", _predict)
+    s.add_argument("model", help="a saved model folder (a run's <output>/model)")
     s.add_argument("data", help="Zarr array (path, or group/array), Parquet, CSV or .npy")
-    s.add_argument("out", help="output Zarr group")
-    s.add_argument("--columns", help="comma-separated Parquet/CSV columns, in the model's order")
-    s.add_argument("--probabilities", action="store_true")
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(fn=_predict)
+    s.add_argument("out", help="the Zarr group to write: labels (and probabilities)")
+    s.add_argument(
+        "--columns",
+        help="comma-separated Parquet/CSV columns to use (matched to the model's by name; "
+        "default: every column, which must be the model's)",
+    )
+    s.add_argument(
+        "--probabilities", action="store_true", help="also write probabilities and uncertainty"
+    )
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier predict output")
     return p
 
 

@@ -110,3 +110,20 @@ def test_a_false_claim_fails():
     assert _run_checking_claims("x = 1\nx + 1  # 2: two", {}) == 1
     with pytest.raises(AssertionError, match="gives 2, not 3"):
         _run_checking_claims("x = 1\nx + 1  # 3", {})
+
+
+def test_every_command_and_option_has_help_and_make_data_defaults_match_the_config():
+    from pipelines.schema import GenerateConfig
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == {"run", "validate", "make-data", "summary", "predict"}
+    for name, sub in commands.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+        text = sub.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+    make_data = {a.dest: a.default for a in commands["make-data"]._actions}
+    for field in ("seed", "chunk_rows", "dtype", "separation"):
+        assert make_data[field] == GenerateConfig.model_fields[field].default, field
