@@ -299,13 +299,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-class _WithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Help with "(default: …)" after every option that has a default worth saying."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default in (None, False, [], argparse.SUPPRESS):
-            return action.help
-        return super()._get_help_string(action)
+def _option(parser: argparse.ArgumentParser, *names: str, **kw) -> argparse.Action:
+    """``parser.add_argument``, its help ending with the default where there is one to say."""
+    action = parser.add_argument(*names, **kw)
+    default = action.default
+    if not (action.required or default is None or default is False or default == []):
+        action.help = f"{action.help} (default: %(default)s)"
+    return action
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,13 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .schema import GenerateConfig
 
-    shown = _WithDefaults
-    p = argparse.ArgumentParser(prog="dgmm", description=__doc__, formatter_class=shown)
+    p = argparse.ArgumentParser(prog="dgmm", description=__doc__)
     p.add_argument("--version", action="version", version=f"dgmm {version('dgmm')}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, fn) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=text, description=text, formatter_class=shown)
+        s = sub.add_parser(name, help=text, description=text)
         s.set_defaults(fn=fn)
         return s
 
@@ -329,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", _validate, "check a config, its data and its output; start nothing"),
     ):
         s = command(name, text, fn)
-        s.add_argument("config", help="YAML run configuration (see configs/)")
-        s.add_argument(
+        _option(s, "config", help="YAML run configuration (see configs/)")
+        _option(
+            s,
             "--set",
             action="append",
             default=[],
@@ -339,43 +339,46 @@ def build_parser() -> argparse.ArgumentParser:
         )
     s = command("make-data", "write seeded synthetic Gaussian-mixture data to Zarr", _make_data)
     gen = GenerateConfig.model_fields
-    s.add_argument("out", help="the Zarr group to write (X, and the true labels)")
-    s.add_argument("--n-samples", type=int, required=True, help="rows")
-    s.add_argument("--n-features", type=int, required=True, help="columns")
-    s.add_argument("--n-components", type=int, required=True, help="mixture components")
-    s.add_argument("--seed", type=int, default=gen["seed"].default, help="random seed")
-    s.add_argument(
-        "--chunk-rows", type=int, default=gen["chunk_rows"].default, help="rows per Zarr chunk"
+    _option(s, "out", help="the Zarr group to write (X, and the true labels)")
+    _option(s, "--n-samples", type=int, required=True, help="rows")
+    _option(s, "--n-features", type=int, required=True, help="columns")
+    _option(s, "--n-components", type=int, required=True, help="mixture components")
+    _option(s, "--seed", type=int, default=gen["seed"].default, help="random seed")
+    _option(
+        s, "--chunk-rows", type=int, default=gen["chunk_rows"].default, help="rows per Zarr chunk"
     )
-    s.add_argument(
+    _option(
+        s,
         "--dtype",
         choices=["float32", "float64"],
         default=gen["dtype"].default,
         help="the data's float type (as data.generate.dtype)",
     )
-    s.add_argument(
+    _option(
+        s,
         "--separation",
         type=float,
         default=gen["separation"].default,
         help="spread of the component means (standard deviation of each mean's coordinates)",
     )
-    s.add_argument("--compress", action="store_true", help="zstd-compress X (off: faster reads)")
-    s.add_argument("--overwrite", action="store_true", help="replace an earlier make-data output")
+    _option(s, "--compress", action="store_true", help="zstd-compress X (off: faster reads)")
+    _option(s, "--overwrite", action="store_true", help="replace an earlier make-data output")
     s = command("summary", "print a finished run's table, or a saved model's parameters", _summary)
-    s.add_argument("path", help="a run's output folder, or a saved model folder")
+    _option(s, "path", help="a run's output folder, or a saved model folder")
     s = command("predict", "label new data with a saved model", _predict)
-    s.add_argument("model", help="a saved model folder (a run's <output>/model)")
-    s.add_argument("data", help="Zarr array (path, or group/array), Parquet, CSV or .npy")
-    s.add_argument("out", help="the Zarr group to write: labels (and probabilities)")
-    s.add_argument(
+    _option(s, "model", help="a saved model folder (a run's <output>/model)")
+    _option(s, "data", help="Zarr array (path, or group/array), Parquet, CSV or .npy")
+    _option(s, "out", help="the Zarr group to write: labels (and probabilities)")
+    _option(
+        s,
         "--columns",
         help="comma-separated Parquet/CSV columns to use (matched to the model's by name; "
         "default: every column, which must be the model's)",
     )
-    s.add_argument(
-        "--probabilities", action="store_true", help="also write probabilities and uncertainty"
+    _option(
+        s, "--probabilities", action="store_true", help="also write probabilities and uncertainty"
     )
-    s.add_argument("--overwrite", action="store_true", help="replace an earlier predict output")
+    _option(s, "--overwrite", action="store_true", help="replace an earlier predict output")
     return p
 
 
