@@ -114,12 +114,28 @@ class Candidate:
     entropy: float | None = None
     degenerate: str | None = None  # why its fit is a spurious maximum (selection only)
     stopped: str | None = None  # why it was not continued after EM on the sample
+    cell_stopped: bool = False  # stopped with its whole cell (trailing there), not alone
     estimate: dict | None = None  # its cell's criteria estimated on the sample, if stopped so
     sample_iter: int = 0  # EM iterations on the sample (multi-resolution EM)
 
     @property
     def cell(self) -> tuple[str, int]:
         return self.covariance_type, self.n_components
+
+    @property
+    def status(self) -> str:
+        """Where the candidate stands (one of `STATUSES`), read from its fields."""
+        if self.init_error is not None:
+            return "failed"
+        if self.degenerate is not None:
+            return "degenerate"
+        if self.stopped is not None:
+            return "cell stopped" if self.cell_stopped else "stopped"
+        if self.state is None:
+            return "pending"
+        if self.state.failed:
+            return "failed"
+        return "converged" if self.state.converged else "not converged"
 
     @property
     def error(self) -> str | None:
@@ -131,6 +147,20 @@ class Candidate:
             return f"stopped: {self.stopped}"
         return self.state.error if self.state else None
 
+
+# A candidate's status (`Candidate.status`, the ``status`` of a result row): fitted
+# ("converged", "not converged"), "failed" (initialisation or EM), "degenerate" (a spurious
+# maximum, screened out), "stopped" after EM on the sample (alone, trailing or repeating its
+# cell's best) or "cell stopped" (with its whole cell), or "pending" (not started).
+STATUSES = (
+    "converged",
+    "not converged",
+    "failed",
+    "degenerate",
+    "stopped",
+    "cell stopped",
+    "pending",
+)
 
 # What each counted pass over the data is part of.
 PHASES = {
@@ -312,6 +342,7 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
                 "reg_covar": c.reg_covar,
                 "init_error": c.init_error,
                 "stopped": c.stopped,
+                "cell_stopped": c.cell_stopped,
                 "estimate": c.estimate,
                 "sample_iter": c.sample_iter,
                 "state": None
@@ -405,6 +436,7 @@ def load_checkpoint(
     for i, (c, m) in enumerate(pairs):
         c.retries, c.init_error, c.reg_covar = m["retries"], m["init_error"], m["reg_covar"]
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
+        c.cell_stopped = bool(m.get("cell_stopped", False))
         c.estimate = m.get("estimate")
 
         def params(
@@ -710,6 +742,7 @@ class Sweep:
             scores.take(s, sub.judged_rows.get(id(s), {}))
         trailing = trailing_restarts(sub.candidates, scores, self.tol)
         estimated: dict[int, dict] = {}
+        cells: dict[int, str] = {}  # restarts stopped with their cell
         if self.screen_cells is not None:
             n = self.passes.blocks.x.shape[0]
             cells, estimated = trailing_cells(
@@ -732,6 +765,7 @@ class Sweep:
                 c.state = EMState(s.state.params, s.reg_covar, error=f"on the sample: {s.error}")
             elif id(s) in trailing:
                 c.stopped, c.estimate = trailing[id(s)], estimated.get(id(s))
+                c.cell_stopped = id(s) in cells
             else:
                 c.start = s.state.params
                 c.state = EMState(c.start, s.reg_covar)
@@ -1064,8 +1098,10 @@ class SelectionResult:
         One row per restart (cell by cell, in the order asked): ``n_components``,
         ``covariance_type``, ``restart``, ``log_likelihood`` (total, of the final parameters),
         ``n_parameters``, ``bic``, ``aic``, ``icl``, ``n_iter``, ``converged``, ``reg_covar``,
-        ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep), ``error``
-        (None, or why the restart failed or was stopped; its scores are then None),
+        ``retries``, ``best_in_cell`` (the restart `GaussianMixture` would keep), ``status``
+        (one of `STATUSES`: converged, not converged, failed, degenerate, stopped, cell
+        stopped), ``error`` (None, or why the restart failed or was stopped, for people; its
+        scores are then None),
         ``sample_iter`` (EM iterations on the sample, ``strategy='sample'``) and
         ``estimate`` (a cell stopped after the sample: its BIC, AIC and ICL estimated there;
         a variational one's also its ``effective_components`` and ``weights`` there).
@@ -1214,6 +1250,7 @@ def _rows(
                 "reg_covar": c.state.reg_covar if c.state else c.reg_covar,
                 "retries": c.retries,
                 "best_in_cell": best[c.cell] is c,
+                "status": c.status,
                 "error": c.error,
                 "estimate": c.estimate,
                 **extra,
@@ -1228,8 +1265,7 @@ def _failures(rows: list[dict]) -> str:
     kinds: dict[str, list[dict]] = {}
     for r in rows:
         if r["error"]:
-            kind = r["error"].split(":", 1)[0] if ":" in r["error"] else "failed"
-            kinds.setdefault(kind, []).append(r)
+            kinds.setdefault(r["status"], []).append(r)
     parts = []
     for kind, group in sorted(kinds.items(), key=lambda item: -len(item[1])):
         r = group[0]

@@ -37,7 +37,7 @@ def summary(
     ``cells`` are the best restart of every (K, covariance type) cell; ``best`` the selected;
     ``candidates`` every restart (to count those stopped after EM on the sample).
     """
-    ok = sorted((c for c in cells if c["error"] is None), key=lambda c: c[criterion])
+    ok = sorted((c for c in cells if _fitted(c)), key=lambda c: c[criterion])
     crit = criterion.upper()
     lines = [f"Best {crit} values (lower is better):"]
     head = ok[:top]
@@ -53,8 +53,8 @@ def summary(
     )
     lines.append(f"{'loglik':<10}" + "".join(f"{c['log_likelihood']:>{width}.2f}" for c in head))
     lines.append(f"{'params':<10}" + "".join(f"{c['n_parameters']:>{width}d}" for c in head))
-    failed = [c for c in cells if c["error"] is not None and not c["error"].startswith("stopped")]
-    spurious = [c for c in failed if c["error"].startswith("degenerate")]
+    failed = [c for c in cells if c["status"] in ("failed", "degenerate")]
+    spurious = [c for c in failed if c["status"] == "degenerate"]
     if spurious:
         lines.append(
             f"{len(spurious)} cell(s) NA, every restart a degenerate fit (a component on too "
@@ -68,16 +68,16 @@ def summary(
                 f"{c['covariance_type']},{c['n_components']}" for c in failed if c not in spurious
             )
         )
-    stopped = [c for c in candidates or [] if (c["error"] or "").startswith("stopped")]
+    stopped = [c for c in candidates or [] if c["status"] in ("stopped", "cell stopped")]
     by_cell = {
-        (c["covariance_type"], c["n_components"]) for c in stopped if "estimated" in c["error"]
+        (c["covariance_type"], c["n_components"]) for c in stopped if c["status"] == "cell stopped"
     }
     if by_cell:
         lines.append(
             f"{len(by_cell)} cell(s) stopped after EM on the sample, where their estimated "
             "criterion clearly trailed the best cell's (~ in the table)"
         )
-    restarts = [c for c in stopped if "estimated" not in c["error"]]
+    restarts = [c for c in stopped if c["status"] == "stopped"]
     if restarts:
         lines.append(
             f"{len(restarts)} restart(s) stopped after EM on the sample, trailing or "
@@ -93,10 +93,15 @@ def summary(
     return "\n".join(lines)
 
 
+def _fitted(c: Row) -> bool:
+    """Whether a result row holds a fit with scores (its typed ``status``, never its text)."""
+    return c["status"] in ("converged", "not converged")
+
+
 def _entry(c: Row | None, criterion: str) -> str:
     if c is None:
         return "NA"
-    if c["error"] is None:
+    if _fitted(c):
         return f"{c[criterion]:.2f}"
     if c.get("estimate"):
         return f"~{c['estimate'][criterion]:.2f}"
@@ -113,7 +118,7 @@ def table(cells: list[Row], criterion: str) -> str:
     for k in ks:
         vals = [f"{_entry(cell.get((t, k)), criterion):>16}" for t in types]
         lines.append(f"{k:>4}" + "".join(vals))
-    if any(c["error"] and c.get("estimate") for c in cells):
+    if any(not _fitted(c) and c.get("estimate") for c in cells):
         lines.append(
             "~: estimated from the cell's fit on the sample, where it trailed the best cell "
             "clearly (not fitted on all rows)"
@@ -138,11 +143,11 @@ def criteria_figure(cells: list[Row], criterion: str):
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    ok = [c for c in cells if c["error"] is None]
+    ok = [c for c in cells if _fitted(c)]
     types = list(dict.fromkeys(c["covariance_type"] for c in cells))
     colours = dict(zip(types, plt.get_cmap("tab10").colors, strict=False))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    guessed = [c for c in cells if c["error"] and c.get("estimate")]
+    guessed = [c for c in cells if not _fitted(c) and c.get("estimate")]
     for ax, crit in zip(axes, ("bic", "aic", "icl"), strict=True):
         low = min(ok, key=lambda c: c[crit])
         for t in types:
@@ -211,7 +216,7 @@ def weights_figure(cells: list[Row], threshold: float):
     plt = _pyplot()
     shown = []
     for c in cells:
-        if c["error"] is None:
+        if _fitted(c):
             shown.append((c["covariance_type"], c, ""))
         elif (c.get("estimate") or {}).get("weights") is not None:
             shown.append((c["covariance_type"], c["estimate"], " (stopped; its sample fit)"))

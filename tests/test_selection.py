@@ -493,3 +493,20 @@ def test_progress_never_reports_a_best_fit_that_cannot_be_selected(screen):
     assert shown and min(shown) >= chosen * (1 - 1e-12) - 1e-9, (min(shown), chosen)
     if screen:
         assert any(r["error"] and r["error"].startswith("degenerate") for r in found.cells())
+
+
+def test_every_result_row_has_a_typed_status_that_agrees_with_its_scores(blobs, tmp_path):
+    from dgmm.selection import STATUSES
+
+    x = da.from_array(blobs[0], chunks=300)
+    found = dgmm.select(
+        x, [1, 2, 3, 8], ["full", "spherical"], n_init=3, strategy="sample", sample_size=500,
+        max_iter=15, random_state=0,
+    )  # fmt: skip
+    statuses = {r["status"] for r in found.results}
+    assert statuses <= set(STATUSES) - {"pending"}, statuses
+    assert len(statuses) >= 2
+    for r in found.results:
+        fitted = r["status"] in ("converged", "not converged")
+        assert fitted == (r["error"] is None) == (r["bic"] is not None), r
+        assert (r["status"] == "converged") == bool(r["converged"]), r
