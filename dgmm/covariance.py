@@ -13,6 +13,14 @@ from typing import ClassVar
 import numpy as np
 from scipy import linalg
 
+__all__ = [
+    "COVARIANCE_TYPES",
+    "CovarianceType",
+    "DegenerateCovarianceError",
+    "get_covariance_type",
+]
+
+
 _LOG_2PI = float(np.log(2 * np.pi))  # a Python float: keeps float32 arrays float32
 
 DEGENERATE_MESSAGE = (

@@ -25,6 +25,19 @@ from .covariance import CovarianceType, get_covariance_type
 from .paths import absolute_path
 from .variational import mean_weights
 
+__all__ = [
+    "ModelFileError",
+    "ZarrChunkError",
+    "load_input",
+    "load_model",
+    "missing_chunks",
+    "open_zarr_array",
+    "save_model",
+    "saved_class",
+    "zarr_to_dask",
+]
+
+
 MODEL_FORMAT = "dgmm-gaussian-mixture"
 MODEL_VERSION = 1
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")

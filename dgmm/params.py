@@ -9,6 +9,11 @@ import numpy as np
 
 from .covariance import CovarianceType, get_covariance_type
 
+__all__ = [
+    "GaussianParams",
+    "n_parameters",
+]
+
 
 def along(direction: np.ndarray, columns: Sequence[str] | None = None, shown: int = 5) -> str:
     """The columns a unit ``direction`` runs along, for people: those carrying at least a

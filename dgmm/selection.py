@@ -49,6 +49,21 @@ from .validation import (
 )
 from .variational import Prior, PriorSpec, VariationalParams, check_prior_spec
 
+__all__ = [
+    "CHECKPOINT_KIND",
+    "CRITERIA",
+    "METHODS",
+    "STATUSES",
+    "STRATEGIES",
+    "PassReport",
+    "Retry",
+    "SelectionResult",
+    "information_criteria",
+    "profile",
+    "select",
+]
+
+
 logger = logging.getLogger(__name__)
 
 CRITERIA = ("bic", "aic", "icl")

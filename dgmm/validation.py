@@ -10,6 +10,16 @@ from typing import Any
 import numpy as np
 import xxhash
 
+__all__ = [
+    "ColumnProfile",
+    "DataError",
+    "block_digest",
+    "check_constant_columns",
+    "check_dtype_and_shape",
+    "check_magnitude",
+    "check_profile",
+]
+
 
 def _nonfinite_message(
     name: str, has_nan: bool, dtype: np.dtype, n_bad: int, span: str, first: int

@@ -19,6 +19,11 @@ import sys
 
 from ._malloc import tune_allocator
 
+__all__ = [
+    "dask_setup",
+    "keep_out_unused_imports",
+]
+
 
 def keep_out_unused_imports(names: tuple[str, ...] = ("sparse",)) -> bool:
     """Make ``import`` of these packages fail in this process (Dask then skips them), unless

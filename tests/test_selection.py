@@ -210,6 +210,68 @@ def _private_uses(path: Path) -> list[str]:
     return found
 
 
+def _non_public_names(path: Path) -> list[str]:
+    """Every dgmm name a file uses (imported, or read as an attribute of ``dgmm`` or of an
+    imported dgmm module) that is not in the ``__all__`` of a public dgmm module."""
+    import importlib
+
+    def public(module: str) -> set[str]:
+        mod = importlib.import_module(module)
+        names = set(getattr(mod, "__all__", ()))
+        return names if not any(p.startswith("_") for p in module.split(".")) else set()
+
+    def submodule(module: str, name: str) -> bool:
+        try:
+            return hasattr(importlib.import_module(f"{module}.{name}"), "__all__")
+        except ImportError:
+            return False
+
+    tree = ast.parse(path.read_text())
+    modules: dict[str, str] = {}  # local name -> the dgmm module it is
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "dgmm":
+                    modules[a.asname or a.name] = a.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "dgmm":
+            for a in node.names:
+                if submodule(node.module, a.name):
+                    modules[a.asname or a.name] = f"{node.module}.{a.name}"
+                elif a.name not in public(node.module):
+                    found.append(f"{path.name}:{node.lineno} {node.module}.{a.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = modules.get(node.value.id)
+            if module is None or submodule(module, node.attr):
+                continue
+            if node.attr not in public(module):
+                found.append(f"{path.name}:{node.lineno} {module}.{node.attr}")
+    return found
+
+
+def test_pipelines_import_only_what_public_modules_export():
+    """The pipeline keeps to the public API: every dgmm name it uses is in the ``__all__`` of
+    a public module (no leading underscore in its path)."""
+    uses = [u for p in sorted((ROOT / "pipelines").glob("*.py")) for u in _non_public_names(p)]
+    assert uses == []
+
+
+def test_the_public_names_check_finds_what_it_should(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import dgmm\nfrom dgmm import em as e\nfrom dgmm.io import InputData\n"
+        "from dgmm.estep import far_rows\ndgmm.select\ndgmm.nothing\ne.plan_for\ne.Sweep\n"
+    )
+    found = _non_public_names(bad)
+    assert found == [
+        "bad.py:3 dgmm.io.InputData",
+        "bad.py:4 dgmm.estep.far_rows",
+        "bad.py:6 dgmm.nothing",
+        "bad.py:8 dgmm.em.Sweep",
+    ], found
+
+
 def test_pipelines_use_only_public_dgmm():
     """The pipeline is a shell over public API: no private module, name or attribute."""
     uses = [u for p in sorted((ROOT / "pipelines").glob("*.py")) for u in _private_uses(p)]
