@@ -14,14 +14,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._candidates import Candidate, best_restart
 from ._reduce import map_rows
+from ._sweep import Sweep
 from .covariance import get_covariance_type
+from .criteria import information_criteria
 from .em import DataPasses, EMState
 from .estep import ApplySpec, apply_block, compute_dtype
 from .init import INIT_METHODS, UserInit
 from .io import InputData, load_input, load_model, save_model
+from .options import STRATEGIES
 from .params import GaussianParams
-from .selection import STRATEGIES, Candidate, Sweep, best_restart, information_criteria
 from .validation import check_n_components, check_number
 from .variational import PriorSpec
 

@@ -298,8 +298,9 @@ def test_variational_restarts_stop_on_the_sample_only_when_they_trail():
     best's and its rows' terms of the bound trail by more than 3 standard errors, or when it
     is the same fit; continued on all rows, every stopped restart ends below the one kept (on
     generated restarts from four initialisations, fitted to convergence on the sample)."""
+    from dgmm._candidates import Candidate
+    from dgmm._screening import SampleScores, trailing_restarts
     from dgmm.em import EMState
-    from dgmm.selection import Candidate, SampleScores, trailing_restarts
 
     rng = np.random.default_rng(1)
     n, k = 3_000, 4

@@ -171,7 +171,7 @@ def test_an_edited_checkpoint_with_a_fresh_digest_is_checked_and_set_aside(tmp_p
     import io
     import json
 
-    from dgmm.selection import CHECKPOINT_KIND, read_checkpoint
+    from dgmm._checkpoint import CHECKPOINT_KIND, read_checkpoint
 
     rng = np.random.default_rng(seed)
     x = np.random.default_rng(1).normal(size=(400, 3))

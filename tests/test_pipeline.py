@@ -221,7 +221,7 @@ def test_seed_example_through_pipeline(tmp_path, seed_example):
 
 
 def _checkpoint_passes(path: Path) -> int:
-    from dgmm.selection import read_checkpoint
+    from dgmm._checkpoint import read_checkpoint
 
     try:
         return read_checkpoint(path)[0]["n_passes"]
@@ -357,7 +357,8 @@ def test_changed_config_starts_afresh(tmp_path, small_data):
     cfg = write_config(tmp_path, small_data, out)
     work = tmp_path / "out.work"
     # a checkpoint left by a run of another config, in the working folder that run made
-    from dgmm.selection import Candidate, save_checkpoint
+    from dgmm._candidates import Candidate
+    from dgmm._checkpoint import save_checkpoint
     from pipelines.paths import claim_companion
 
     claim_companion(work, out, "work", fresh=False)

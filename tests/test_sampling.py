@@ -319,6 +319,7 @@ def test_the_sample_fits_the_workers_memory_limit():
     """Generated shapes, dtypes, weights, chunkings and worker limits: the sample a run plans
     fits a worker alongside its chunk (the last combine holds it twice); a given sample_size
     that would not fit is refused by name; one real sample's bytes are within the model."""
+    from dgmm._sweep import plan_sample
     from dgmm.em import (
         SAMPLE_HELD,
         TEMPORARY_BYTES,
@@ -327,7 +328,6 @@ def test_the_sample_fits_the_workers_memory_limit():
         sample_row_bytes,
         task_budget,
     )
-    from dgmm.selection import plan_sample
 
     rng = np.random.default_rng(5)
     for trial in range(60):
@@ -371,8 +371,9 @@ def test_a_cell_unconverged_on_the_sample_gets_room_to_improve():
     """A cell whose fit on the sample ended unconverged (at ``max_iter``) is stopped only if it
     trails by more than 3 standard errors after `UNCONVERGED_ROOM` times its last gain per
     row."""
+    from dgmm._candidates import Candidate
+    from dgmm._screening import UNCONVERGED_ROOM, SampleScores, trailing_cells
     from dgmm.em import EMState
-    from dgmm.selection import UNCONVERGED_ROOM, Candidate, SampleScores, trailing_cells
 
     rng = np.random.default_rng(5)
     centres = rng.normal(scale=4, size=(3, 2))
