@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .options import CRITERIA
 from .params import GaussianParams
 from .variational import VariationalParams
 
 __all__ = ["CRITERIA", "effective_components", "information_criteria"]
-
-CRITERIA = ("bic", "aic", "icl")
 
 
 def information_criteria(

@@ -28,13 +28,12 @@ from .estep import (
 )
 from .kmeans import kmeans_parallel_centers
 from .mstep import m_step
+from .options import INIT_METHODS
 from .params import GaussianParams
 from .stats import SuffStats
 from .variational import PriorSpec, VariationalParams, variational_m_step
 
 logger = logging.getLogger(__name__)
-
-INIT_METHODS = ("kmeans", "k-means||", "k-means++", "random", "random_from_data")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,20 @@ its own from here)."""
 
 from __future__ import annotations
 
-__all__ = ["METHODS", "PRIOR_SETTINGS", "STRATEGIES"]
+__all__ = [
+    "COVARIANCE_TYPE_NAMES",
+    "CRITERIA",
+    "INIT_METHODS",
+    "METHODS",
+    "PRIOR_SETTINGS",
+    "STRATEGIES",
+    "WEIGHT_PRIOR_TYPES",
+]
 
+COVARIANCE_TYPE_NAMES = ("full", "tied", "diag", "spherical")  # one strategy each (covariance)
+INIT_METHODS = ("kmeans", "k-means||", "k-means++", "random", "random_from_data")
+CRITERIA = ("bic", "aic", "icl")
+WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 STRATEGIES = ("exact", "sample")
 METHODS = ("sweep", "variational")
 PRIOR_SETTINGS = (

@@ -24,6 +24,14 @@ from pydantic import (
     model_validator,
 )
 
+from dgmm.options import (
+    COVARIANCE_TYPE_NAMES,
+    CRITERIA,
+    INIT_METHODS,
+    METHODS,
+    STRATEGIES,
+    WEIGHT_PRIOR_TYPES,
+)
 from dgmm.paths import absolute_path
 from dgmm.tables import infer_format
 
@@ -123,18 +131,18 @@ class ModelConfig(Strict):
     """The candidates: every K × covariance type, each with ``n_init`` restarts."""
 
     n_components: list[StrictInt]
-    covariance_types: list[Literal["full", "tied", "diag", "spherical"]] = ["full"]
+    covariance_types: list[Literal[COVARIANCE_TYPE_NAMES]] = ["full"]
     # scikit-learn's k-means start, five restarts: with multi-resolution EM the restarts cost
     # EM on the sample, and those that trail there stop before the full data
     n_init: int = Field(default=5, ge=1)
     max_iter: int = Field(default=100, ge=0)
     tol: float = Field(default=1e-3, ge=0)
     reg_covar: float = Field(default=1e-6, ge=0)
-    init: Literal["kmeans", "k-means||", "k-means++", "random", "random_from_data"] = "kmeans"
+    init: Literal[INIT_METHODS] = "kmeans"
     random_state: int = Field(default=0, ge=0, lt=2**32)
     retry: RetryConfig | None = None
     # multi-resolution EM (`dgmm.select(strategy=)`): a few full-data passes instead of tens
-    strategy: Literal["exact", "sample"] = "sample"
+    strategy: Literal[STRATEGIES] = "sample"
     sample_size: int | None = Field(default=None, ge=1)
     # with strategy sample: stop cells whose criterion, estimated on the sample, clearly trails
     screen_cells: bool = True
@@ -198,19 +206,17 @@ class PriorConfig(Strict):
     """Priors of the variational mode (`dgmm.BayesianGaussianMixture`'s; data-dependent
     mean and covariance priors)."""
 
-    weight_concentration_prior_type: Literal["dirichlet_process", "dirichlet_distribution"] = (
-        "dirichlet_process"
-    )
+    weight_concentration_prior_type: Literal[WEIGHT_PRIOR_TYPES] = "dirichlet_process"
     weight_concentration_prior: float | None = Field(default=None, gt=0)
     mean_precision_prior: float | None = Field(default=None, gt=0)
     degrees_of_freedom_prior: float | None = Field(default=None, gt=0)
 
 
 class SelectionConfig(Strict):
-    criterion: Literal["bic", "aic", "icl"] = "bic"
+    criterion: Literal[CRITERIA] = "bic"
     # 'sweep': every K x covariance type by EM; 'variational': one Bayesian mixture per
     # covariance type at the largest K, which leaves unneeded components near zero weight
-    method: Literal["sweep", "variational"] = "sweep"
+    method: Literal[METHODS] = "sweep"
     weight_threshold: float = Field(default=0.01, ge=0, lt=1)
     prior: PriorConfig = PriorConfig()
 

@@ -138,3 +138,28 @@ def test_jobqueue_workers_keep_the_sites_worker_arguments():
         with jobqueue_cluster(cfg) as cluster:
             script = cluster.job_script()
     assert "--lifetime 55m" in script and "--preload dgmm.worker" in script, script
+
+
+def test_the_schema_takes_its_choices_from_the_library():
+    """One vocabulary: the config's choices are the library's option tuples."""
+    from dgmm.covariance import COVARIANCE_TYPES
+    from dgmm.options import (
+        COVARIANCE_TYPE_NAMES,
+        CRITERIA,
+        INIT_METHODS,
+        METHODS,
+        STRATEGIES,
+        WEIGHT_PRIOR_TYPES,
+    )
+    from pipelines.schema import ModelConfig, SelectionConfig
+
+    assert tuple(COVARIANCE_TYPES) == COVARIANCE_TYPE_NAMES
+    props = ModelConfig.model_json_schema()["properties"]
+    assert tuple(props["covariance_types"]["items"]["enum"]) == COVARIANCE_TYPE_NAMES
+    assert tuple(props["init"]["enum"]) == INIT_METHODS
+    assert tuple(props["strategy"]["enum"]) == STRATEGIES
+    sel = SelectionConfig.model_json_schema()
+    assert tuple(sel["properties"]["criterion"]["enum"]) == CRITERIA
+    assert tuple(sel["properties"]["method"]["enum"]) == METHODS
+    prior = next(iter(sel["$defs"].values()))["properties"]
+    assert tuple(prior["weight_concentration_prior_type"]["enum"]) == WEIGHT_PRIOR_TYPES
