@@ -103,7 +103,7 @@ def kernel_direct(X: np.ndarray, cov: str, init: dict, m: int) -> float:
     chunks (as dgmm chunks in-memory input) spread over one plain thread per core."""
     from dgmm.covariance import get_covariance_type
     from dgmm.estep import Posterior, StatsJob, chunk_statistics
-    from dgmm.io import in_memory_chunk_rows
+    from dgmm.inputs import in_memory_chunk_rows
     from dgmm.mstep import m_step
     from dgmm.params import GaussianParams
     from dgmm.stats import sum_stats

@@ -59,7 +59,7 @@ def __dir__() -> list[str]:
 
 def load(path):
     """Load a model saved with `GaussianMixture.save` or `BayesianGaussianMixture.save`."""
-    from .io import saved_class
+    from .persistence import saved_class
 
     name = saved_class(path)
     return getattr(import_module(_WHERE[name], __name__), name).load(path)

@@ -15,8 +15,8 @@ from .em import (
     EMState,
 )
 from .files import DamagedFile, read_own, write_own
-from .io import check_gaussian_arrays
 from .params import GaussianParams
+from .persistence import check_gaussian_arrays
 from .variational import Prior, VariationalParams
 
 CHECKPOINT_KIND = "checkpoint"
@@ -105,8 +105,9 @@ def load_checkpoint(
     passes made so far.
 
     Every parameter set a live candidate resumes from is checked as a saved model's is
-    (`dgmm.io.check_gaussian_arrays`: shapes, finite values, weights on the simplex, factors
-    and covariances that invert each other); a `ModelFileError` names the first that is not.
+    (`dgmm.persistence.check_gaussian_arrays`: shapes, finite values, weights on the simplex,
+    factors and covariances that invert each other); a `ModelFileError` names the first that
+    is not.
     """
     n_features = int(header["key"]["shape"][1])
     pairs = list(zip(cands, header["candidates"], strict=True))

@@ -29,7 +29,7 @@ from .em import (
 from .estep import ScoringPosterior, StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
-from .io import load_input
+from .inputs import load_input
 from .sampling import SamplePlan, default_sample_size, sample_seed
 from .variational import PriorSpec
 

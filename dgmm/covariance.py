@@ -111,7 +111,7 @@ class CovarianceType(ABC):
     def term_bound(self, prec_chol: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Bound (K,) on the terms of each component's quadratic form ``|Pᵀ(x − μ)|²`` for
         ``|x − μ| ≤ v`` per feature (``v``: (K, D), non-negative): ``‖|P|ᵀ v‖²``. A worst
-        case: `dgmm.io` checks with it that a model read from outside stays finite; the
+        case: `dgmm.persistence` checks with it that a model read from outside stays finite; the
         kernels measure their rounding with `row_scales`."""
 
     @abstractmethod

@@ -52,7 +52,7 @@ from .validation import (
 from .variational import VariationalParams, lower_bound, variational_m_step
 
 if TYPE_CHECKING:
-    from .io import InputData
+    from .inputs import InputData
 
 __all__ = [
     "DataPasses",

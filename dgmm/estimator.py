@@ -22,9 +22,10 @@ from .criteria import information_criteria
 from .em import DataPasses, EMState
 from .estep import ApplySpec, apply_block, compute_dtype
 from .init import INIT_METHODS, UserInit
-from .io import InputData, load_input, load_model, save_model
+from .inputs import InputData, load_input
 from .options import STRATEGIES
 from .params import GaussianParams
+from .persistence import load_model, save_model
 from .validation import check_n_components, check_number
 from .variational import PriorSpec
 

@@ -31,7 +31,7 @@ from .em import (
 )
 from .estimator import GaussianMixture, check_estimator_params, from_candidate
 from .files import NotOwnFile, is_own
-from .io import load_input
+from .inputs import load_input
 from .options import METHODS, PRIOR_SETTINGS, STRATEGIES
 from .params import n_parameters
 from .paths import absolute_path

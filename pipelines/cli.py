@@ -105,7 +105,7 @@ def _summary(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: no such file or folder")
     if (path / "model.json").is_file():
         import dgmm
-        from dgmm.io import ModelFileError
+        from dgmm.persistence import ModelFileError
 
         from .run import STANDARDIZE_FILE, read_transform
 
@@ -234,7 +234,7 @@ def _matched_columns(rows, model, data: str):
 
 def _predict(args: argparse.Namespace) -> int:
     import dgmm
-    from dgmm.io import ModelFileError
+    from dgmm.persistence import ModelFileError
 
     from .data import open_data
     from .outputs import mark_complete, publish, write_assignments

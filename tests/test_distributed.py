@@ -217,7 +217,7 @@ def test_em_tasks_end_as_lockstep_with_the_judged_rows_of_their_fits(local_clust
 
     import dgmm
     from dgmm.em import DataPasses, EMState, judged_outputs, judged_rows, run_em, run_em_on_workers
-    from dgmm.io import load_input
+    from dgmm.inputs import load_input
 
     rng = np.random.default_rng(3)
     centres = rng.normal(scale=4.0, size=(3, 4))
@@ -251,7 +251,7 @@ def test_em_tasks_go_to_the_workers_only_when_their_memory_holds_them(local_clus
     """Candidates whose EM tasks a worker's memory limit (1 GiB here) would not hold stay in
     this process: nothing is sent; candidates that fit go to the workers."""
     from dgmm.em import DataPasses, EMState, em_task_bytes, run_em_on_workers, statistics_nbytes
-    from dgmm.io import load_input
+    from dgmm.inputs import load_input
     from dgmm.params import GaussianParams
 
     rng = np.random.default_rng(0)

@@ -163,7 +163,7 @@ def test_many_tiny_dask_blocks_get_a_warning_with_a_rechunk_that_silences_it(see
 
     from dask.array.core import PerformanceWarning
 
-    from dgmm.io import MANY_BLOCKS, load_input
+    from dgmm.inputs import MANY_BLOCKS, load_input
 
     rng = np.random.default_rng(seed)
     d = int(rng.integers(1, 20))

@@ -16,7 +16,7 @@ from dask.callbacks import Callback
 
 import dgmm
 from dgmm.em import DataPasses
-from dgmm.io import load_input
+from dgmm.inputs import load_input
 from dgmm.sampling import SamplePlan, default_sample_size, row_uniforms
 from dgmm.validation import DataError
 

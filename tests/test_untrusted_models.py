@@ -21,7 +21,7 @@ from sklearn.datasets import make_blobs
 
 import dgmm
 from dgmm.covariance import get_covariance_type
-from dgmm.io import ModelFileError
+from dgmm.persistence import ModelFileError
 from pipelines.cli import main
 
 from .conftest import COV_TYPES, explicit_init
