@@ -53,8 +53,8 @@ def run_case(name: str, memory_limit: str, rows: int, chunk: int, max_iter: int)
     from distributed import Client, LocalCluster
 
     import dgmm
-    from dgmm.em import plan_for
     from dgmm.io import zarr_to_dask
+    from dgmm.memory import plan_for
 
     case = CASES[name]
     d, ks, types = case["n_features"], list(case["ks"]), case["covariance_types"]

@@ -17,15 +17,10 @@ from sklearn.utils import check_random_state
 
 from ._candidates import RETRY_FIRST_REG, Candidate, Retry
 from ._checkpoint import key_difference, load_checkpoint, read_checkpoint, save_checkpoint
+from ._em_workers import run_em_on_workers
 from ._screening import SampleScores, trailing_cells, trailing_restarts
 from .covariance import get_covariance_type
-from .em import (
-    DataPasses,
-    EMState,
-    gaussian_view,
-    run_em,
-    run_em_on_workers,
-)
+from .em import DataPasses, EMState, gaussian_view, run_em
 from .estep import ScoringPosterior, StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters

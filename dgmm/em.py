@@ -19,18 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._reduce import (
-    SPLIT_EVERY,
     RowBlocks,
     StalledError,
     bounded,
     cluster_memory_limit,
-    cluster_workers,
     compute,
-    run_tasks,
 )
-from .covariance import DegenerateCovarianceError, get_covariance_type
+from .covariance import DegenerateCovarianceError
 from .estep import (
-    TEMPORARY_BYTES,
     Posterior,
     ScoringPosterior,
     StatsJob,
@@ -38,6 +34,7 @@ from .estep import (
     compute_dtype,
     row_output,
 )
+from .memory import PassPlan, max_sample_rows, plan_passes, statistics_nbytes
 from .mstep import m_step
 from .params import GaussianParams
 from .sampling import RowSample, SamplePlan, SampleSpec, combine_samples, sample_block
@@ -57,152 +54,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DataPasses",
     "EMState",
-    "PassPlan",
     "StalledError",
-    "TaskMemoryError",
     "bounded",
     "cluster_memory_limit",
     "compute",
     "judged_rows",
-    "max_sample_rows",
-    "plan_for",
-    "plan_passes",
     "run_em",
-    "run_em_on_workers",
-    "statistics_nbytes",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def statistics_nbytes(covariance_type: str, n_components: int, n_features: int) -> int:
-    """Bytes of one candidate's statistics (float64 counts, sums and second moments)."""
-    shape = get_covariance_type(covariance_type).moment_shape(n_components, n_features)
-    return 8 * (2 + n_components + n_components * n_features + int(np.prod(shape)))
-
-
-# What a worker holds besides the passes' data: the interpreter and its imports (measured
-# ~104 MiB after dgmm's passes with the dgmm.worker preload, 161 MiB without, ~385 MiB once
-# dask-ml's k-means ran there), plus the allocator's retained heap (<= limit/16)
-WORKER_BASELINE_BYTES = 256 * 2**20
-# Share of a worker's memory limit the passes plan to use (Dask pauses a worker at 80%)
-WORKER_BUDGET_FRACTION = 0.75
-# Statistics that small always go: a worker that cannot hold them cannot hold a chunk either
-MIN_TASK_BUDGET = 16 * 2**20
-FAN_INS = (SPLIT_EVERY, 4, 2)
-
-
-# The sampling pass's last combine holds its inputs and their concatenation, twice the sample;
-# a binomial draw can exceed its expected size by a few per cent.
-SAMPLE_HELD = 2.2
-
-
-def sample_row_bytes(n_features: int, dtype: np.dtype, weighted: bool) -> int:
-    """Bytes one sampled row takes: its values in the data's dtype, its row number, its weight."""
-    return n_features * np.dtype(dtype).itemsize + 8 + (8 if weighted else 0)
-
-
-def max_sample_rows(
-    memory_limit: int | None, n_features: int, chunk_rows: int, dtype: np.dtype, weighted: bool
-) -> int | None:
-    """The most rows a sampling pass can gather on a worker under ``memory_limit`` (None: no
-    limit): held twice by the last combine, they get the budget a pass's statistics get."""
-    if memory_limit is None:
-        return None
-    budget = task_budget(memory_limit, chunk_rows * n_features * compute_dtype(dtype).itemsize)
-    return max(int(budget // (SAMPLE_HELD * sample_row_bytes(n_features, dtype, weighted))), 1)
-
-
-class TaskMemoryError(ValueError):
-    """One candidate's statistics cannot fit a worker, even alone in its pass."""
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """How the candidates of one round of passes are grouped so that every task fits a worker.
-
-    Attributes
-    ----------
-    batches : list of (list of int, int)
-        Candidate indices of each pass, with the reduction fan-in of that pass.
-    task_bytes : int
-        The largest estimated bytes a worker holds for one pass of the plan.
-    budget : int or None
-        Bytes the plan keeps each worker under (None: no limit known, one pass).
-    """
-
-    batches: list[tuple[list[int], int]]
-    task_bytes: int
-    budget: int | None
-
-
-def task_budget(memory_limit: int | None, chunk_bytes: int) -> int | None:
-    """Bytes of statistics a worker may hold at once under ``memory_limit``."""
-    if memory_limit is None:
-        return None
-    usable = WORKER_BUDGET_FRACTION * memory_limit - WORKER_BASELINE_BYTES
-    return int(max(usable - chunk_bytes - TEMPORARY_BYTES, MIN_TASK_BUDGET))
-
-
-def plan_passes(stats_bytes: list[int], chunk_bytes: int, memory_limit: int | None) -> PassPlan:
-    """Group candidates into passes whose statistics fit a worker's memory.
-
-    A worker holds, besides its chunk and sub-block temporaries, the statistics of the block
-    results waiting to be combined: with fan-in ``s``, up to ``s`` inputs, the output and one
-    more block result, ``(s + 2)`` sets of a pass's statistics. Candidates are packed in order
-    into as few passes as fit, at the fan-in that needs the fewest (the largest among equals).
-    With no memory limit everything is one pass at the default fan-in, so results do not
-    depend on the plan there; under a limit a candidate's sums may be added in another order
-    than alone (the same to rounding).
-
-    Raises
-    ------
-    TaskMemoryError
-        When one candidate alone does not fit at the smallest fan-in.
-    """
-    chunk = chunk_bytes + TEMPORARY_BYTES
-    budget = task_budget(memory_limit, chunk_bytes)
-    if budget is None:
-        held = (SPLIT_EVERY + 2) * sum(stats_bytes)
-        return PassPlan([(list(range(len(stats_bytes))), SPLIT_EVERY)], chunk + held, None)
-    largest = max(stats_bytes, default=0)
-    options = []
-    for s in FAN_INS:
-        cap = budget // (s + 2)
-        if largest > cap:
-            continue
-        batches: list[list[int]] = []
-        total = cap + 1
-        for i, b in enumerate(stats_bytes):
-            if total + b > cap:
-                batches.append([])
-                total = 0
-            batches[-1].append(i)
-            total += b
-        options.append([(b, s) for b in batches])
-    if not options:
-        s = FAN_INS[-1]
-        raise TaskMemoryError(
-            f"a candidate's statistics ({largest / 2**20:.0f} MiB) need "
-            f"{(s + 2) * largest / 2**20:.0f} MiB on a worker, more than the "
-            f"{max(budget, 0) / 2**20:.0f} MiB its memory limit ({memory_limit / 2**20:.0f} "
-            "MiB) leaves"
-        )
-    plan = min(options, key=len)  # min keeps the first (largest fan-in) among equals
-    worst = max((s + 2) * sum(stats_bytes[i] for i in b) for b, s in plan)
-    return PassPlan(plan, chunk + worst, budget)
-
-
-def plan_for(
-    candidates: list[tuple[str, int]],
-    n_features: int,
-    chunk_rows: int,
-    itemsize: int,
-    memory_limit: int | None,
-) -> PassPlan:
-    """`plan_passes` for (covariance type, K) candidates on chunks of ``chunk_rows`` rows."""
-    stats = [statistics_nbytes(cov, k, n_features) for cov, k in candidates]
-    return plan_passes(stats, chunk_rows * n_features * itemsize, memory_limit)
 
 
 @dataclass(frozen=True)
@@ -566,71 +426,3 @@ def judged_outputs(params: GaussianParams | VariationalParams) -> tuple[str, ...
     """The `judged_rows` a fit on the sample is always compared by (a Gaussian mixture's
     evidence is its score)."""
     return ("score", "evidence") if isinstance(params, VariationalParams) else ("score",)
-
-
-def _em_task(
-    rows: MemoryRows, job: tuple[EMState, float, int, bool]
-) -> tuple[EMState, int, dict[str, np.ndarray]]:
-    state, tol, max_iter, judged = job
-    passes = rows.passes()
-    run_em(passes, [state], tol=tol, max_iter=max_iter)
-    values = {}
-    if judged and not state.failed and state.n_iter:
-        values = {o: judged_rows(state.params, rows.x, o) for o in judged_outputs(state.params)}
-    return state, passes.n_passes, values
-
-
-def em_task_bytes(stats_bytes: int) -> int:
-    """What a worker holds for one EM task over rows in memory besides the rows (which its
-    tasks share): the sub-block temporaries and up to ``SPLIT_EVERY + 2`` sets of the
-    candidate's statistics (the pass's one reduction, with no memory limit)."""
-    return TEMPORARY_BYTES + (SPLIT_EVERY + 2) * stats_bytes
-
-
-def run_em_on_workers(
-    passes: DataPasses,
-    x: np.ndarray,
-    w: np.ndarray | None,
-    states: list[EMState],
-    *,
-    tol: float,
-    max_iter: int,
-    judged: bool = False,
-) -> list[tuple[EMState, dict[str, np.ndarray]]] | None:
-    """`run_em` of each state as its own task on the active cluster's workers, over the rows
-    ``x`` (weights ``w``) in memory that ``passes`` runs over.
-
-    Returns each state finished, in order, with (if ``judged`` and it ran without failing)
-    its `judged_outputs` (`judged_rows` of ``x``) computed in its task, else an empty dict;
-    or None, having run nothing, for fewer than two states, without a cluster of two or more
-    worker threads, or when a worker's memory limit would not hold its tasks
-    (the rows, and `em_task_bytes` per worker thread, within the budget a pass plans with).
-
-    Candidates over rows in memory share no read, only the interpreter: in separate worker
-    processes they run at once, where the local threaded scheduler scales little past one
-    thread on these kernels. Each state gets the same arithmetic as in lockstep (its
-    sub-blocks do not depend on the other candidates), so the same results. The most costly
-    candidates per iteration start first. ``passes`` counts the passes the longest took.
-    """
-    workers = cluster_workers()
-    if len(states) < 2 or sum(t for t, _ in workers) < 2:
-        return None
-    d = x.shape[1]
-    cost = [statistics_nbytes(s.params.covariance_type, s.params.n_components, d) for s in states]
-    rows_bytes = x.nbytes + (0 if w is None else w.nbytes)
-    for threads, limit in workers:
-        need = rows_bytes + threads * em_task_bytes(max(cost))
-        if limit is not None and need > WORKER_BUDGET_FRACTION * limit - WORKER_BASELINE_BYTES:
-            logger.info(
-                "EM on the sample in this process: its tasks need ~%.0f MiB on a worker of "
-                "%.0f MiB",
-                need / 2**20,
-                limit / 2**20,
-            )
-            return None
-    rows = MemoryRows(x, w, tuple(passes.blocks.x.chunks[0]), passes.shift)
-    done = run_tasks(
-        _em_task, rows, [(s, tol, max_iter, judged) for s in states], "dgmm-em-in-memory", cost
-    )
-    passes.n_passes += max(n for _, n, _ in done)
-    return [(s, values) for s, _, values in done]

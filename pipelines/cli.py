@@ -50,7 +50,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def memory_estimate(cfg, x) -> str:
     """One line: the passes per EM round and the memory a worker holds for them."""
-    from dgmm import em as dgmm_em
+    from dgmm import memory as dgmm_memory
 
     from .run import check_task_memory
     from .schema import LocalClusterConfig, local_worker_limit
@@ -67,7 +67,7 @@ def memory_estimate(cfg, x) -> str:
         f"memory: {len(plan.batches)} pass(es) per EM iteration, about "
         f"{plan.task_bytes / 2**20:.0f} MiB of chunk and statistics per worker, under {where}"
     )
-    cap = dgmm_em.max_sample_rows(limit, x.shape[1], max(x.chunks[0]), x.dtype, False)
+    cap = dgmm_memory.max_sample_rows(limit, x.shape[1], max(x.chunks[0]), x.dtype, False)
     return line if cap is None else f"{line}; a sample of at most {cap} rows fits a worker"
 
 

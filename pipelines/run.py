@@ -21,6 +21,7 @@ from distributed import performance_report
 
 import dgmm
 from dgmm import em as dgmm_em
+from dgmm import memory as dgmm_memory
 from dgmm.files import is_own, set_aside
 from dgmm.selection import CHECKPOINT_KIND
 from dgmm.tables import Table
@@ -136,13 +137,15 @@ def _checked_data(cfg: RunConfig) -> Table:
     return rows
 
 
-def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) -> dgmm_em.PassPlan:
+def check_task_memory(
+    model: ModelConfig, x, limit: int | None, setting: str
+) -> dgmm_memory.PassPlan:
     """The plan of the sweep's passes under a worker memory limit; refuses a sweep whose
     largest candidate cannot fit a worker even alone in its pass, or a sample_size whose
     sample cannot be gathered on a worker."""
     cands = [(cov, k) for cov in model.covariance_types for k in model.n_components]
     n, d = x.shape
-    cap = dgmm_em.max_sample_rows(limit, d, max(x.chunks[0]), x.dtype, False)
+    cap = dgmm_memory.max_sample_rows(limit, d, max(x.chunks[0]), x.dtype, False)
     if model.sample_size and cap is not None and min(model.sample_size, n) > cap:
         raise ConfigError(
             f"model.sample_size: {model.sample_size} rows of {d} features do not fit the "
@@ -151,12 +154,12 @@ def check_task_memory(model: ModelConfig, x, limit: int | None, setting: str) ->
             f"or raise {setting}"
         )
     try:
-        return dgmm_em.plan_for(
+        return dgmm_memory.plan_for(
             cands * model.n_init, x.shape[1], max(x.chunks[0]), x.dtype.itemsize, limit
         )
-    except dgmm_em.TaskMemoryError:
-        cov, k = max(cands, key=lambda c: dgmm_em.statistics_nbytes(*c, x.shape[1]))
-        need = dgmm_em.statistics_nbytes(cov, k, x.shape[1])
+    except dgmm_memory.TaskMemoryError:
+        cov, k = max(cands, key=lambda c: dgmm_memory.statistics_nbytes(*c, x.shape[1]))
+        need = dgmm_memory.statistics_nbytes(cov, k, x.shape[1])
         raise ConfigError(
             f"the statistics of one {cov} K={k} candidate at {x.shape[1]} features "
             f"({need / 2**20:.0f} MiB, held 4 times while combined) do not fit the "

@@ -194,7 +194,7 @@ def test_em_on_the_sample_on_worker_processes_gives_the_lockstep_bits(
     live = sum(r["sample_iter"] > 0 for r in spread.results)
     assert live >= 2 and tasks >= live, (tasks, live)  # each ran as a task on the workers
 
-    monkeypatch.setattr(dgmm.em, "cluster_workers", list)  # no cluster: EM in lockstep
+    monkeypatch.setattr(dgmm._em_workers, "cluster_workers", list)  # no cluster: lockstep
     lockstep = dgmm.select(x, grid, types, **kw)
     assert _finished(local_cluster, "dgmm-em-in-memory") - before == tasks
     assert spread.n_passes_ == lockstep.n_passes_
@@ -216,7 +216,8 @@ def test_em_tasks_end_as_lockstep_with_the_judged_rows_of_their_fits(local_clust
     from copy import deepcopy
 
     import dgmm
-    from dgmm.em import DataPasses, EMState, judged_outputs, judged_rows, run_em, run_em_on_workers
+    from dgmm._em_workers import run_em_on_workers
+    from dgmm.em import DataPasses, EMState, judged_outputs, judged_rows, run_em
     from dgmm.inputs import load_input
 
     rng = np.random.default_rng(3)
@@ -250,8 +251,10 @@ def test_em_tasks_end_as_lockstep_with_the_judged_rows_of_their_fits(local_clust
 def test_em_tasks_go_to_the_workers_only_when_their_memory_holds_them(local_cluster):
     """Candidates whose EM tasks a worker's memory limit (1 GiB here) would not hold stay in
     this process: nothing is sent; candidates that fit go to the workers."""
-    from dgmm.em import DataPasses, EMState, em_task_bytes, run_em_on_workers, statistics_nbytes
+    from dgmm._em_workers import em_task_bytes, run_em_on_workers
+    from dgmm.em import DataPasses, EMState
     from dgmm.inputs import load_input
+    from dgmm.memory import statistics_nbytes
     from dgmm.params import GaussianParams
 
     rng = np.random.default_rng(0)

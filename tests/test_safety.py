@@ -705,7 +705,7 @@ def test_a_sweep_larger_than_a_worker_runs_in_batches(tmp_path):
     from distributed import Client, LocalCluster
 
     import dgmm
-    from dgmm.em import plan_for
+    from dgmm.memory import plan_for
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1000, 256)) + np.repeat(rng.normal(scale=4, size=(4, 256)), 250, 0)
@@ -772,7 +772,7 @@ def test_a_sample_too_large_for_a_worker_is_refused_before_start(tmp_path, capsy
     """model.sample_size beyond what a 512 MiB worker can gather (the sampling pass's last
     combine holds the sample twice) is refused by name before anything starts; the largest
     size that fits is accepted by `dgmm validate`, which prints it."""
-    from dgmm.em import max_sample_rows
+    from dgmm.memory import max_sample_rows
 
     rng = np.random.default_rng(0)
     n, d = 2500, 4096

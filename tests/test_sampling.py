@@ -320,9 +320,9 @@ def test_the_sample_fits_the_workers_memory_limit():
     fits a worker alongside its chunk (the last combine holds it twice); a given sample_size
     that would not fit is refused by name; one real sample's bytes are within the model."""
     from dgmm._sweep import plan_sample
-    from dgmm.em import (
+    from dgmm.estep import TEMPORARY_BYTES
+    from dgmm.memory import (
         SAMPLE_HELD,
-        TEMPORARY_BYTES,
         WORKER_BASELINE_BYTES,
         WORKER_BUDGET_FRACTION,
         sample_row_bytes,

@@ -261,7 +261,7 @@ def test_the_public_names_check_finds_what_it_should(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
         "import dgmm\nfrom dgmm import em as e\nfrom dgmm.io import InputData\n"
-        "from dgmm.estep import far_rows\ndgmm.select\ndgmm.nothing\ne.plan_for\ne.Sweep\n"
+        "from dgmm.estep import far_rows\ndgmm.select\ndgmm.nothing\ne.run_em\ne.Sweep\n"
     )
     found = _non_public_names(bad)
     assert found == [
