@@ -102,10 +102,11 @@ def kernel_direct(X: np.ndarray, cov: str, init: dict, m: int) -> float:
     """The same per-block kernel and M-step called directly, per iteration: the array's row
     chunks (as dgmm chunks in-memory input) spread over one plain thread per core."""
     from dgmm.covariance import get_covariance_type
-    from dgmm.estep import Posterior, StatsJob, chunk_statistics
+    from dgmm.estep import StatsJob, chunk_statistics
     from dgmm.inputs import in_memory_chunk_rows
     from dgmm.mstep import m_step
     from dgmm.params import GaussianParams
+    from dgmm.sources import Posterior
     from dgmm.stats import sum_stats
 
     strat = get_covariance_type(cov)

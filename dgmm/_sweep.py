@@ -21,11 +21,12 @@ from ._em_workers import run_em_on_workers
 from ._screening import SampleScores, trailing_cells, trailing_restarts
 from .covariance import get_covariance_type
 from .em import DataPasses, EMState, gaussian_view, run_em
-from .estep import ScoringPosterior, StatsJob
+from .estep import StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
 from .inputs import load_input
 from .sampling import SamplePlan, default_sample_size, sample_seed
+from .sources import ScoringPosterior
 from .variational import PriorSpec
 
 logger = logging.getLogger(__name__)

@@ -26,18 +26,12 @@ from ._reduce import (
     compute,
 )
 from .covariance import DegenerateCovarianceError
-from .estep import (
-    Posterior,
-    ScoringPosterior,
-    StatsJob,
-    chunk_statistics,
-    compute_dtype,
-    row_output,
-)
+from .estep import StatsJob, chunk_statistics, compute_dtype, row_output
 from .memory import PassPlan, max_sample_rows, plan_passes, statistics_nbytes
 from .mstep import m_step
 from .params import GaussianParams
 from .sampling import RowSample, SamplePlan, SampleSpec, combine_samples, sample_block
+from .sources import Posterior, ScoringPosterior
 from .stats import SuffStats, add_stats_into, sum_stats
 from .validation import (
     WEIGHTS_SUM_TO_ZERO,

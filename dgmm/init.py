@@ -18,18 +18,12 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from ._rng import choice_without_replacement
 from .covariance import CovarianceType, DegenerateCovarianceError, get_covariance_type
 from .em import DataPasses
-from .estep import (
-    Labels,
-    NearestCenter,
-    RandomUniform,
-    Responsibilities,
-    RowIndices,
-    StatsJob,
-)
+from .estep import StatsJob
 from .kmeans import kmeans_parallel_centers
 from .mstep import m_step
 from .options import INIT_METHODS
 from .params import GaussianParams
+from .sources import Labels, NearestCenter, RandomUniform, Responsibilities, RowIndices
 from .stats import SuffStats
 from .variational import PriorSpec, VariationalParams, variational_m_step
 

@@ -17,9 +17,10 @@ import pytest
 
 from dgmm import GaussianMixture, estep
 from dgmm.covariance import get_covariance_type
-from dgmm.estep import Labels, Posterior, StatsJob
+from dgmm.estep import StatsJob
 from dgmm.mstep import m_step
 from dgmm.params import GaussianParams
+from dgmm.sources import Labels, Posterior
 
 from .conftest import COV_TYPES
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from dgmm.covariance import get_covariance_type
-from dgmm.estep import TEMPORARY_BYTES, Posterior, StatsJob, chunk_statistics
+from dgmm.estep import TEMPORARY_BYTES, StatsJob, chunk_statistics
 from dgmm.params import GaussianParams
+from dgmm.sources import Posterior
 
 from .conftest import COV_TYPES
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from dgmm.covariance import get_covariance_type
-from dgmm.estep import Posterior, StatsJob, chunk_statistics
+from dgmm.estep import StatsJob, chunk_statistics
 from dgmm.params import GaussianParams
+from dgmm.sources import Posterior
 from dgmm.stats import SuffStats, sum_stats
 
 from .conftest import COV_TYPES
