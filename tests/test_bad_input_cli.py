@@ -22,7 +22,7 @@ import zarr
 from pipelines.cli import main
 
 from .conftest import run_output
-from .test_pipeline import INPROC_CLUSTER, dgmm_cli
+from .helpers import INPROC_CLUSTER, dgmm_cli
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow

@@ -236,7 +236,7 @@ def test_variational_pipeline_run(tmp_path):
     from pipelines.data import make_data
 
     from .conftest import run_output
-    from .test_safety import write_cfg
+    from .helpers import write_cfg
 
     data = tmp_path / "d.zarr"
     make_data(data, 1500, 2, 3, seed=1, chunk_rows=500)

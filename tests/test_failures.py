@@ -18,7 +18,7 @@ from pipelines.data import make_data
 from pipelines.schema import ConfigError, load_config
 
 from .conftest import write_zarr
-from .test_pipeline import INPROC_CLUSTER
+from .helpers import INPROC_CLUSTER
 
 
 def _bomb(rng) -> str:
@@ -151,7 +151,7 @@ def test_a_stopped_scheduler_or_worker_is_said_and_fails_the_run_within_its_boun
     """SIGSTOP leaves a peer connected and silent: the run says what it waits for, then fails
     in one line within the stall timeout (and the bounded clean-up), instead of waiting for
     the scheduler's worker-ttl or forever."""
-    from .test_real_cluster import dask_processes
+    from .helpers import dask_processes
 
     make_data(tmp_path / "d.zarr", 200_000, 4, 4, seed=1, chunk_rows=20_000, separation=2.0)
     cluster_dir = tmp_path / "cluster"

@@ -16,7 +16,7 @@ from pipelines.cli import main
 from pipelines.data import make_data
 from pipelines.outputs import publish
 
-from .test_pipeline import INPROC_CLUSTER
+from .helpers import INPROC_CLUSTER
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from pipelines.run import select_model, write_labels
 from pipelines.schema import load_config
 
 from .conftest import run_output
-from .test_safety import write_cfg
+from .helpers import write_cfg
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from pipelines.data import make_data
 from pipelines.schema import ConfigError, load_config
 
 from .conftest import run_output
-from .test_real_cluster import dask_processes
+from .helpers import dask_processes
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_a_worker_without_dgmm_is_named_before_the_first_pass(tmp_path):
     import subprocess
     import sys
 
-    from .test_real_cluster import dask_processes
+    from .helpers import dask_processes
 
     make_data(tmp_path / "d.zarr", 2000, 2, 2, seed=1, chunk_rows=500)
     with dask_processes(tmp_path, workers=0) as address:

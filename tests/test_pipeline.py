@@ -24,33 +24,10 @@ from dgmm.io import open_zarr_array, zarr_to_dask
 from pipelines.data import make_data
 
 from .conftest import run_output
+from .helpers import INPROC_CLUSTER, ROOT, dgmm_cli
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
-# One worker with two threads in the run's own process: the quickest cluster to start.
-INPROC_CLUSTER = {
-    "type": "local",
-    "n_workers": 1,
-    "threads_per_worker": 2,
-    "processes": False,
-    "dashboard_address": None,
-}
-
-
-def dgmm_cli(*args, check=True, **kw):
-    proc = subprocess.run(
-        [sys.executable, "-m", "dgmm", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def write_config(tmp_path, data_path, out_path, name="run.yaml", **sections):

@@ -5,8 +5,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,70 +14,10 @@ from distributed import Client
 from pipelines.data import make_data
 
 from .conftest import run_output
-from .test_pipeline import ROOT, dgmm_cli
+from .helpers import ROOT, dask_processes, dgmm_cli
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def dask_processes(
-    d: Path,
-    tls: list[str] | None = None,
-    security=None,
-    workers: int = 2,
-    cwd: Path | None = None,
-    env: dict | None = None,
-) -> Iterator[str]:
-    """`dask scheduler` and ``workers`` `dask worker`s (with nannies) on 127.0.0.1, started in
-    the folder ``cwd`` (default: this process's); yields the scheduler's address."""
-    from distributed import Client
-
-    sched_file = d / "scheduler.json"
-    tls_args = ["--protocol", "tls", *tls] if tls else []
-    procs = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"),
-                *("--no-dashboard", "--scheduler-file", str(sched_file), *tls_args),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
-        )
-    ]
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        for i in range(workers):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "dask", "worker"),
-                        *("--scheduler-file", str(sched_file), "--host", "127.0.0.1"),
-                        *("--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard"),
-                        *("--name", f"w{i}", "--preload", "dgmm.worker", *(tls or [])),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=cwd,
-                    env=env,
-                )
-            )
-        with Client(scheduler_file=str(sched_file), timeout=30, security=security) as client:
-            if workers:
-                client.wait_for_workers(workers, timeout=60)
-            yield client.scheduler.address
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture(scope="module")

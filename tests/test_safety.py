@@ -36,8 +36,7 @@ from pipelines.data import make_data
 from pipelines.paths import claim, lock_path
 
 from .conftest import run_output
-from .test_pipeline import INPROC_CLUSTER, ROOT
-from .test_real_cluster import dask_processes
+from .helpers import ROOT, dask_processes, write_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -67,26 +66,6 @@ def assert_one_line_error(status: int, err: str, expected_status: int) -> str:
     assert lines[0].startswith("dgmm: error: "), err
     assert "Traceback" not in err
     return lines[0]
-
-
-def write_cfg(path: Path, data_path: str, out_path: str, **sections) -> Path:
-    """A small run config for the array ``X`` of ``data_path``."""
-    cfg = {
-        "data": {"path": str(data_path), "array": "X"},
-        "model": {"n_components": [1, 2], "max_iter": 10, "n_init": 1},
-        "output": {
-            "path": str(out_path),
-            "overwrite": True,
-            "performance_report": False,
-            "progress": False,
-        },
-        "cluster": dict(INPROC_CLUSTER),
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,117 @@
+"""What several test modules share: the repository root, the quickest cluster config, the
+command line in a subprocess, a small run config, and real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# One worker with two threads in the run's own process: the quickest cluster to start.
+INPROC_CLUSTER = {
+    "type": "local",
+    "n_workers": 1,
+    "threads_per_worker": 2,
+    "processes": False,
+    "dashboard_address": None,
+}
+
+
+def dgmm_cli(*args, check=True, **kw):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dgmm", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_cfg(path: Path, data_path: str, out_path: str, **sections) -> Path:
+    """A small run config for the array ``X`` of ``data_path``."""
+    cfg = {
+        "data": {"path": str(data_path), "array": "X"},
+        "model": {"n_components": [1, 2], "max_iter": 10, "n_init": 1},
+        "output": {
+            "path": str(out_path),
+            "overwrite": True,
+            "performance_report": False,
+            "progress": False,
+        },
+        "cluster": dict(INPROC_CLUSTER),
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@contextmanager
+def dask_processes(
+    d: Path,
+    tls: list[str] | None = None,
+    security=None,
+    workers: int = 2,
+    cwd: Path | None = None,
+    env: dict | None = None,
+) -> Iterator[str]:
+    """`dask scheduler` and ``workers`` `dask worker`s (with nannies) on 127.0.0.1, started in
+    the folder ``cwd`` (default: this process's); yields the scheduler's address."""
+    from distributed import Client
+
+    sched_file = d / "scheduler.json"
+    tls_args = ["--protocol", "tls", *tls] if tls else []
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"),
+                *("--no-dashboard", "--scheduler-file", str(sched_file), *tls_args),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+        )
+    ]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        for i in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "dask", "worker"),
+                        *("--scheduler-file", str(sched_file), "--host", "127.0.0.1"),
+                        *("--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard"),
+                        *("--name", f"w{i}", "--preload", "dgmm.worker", *(tls or [])),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=cwd,
+                    env=env,
+                )
+            )
+        with Client(scheduler_file=str(sched_file), timeout=30, security=security) as client:
+            if workers:
+                client.wait_for_workers(workers, timeout=60)
+            yield client.scheduler.address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
