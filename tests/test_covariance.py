@@ -89,7 +89,7 @@ def test_unknown_covariance_type():
 def test_float32_scatter_is_centred_and_accurate(rng):
     """Wide float32 rows far from the shift: the moments keep the covariance to float32 accuracy
     (a plain float32 product about the shift would lose it entirely)."""
-    from dgmm.covariance import _CENTRE_FROM_D, _scatter
+    from dgmm._cov_full import _CENTRE_FROM_D, _scatter
 
     d = _CENTRE_FROM_D + 8
     x64 = rng.normal(size=(3000, d)) * 0.01 + 1e3
@@ -111,7 +111,7 @@ def test_wide_full_moments_are_taken_about_the_centres(rng):
     component's centre keep the covariance to float32 accuracy for float32 rows, with weights
     (a plain float32 product about the origin would lose it entirely), and to float64
     accuracy for float64 rows."""
-    from dgmm.covariance import _CENTRED_FROM_D
+    from dgmm._cov_full import _CENTRED_FROM_D
 
     full = get_covariance_type("full")
     assert not full.moves_moments(_CENTRED_FROM_D)
