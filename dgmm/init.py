@@ -19,11 +19,11 @@ from ._rng import choice_without_replacement
 from .covariance import CovarianceType, DegenerateCovarianceError, get_covariance_type
 from .em import DataPasses
 from .estep import StatsJob
-from .kmeans import kmeans_parallel_centers
+from .kmeans import kmeans_parallel_centres
 from .mstep import m_step
 from .options import INIT_METHODS
 from .params import GaussianParams
-from .sources import Labels, NearestCenter, RandomUniform, Responsibilities, RowIndices
+from .sources import Labels, NearestCentre, RandomUniform, Responsibilities, RowIndices
 from .stats import SuffStats
 from .variational import PriorSpec, VariationalParams, variational_m_step
 
@@ -120,8 +120,8 @@ def make_source(
         x = passes.first_read_array()
         scheduler = passes.blocks.scheduler or dask.config.get("scheduler", None)
         with dask.config.set(scheduler=scheduler):
-            centers = kmeans_parallel_centers(x, k, _seed(rng))
-        return NearestCenter(centers - passes.shift)
+            centres = kmeans_parallel_centres(x, k, _seed(rng))
+        return NearestCentre(centres - passes.shift)
     if method in ("kmeans", "k-means++"):
         # scikit-learn's own k-means / k-means++ on the uniform sample: one pass to draw it
         # (shared by every request), whatever N and K
@@ -138,8 +138,8 @@ def make_source(
             )
         if method == "kmeans":
             km = KMeans(n_clusters=k, n_init=1, random_state=rng)
-            centers = km.fit(s.x, sample_weight=s.w).cluster_centers_.astype(np.float64)
-            return NearestCenter(centers - passes.shift)
+            centres = km.fit(s.x, sample_weight=s.w).cluster_centers_.astype(np.float64)
+            return NearestCentre(centres - passes.shift)
         _, idx = kmeans_plusplus(s.x, k, random_state=rng, sample_weight=s.w)
         return RowIndices(s.index[idx], k, s.x[idx].astype(np.float64) - passes.shift)
     if method == "random":

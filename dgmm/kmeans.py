@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def kmeans_parallel_centers(x, n_clusters: int, seed: int) -> np.ndarray:
+def kmeans_parallel_centres(x, n_clusters: int, seed: int) -> np.ndarray:
     """Centres of Lloyd's k-means with k-means|| seeding, computed by dask-ml out of core."""
     from dask_ml.cluster.k_means import k_means
 
-    _, centers, _ = k_means(x, n_clusters, init="k-means||", random_state=seed)
-    return np.asarray(centers, dtype=np.float64)
+    _, centres, _ = k_means(x, n_clusters, init="k-means||", random_state=seed)
+    return np.asarray(centres, dtype=np.float64)

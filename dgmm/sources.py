@@ -125,21 +125,21 @@ class Labels:
 
 
 @dataclass(frozen=True)
-class NearestCenter:
+class NearestCentre:
     """Hard assignment of each row to its nearest centre (centres shifted like the rows)."""
 
-    centers_s: np.ndarray
+    centres_s: np.ndarray
 
     @property
     def n_components(self) -> int:
-        return self.centers_s.shape[0]
+        return self.centres_s.shape[0]
 
     @property
     def centres(self) -> np.ndarray:
-        return self.centers_s
+        return self.centres_s
 
     def __call__(self, xs, row0):
-        c = self.centers_s.astype(xs.dtype)
+        c = self.centres_s.astype(xs.dtype)
         d = np.einsum("kd,kd->k", c, c)[:, None] - 2.0 * (c @ xs.T)
         return _one_hot(d.argmin(axis=0), self.n_components, xs.dtype), None
 
