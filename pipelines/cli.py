@@ -1,4 +1,4 @@
-"""The dgmm command: run, validate, make-data, summary, predict (`dgmm COMMAND --help`)."""
+"""The dgmm command: run, validate, init, make-data, summary, predict (`dgmm CMD --help`)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,39 @@ def _make_data(args: argparse.Namespace) -> int:
         f"{args.chunk_rows} rows"
     )
     return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Write a commented starter config (every key with its default) for the given data."""
+    from importlib.resources import files
+
+    from dgmm.paths import absolute_path
+
+    from .schema import load_config
+
+    out = Path(args.out)
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"{out} exists; give a new file name (it is never overwritten)")
+    text = files("pipelines").joinpath("starter.yaml").read_text(encoding="utf-8")
+    data = str(absolute_path(args.data, "--data"))
+    output = str(absolute_path(args.output, "--output"))
+    text = text.replace("DATA_PATH", _yaml_scalar(data))
+    text = text.replace("OUTPUT_PATH", _yaml_scalar(output))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x", encoding="utf-8") as f:  # never through an existing file or link
+        f.write(text)
+    load_config(out)  # what was written is a valid config
+    print(f"wrote {out}: check it with `dgmm validate {out}`, run it with `dgmm run {out}`")
+    return 0
+
+
+def _yaml_scalar(value: str) -> str:
+    """``value`` as one YAML scalar (quoted when plain YAML would read it otherwise)."""
+    import json
+
+    import yaml
+
+    return value if yaml.safe_load(value) == value and "#" not in value else json.dumps(value)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -366,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(s, "--compress", action="store_true", help="zstd-compress X (off: faster reads)")
     _option(s, "--overwrite", action="store_true", help="replace an earlier make-data output")
+    s = command("init", "write a commented starter config (every key with its default)", _init)
+    _option(s, "out", help="the config file to write (a new file)")
+    _option(s, "--data", default="data.zarr", help="the data the config points at")
+    _option(s, "--output", default="runs/first", help="the run's output folder")
     s = command("summary", "print a finished run's table, or a saved model's parameters", _summary)
     _option(s, "path", help="a run's output folder, or a saved model folder")
     s = command("predict", "label new data with a saved model", _predict)

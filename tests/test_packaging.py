@@ -35,6 +35,7 @@ def test_wheel_and_sdist_build_and_pass_twine_check(tmp_path):
         metadata = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = whl.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "dgmm/py.typed" in names
+    assert "pipelines/starter.yaml" in names  # `dgmm init` writes it
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: BSD-3-Clause" in metadata
     assert "dgmm = pipelines.cli:main" in entry_points

@@ -117,7 +117,7 @@ def test_every_command_and_option_has_help_and_make_data_defaults_match_the_conf
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"run", "validate", "make-data", "summary", "predict"}
+    assert set(commands) == {"run", "validate", "init", "make-data", "summary", "predict"}
     for name, sub in commands.items():
         assert sub.description, name
         for action in sub._actions:

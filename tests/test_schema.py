@@ -163,3 +163,45 @@ def test_the_schema_takes_its_choices_from_the_library():
     assert tuple(sel["properties"]["method"]["enum"]) == METHODS
     prior = next(iter(sel["$defs"].values()))["properties"]
     assert tuple(prior["weight_concentration_prior_type"]["enum"]) == WEIGHT_PRIOR_TYPES
+
+
+def test_dgmm_init_writes_a_valid_config_whose_stated_defaults_are_the_schemas(tmp_path, capsys):
+    """`dgmm init`: a new file only, valid as written, every key it shows (set or commented)
+    a key of the schema, and every value it sets the schema's default (but the paths and K)."""
+    import re
+
+    import yaml
+
+    from pipelines.cli import main
+    from pipelines.schema import RunConfig, load_config
+
+    out = tmp_path / "conf" / "run.yaml"
+    assert main(["init", str(out), "--data", str(tmp_path / "my data #1.csv")]) == 0
+    cfg = load_config(out)
+    assert cfg.data.path == str(tmp_path / "my data #1.csv")
+    raw = yaml.safe_load(out.read_text())
+    sections = {name: field.annotation for name, field in RunConfig.model_fields.items()}
+    defaults = RunConfig.model_validate(
+        {"data": {"path": "x"}, "model": {"n_components": [1]}, "output": {"path": "y"}}
+    )
+    for section, values in raw.items():
+        assert section in sections, section
+        dumped = getattr(defaults, section).model_dump(mode="json")
+        for key, value in values.items():
+            assert key in dumped, (section, key)
+            if (section, key) not in {
+                ("data", "path"),
+                ("output", "path"),
+                ("model", "n_components"),
+            }:
+                assert value == dumped[key], (section, key, value, dumped[key])
+    current = None
+    for line in out.read_text().splitlines():
+        if re.match(r"^[a-z]+:", line):
+            current = line.split(":")[0]
+        commented = re.match(r"^  # ([a-z_]+):", line)
+        if commented:  # an option shown commented out is a key of its section
+            assert commented[1] in type(getattr(defaults, current)).model_fields, line
+    before = out.read_text()
+    assert main(["init", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == before
