@@ -232,7 +232,7 @@ def _failures(rows: list[dict]) -> str:
     restart's reason as its example."""
     kinds: dict[str, list[dict]] = {}
     for r in rows:
-        if r["error"]:
+        if r["error"]:  # stopped restarts are counted too: none of them can be selected
             kinds.setdefault(r["status"], []).append(r)
     parts = []
     for kind, group in sorted(kinds.items(), key=lambda item: -len(item[1])):
@@ -485,7 +485,7 @@ def select(
             profile = passes.profile()
     if profile is not None:
         check_profile(profile, data.x.dtype, name, data.feature_names)
-    elif data.x_mem is not None:  # in memory: the columns' ranges cost no pass
+    elif data.x_mem is not None and n_samples > 1:  # in memory: the ranges cost no pass
         lo, hi = data.x_mem.min(axis=0), data.x_mem.max(axis=0)
         check_constant_columns(lo, hi, n_samples, name, data.feature_names)
     if checkpoint is not None:

@@ -48,6 +48,20 @@ class Table:
     names: tuple[str, ...] | None
     values: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        if self.names is None:
+            return
+        rows = self.values if self.x is None else self.x
+        if not all(isinstance(c, str) for c in self.names):
+            raise ValueError("a Table's column names must be strings")
+        if len(set(self.names)) != len(self.names):
+            twice = sorted({c for c in self.names if self.names.count(c) > 1})
+            raise ValueError(f"a Table has more than one column named {_listed(twice)}")
+        if rows is not None and rows.ndim == 2 and rows.shape[1] != len(self.names):
+            raise ValueError(
+                f"a Table has {len(self.names)} column names for {rows.shape[1]} columns"
+            )
+
 
 def _listed(names: Sequence[str]) -> str:
     shown = ", ".join(repr(str(c)) for c in names[:_SHOWN])
@@ -73,7 +87,8 @@ def infer_format(path: str | os.PathLike) -> str:
 def is_frame(X: Any) -> bool:
     """Whether ``X`` is a pandas or Dask DataFrame (checked without importing either)."""
     module = type(X).__module__
-    return type(X).__name__ == "DataFrame" and module.split(".")[0] in ("pandas", "dask")
+    root = module.split(".")[0]
+    return type(X).__name__ == "DataFrame" and root in ("pandas", "dask", "dask_expr")
 
 
 def unmatched_columns(names: Sequence[str], wanted: Sequence[str], where: str) -> str | None:

@@ -105,8 +105,11 @@ def _init(args: argparse.Namespace) -> int:
     if out.exists() or out.is_symlink():
         raise ConfigError(f"{out} exists; give a new file name (it is never overwritten)")
     text = files("pipelines").joinpath("starter.yaml").read_text(encoding="utf-8")
-    data = str(absolute_path(args.data, "--data"))
-    output = str(absolute_path(args.output, "--output"))
+    try:
+        data = str(absolute_path(args.data, "--data"))
+        output = str(absolute_path(args.output, "--output"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     text = text.replace("DATA_PATH", _yaml_scalar(data))
     text = text.replace("OUTPUT_PATH", _yaml_scalar(output))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +126,11 @@ def _yaml_scalar(value: str) -> str:
 
     import yaml
 
-    return value if yaml.safe_load(value) == value and "#" not in value else json.dumps(value)
+    try:
+        plain = yaml.safe_load(value) == value and "#" not in value
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else json.dumps(value)
 
 
 def _summary(args: argparse.Namespace) -> int:

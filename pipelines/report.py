@@ -249,18 +249,32 @@ def plot_criteria(cells: list[Row], criterion: str, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def shown_rows(sample, x: da.Array, n: int, seed: int = 0) -> np.ndarray:
-    """Up to ``n`` rows drawn uniformly from all rows, for the plots: from the selection's own
-    uniform sample (``sample``, its rows drawn with equal probability) when there is one,
-    reading nothing; otherwise ``n`` row numbers drawn uniformly and read (each chunk that
-    holds one is read once)."""
+# At most this many chunks are read for the plots when the selection drew no sample.
+SHOWN_CHUNKS = 64
+
+
+def shown_rows(sample, x: da.Array, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Up to ``n`` rows for the plots, and how they were drawn (for the plots' titles).
+
+    From the selection's own uniform sample (``sample``: every row kept with the same
+    probability) when there is one, reading nothing; otherwise from at most `SHOWN_CHUNKS`
+    chunks drawn with probability proportional to their rows, ``n`` rows drawn uniformly among
+    theirs (each row equally likely to be shown, and a bounded read).
+    """
     rng = np.random.default_rng(seed)
     if sample is not None and len(sample.x):
         rows = np.asarray(sample.x)
         keep = np.sort(rng.choice(len(rows), min(n, len(rows)), replace=False))
-        return rows[keep]
-    idx = np.sort(rng.choice(x.shape[0], min(n, x.shape[0]), replace=False))
-    return np.asarray(compute(x[idx])[0])
+        return rows[keep], "uniform sample"
+    sizes = np.asarray(x.chunks[0])
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    picked = np.arange(len(sizes))
+    if len(sizes) > SHOWN_CHUNKS:
+        picked = np.sort(rng.choice(len(sizes), SHOWN_CHUNKS, replace=False, p=sizes / sizes.sum()))
+    pool = np.concatenate([np.arange(starts[b], starts[b + 1]) for b in picked])
+    idx = np.sort(rng.choice(pool, min(n, len(pool)), replace=False))
+    how = "uniform sample" if len(picked) == len(sizes) else f"sample of {len(picked)} chunks"
+    return np.asarray(compute(x[idx])[0]), how
 
 
 def _projection(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
@@ -286,11 +300,11 @@ def _full_covariances(model) -> np.ndarray:
     }[model.covariance_type]()
 
 
-def _rows_title(shown: int, total: int) -> str:
-    return f"all {total} rows" if shown == total else f"{shown} of {total} rows (uniform sample)"
+def _rows_title(shown: int, total: int, how: str) -> str:
+    return f"all {total} rows" if shown == total else f"{shown} of {total} rows ({how})"
 
 
-def clusters_figure(rows: np.ndarray, model, n_total: int):
+def clusters_figure(rows: np.ndarray, model, n_total: int, how: str = "uniform sample"):
     """The rows on their first two principal components, coloured by label with a key (and
     each cluster's size among them), and every component's 2-sd ellipse projected."""
     from matplotlib.patches import Ellipse
@@ -327,7 +341,7 @@ def clusters_figure(rows: np.ndarray, model, n_total: int):
     empty = k - len(np.unique(labels))
     none = f" ({empty} cluster(s) with no row among them)" if empty else ""
     ax.set_title(
-        f"{model.covariance_type}, K={k}: {_rows_title(len(rows), n_total)}{none}; "
+        f"{model.covariance_type}, K={k}: {_rows_title(len(rows), n_total, how)}{none}; "
         "ellipses: 2 sd of each component",
         fontsize=10,
     )
@@ -336,7 +350,7 @@ def clusters_figure(rows: np.ndarray, model, n_total: int):
     return fig
 
 
-def uncertainty_figure(rows: np.ndarray, model, n_total: int):
+def uncertainty_figure(rows: np.ndarray, model, n_total: int, how: str = "uniform sample"):
     """mclust's uncertainty plot: the rows on their first two principal components coloured by
     classification uncertainty (1 − largest probability), the most uncertain drawn on top; and
     the distribution of the uncertainty."""
@@ -362,7 +376,7 @@ def uncertainty_figure(rows: np.ndarray, model, n_total: int):
     fig.colorbar(sc, ax=ax, label="uncertainty (1 − largest probability)")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title(f"Classification uncertainty: {_rows_title(len(rows), n_total)}", fontsize=10)
+    ax.set_title(f"Classification uncertainty: {_rows_title(len(rows), n_total, how)}", fontsize=10)
     hx.hist(u, bins=40, range=(0.0, top), color="0.3")
     hx.set_yscale("log")
     hx.set_xlabel("uncertainty (1 − largest probability)")

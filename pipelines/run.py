@@ -661,9 +661,9 @@ def write_report(
         save_figure(weights_figure(cells, cfg.selection.weight_threshold), st / "weights.png")
     else:
         plot_criteria(cells, criterion, st / "criteria.png")
-    shown = shown_rows(found.sample, x, PLOT_ROWS)
-    save_figure(clusters_figure(shown, gm, x.shape[0]), st / "clusters.png")
-    save_figure(uncertainty_figure(shown, gm, x.shape[0]), st / "uncertainty.png")
+    shown, how = shown_rows(found.sample, x, PLOT_ROWS)
+    save_figure(clusters_figure(shown, gm, x.shape[0], how), st / "clusters.png")
+    save_figure(uncertainty_figure(shown, gm, x.shape[0], how), st / "uncertainty.png")
     text = summary(cells, best, criterion, sizes, candidates=found.results)
     if cfg.selection.method == "variational":
         text += "\n" + components_text(best, cfg.selection.weight_threshold, int(x.shape[0]))

@@ -149,3 +149,15 @@ def test_dgmm_predict_matches_a_table_by_name(tmp_path, capsys, seed):
         else:
             assert status == 0, err
             np.testing.assert_array_equal(zarr.open_group(str(out))["labels"][:], expected)
+
+
+def test_a_table_refuses_names_that_do_not_fit_its_columns():
+    from dgmm.tables import Table
+
+    x = np.zeros((4, 3))
+    for names, needle in ((("a", "b"), "2 column names for 3 columns"), (("a", "a", "b"), "'a'")):
+        with pytest.raises(ValueError, match=needle):
+            Table(None, names, x)
+    with pytest.raises(ValueError, match="must be strings"):
+        Table(None, ("a", 1, "c"), x)
+    assert Table(None, ("a", "b", "c"), x).names == ("a", "b", "c")

@@ -205,3 +205,27 @@ def test_dgmm_init_writes_a_valid_config_whose_stated_defaults_are_the_schemas(t
     before = out.read_text()
     assert main(["init", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--data", "/d/a: b: c"], None),  # YAML-looking paths are written quoted
+        (["--data", "x #1: y.csv", "--output", "o: p"], None),
+        (["--output", ""], "--output"),
+    ],
+)
+def test_dgmm_init_takes_any_path_or_refuses_in_one_line(tmp_path, capsys, args, needle):
+    from pipelines.cli import main
+    from pipelines.schema import load_config
+
+    out = tmp_path / "run.yaml"
+    status = main(["init", str(out), *args])
+    err = capsys.readouterr().err
+    if needle is None:
+        assert status == 0, err
+        cfg = load_config(out)
+        assert cfg.data.path.endswith(args[1].lstrip("/").split("/")[-1]), cfg.data.path
+    else:
+        assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
