@@ -17,11 +17,10 @@ from .em import (
 from .files import DamagedFile, read_own, write_own
 from .params import GaussianParams
 from .persistence import check_gaussian_arrays
-from .variational import Prior, VariationalParams
+from .variational import VARIATIONAL_ARRAYS, Prior, VariationalParams
 
 CHECKPOINT_KIND = "checkpoint"
 _ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
-_VB_ARRAYS = ("weight_concentration", "mean_precision", "degrees_of_freedom")
 
 
 def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int) -> None:
@@ -58,18 +57,11 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
             if p is not None:
                 for a in _ARRAYS:
                     arrays[f"{tag}{i}_{a}"] = getattr(p, a)
-                if isinstance(p, VariationalParams):
-                    for a in _VB_ARRAYS:
-                        arrays[f"{tag}{i}_{a}"] = np.asarray(getattr(p, a))
-                    q = p.prior
-                    for a in ("mean", "covariance"):
-                        arrays[f"{tag}{i}_prior_{a}"] = np.asarray(getattr(q, a))
-                    meta[-1][f"{tag}_prior"] = [
-                        q.process,
-                        q.weight_concentration,
-                        q.mean_precision,
-                        q.degrees_of_freedom,
-                    ]
+                for a, v in p.checkpoint_arrays().items():  # a variational fit's posterior
+                    arrays[f"{tag}{i}_{a}"] = v
+                prior = p.checkpoint_prior()
+                if prior is not None:
+                    meta[-1][f"{tag}_prior"] = prior
     header = {"key": key, "n_passes": n_passes, "candidates": meta}
     buf = io.BytesIO()
     np.savez(buf, header=np.array(json.dumps(header)), **arrays)
@@ -124,7 +116,7 @@ def load_checkpoint(
                 process = None
                 if f"{tag}_prior" in m:  # a variational candidate: its posterior and priors
                     process = bool(m[f"{tag}_prior"][0])
-                    found |= {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in _VB_ARRAYS}
+                    found |= {f"{a}_": arrays[f"{tag}{i}_{a}"] for a in VARIATIONAL_ARRAYS}
                     found["mean_prior_"] = arrays[f"{tag}{i}_prior_mean"]
                     found["covariance_prior_"] = arrays[f"{tag}{i}_prior_covariance"]
                 check_gaussian_arrays(
@@ -150,7 +142,7 @@ def load_checkpoint(
                 process, wc, mp, arrays[f"{tag}{i}_prior_mean"], dof,
                 arrays[f"{tag}{i}_prior_covariance"],
             )  # fmt: skip
-            extra = (arrays[f"{tag}{i}_{a}"] for a in _VB_ARRAYS)
+            extra = (arrays[f"{tag}{i}_{a}"] for a in VARIATIONAL_ARRAYS)
             return VariationalParams(g, *extra, prior)
 
         c.start = params("start")

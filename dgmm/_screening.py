@@ -8,12 +8,10 @@ import logging
 import numpy as np
 
 from ._candidates import Candidate, best_restart
-from .criteria import effective_components, information_criteria
+from .criteria import information_criteria
 from .em import (
     judged_rows,
 )
-from .params import GaussianParams, n_parameters
-from .variational import VariationalParams
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +57,8 @@ class SampleScores:
 
     @staticmethod
     def _key(c: Candidate, output: str) -> tuple[int, str]:
-        if output == "evidence" and isinstance(c.state.params, GaussianParams):
-            output = "score"  # the same rows
+        if output == "evidence":
+            output = c.state.params.evidence_output  # a Gaussian fit's evidence is its score
         return id(c), output
 
     def mean(self, values: np.ndarray) -> float:
@@ -99,7 +97,7 @@ def trailing_restarts(cands: list[Candidate], scores: SampleScores, tol: float) 
             continue
         best = best_restart(group)
         per_row, rows, trails = tol, "log-likelihoods", "log-likelihood trails"
-        if isinstance(best.state.params, VariationalParams):
+        if best.state.params.bound_is_total:
             per_row = tol / scores.total
             rows, trails = "bound terms", "bound's terms over rows trail"
         for c in group:
@@ -171,13 +169,9 @@ def trailing_cells(
     best_of = {cell: best_restart(group) for cell, group in cells.items()}
     per_row, raw, fix, estimates = {}, {}, {}, {}
     for cell, c in best_of.items():
-        p = c.state.params.n_parameters()
-        fit = {}
-        if isinstance(c.state.params, VariationalParams):
-            used = effective_components(c.state.params, weight_threshold or 0.0)
-            p = n_parameters(c.covariance_type, used, c.state.params.n_features)
-            # what the report shows of a variational type stopped here: its fit on the sample
-            fit = {"effective_components": used, "weights": c.state.params.weights.tolist()}
+        # a variational fit counts its effective components; the report shows of a type
+        # stopped here its fit on the sample
+        p, fit = c.state.params.selection_size(weight_threshold or 0.0)
         ll, ent = scores.rows(c), scores.rows(c, "entropy")
         per_row[cell] = ll + ent if criterion == "icl" else ll
         raw[cell] = -2.0 * n_rows * scores.mean(per_row[cell]) + scale * p
@@ -217,4 +211,4 @@ def unconverged_room(c: Candidate, m: float) -> float:
     if len(s.lower_bounds) < 2:
         return np.inf
     gain = max(0.0, s.lower_bounds[-1] - s.lower_bounds[-2])
-    return UNCONVERGED_ROOM * (gain / m if isinstance(s.params, VariationalParams) else gain)
+    return UNCONVERGED_ROOM * (gain / m if s.params.bound_is_total else gain)

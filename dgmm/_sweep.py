@@ -20,7 +20,7 @@ from ._checkpoint import key_difference, load_checkpoint, read_checkpoint, save_
 from ._em_workers import run_em_on_workers
 from ._screening import SampleScores, trailing_cells, trailing_restarts
 from .covariance import get_covariance_type
-from .em import DataPasses, EMState, gaussian_view, run_em
+from .em import DataPasses, EMState, run_em
 from .estep import StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
@@ -395,7 +395,7 @@ class Sweep:
         jobs = [
             StatsJob(
                 ScoringPosterior(
-                    gaussian_view(c.state.params).shifted(self.passes.shift, self.passes.dtype)
+                    c.state.params.gaussian.shifted(self.passes.shift, self.passes.dtype)
                 ),
                 c.state.params.strategy,
             )

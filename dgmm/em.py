@@ -328,39 +328,36 @@ def run_em(
 def e_step(params: GaussianParams | VariationalParams, passes: DataPasses) -> Posterior:
     """The E-step source of a model; a variational one also sums ``Σ r log r`` (its bound)."""
     shifted = params.shifted(passes.shift, passes.dtype)
-    return (
-        ScoringPosterior(shifted) if isinstance(params, VariationalParams) else Posterior(shifted)
+    return (ScoringPosterior if params.bound_needs_entropy else Posterior)(shifted)
+
+
+def _gaussian_update(s: EMState, st: SuffStats, passes: DataPasses):
+    """A Gaussian mixture's M-step; its bound is the mean log-likelihood before it."""
+    bound = st.loglik / st.n
+    p = s.params
+    ws = passes.weight_scale(st)
+    return m_step(st, p.strategy, s.reg_covar, passes.shift, passes.eps, weight_scale=ws), bound
+
+
+def _variational_update(s: EMState, st: SuffStats, passes: DataPasses):
+    """A variational mixture's M-step; its bound is scikit-learn's evidence bound after it (a
+    total, not a mean)."""
+    p = s.params
+    ws = passes.weight_scale(st)
+    params = variational_m_step(
+        st, p.strategy, p.prior, s.reg_covar, passes.shift, passes.eps, weight_scale=ws
     )
+    return params, lower_bound(st.entropy, params)
+
+
+# The M-step of each kind of parameters (a registry, as the covariance types have).
+UPDATES = {GaussianParams: _gaussian_update, VariationalParams: _variational_update}
 
 
 def _em_step(s: EMState, st: SuffStats, passes: DataPasses, tol: float) -> bool:
-    """M-step and convergence test of one candidate; whether it keeps running.
-
-    A Gaussian mixture's bound is the mean log-likelihood before the M-step; a variational
-    mixture's is scikit-learn's evidence bound after it (a total, not a mean).
-    """
+    """M-step and convergence test of one candidate; whether it keeps running."""
     try:
-        if isinstance(s.params, VariationalParams):
-            s.params = variational_m_step(
-                st,
-                s.params.strategy,
-                s.params.prior,
-                s.reg_covar,
-                passes.shift,
-                passes.eps,
-                weight_scale=passes.weight_scale(st),
-            )
-            lb = lower_bound(st.entropy, s.params)
-        else:
-            lb = st.loglik / st.n
-            s.params = m_step(
-                st,
-                s.params.strategy,
-                s.reg_covar,
-                passes.shift,
-                passes.eps,
-                weight_scale=passes.weight_scale(st),
-            )
+        s.params, lb = UPDATES[type(s.params)](s, st, passes)
     except DegenerateCovarianceError as e:
         s.error = str(e)
         logger.info("candidate failed at iteration %d: %s", s.n_iter + 1, e)
@@ -395,11 +392,6 @@ class MemoryRows:
         return DataPasses(RowBlocks(x, w, "sync", pin_blas=False), self.shift, checked=True)
 
 
-def gaussian_view(params: GaussianParams | VariationalParams) -> GaussianParams:
-    """The mixture a fit stands for: a variational fit's posterior means."""
-    return params.gaussian if isinstance(params, VariationalParams) else params
-
-
 def evidence_rows(params: GaussianParams | VariationalParams, x: np.ndarray) -> np.ndarray:
     """Each row's share of a fit's bound: its log-likelihood under a Gaussian mixture; under a
     variational one, the log-normaliser of its E-step, ``log Σ_k exp(E[log π_k] +
@@ -413,10 +405,10 @@ def judged_rows(params: GaussianParams | VariationalParams, x: np.ndarray, outpu
     (`evidence_rows`)."""
     if output == "evidence":
         return evidence_rows(params, x)
-    return row_output(gaussian_view(params), x, output)
+    return row_output(params.gaussian, x, output)
 
 
 def judged_outputs(params: GaussianParams | VariationalParams) -> tuple[str, ...]:
     """The `judged_rows` a fit on the sample is always compared by (a Gaussian mixture's
     evidence is its score)."""
-    return ("score", "evidence") if isinstance(params, VariationalParams) else ("score",)
+    return params.judged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -42,6 +43,31 @@ class GaussianParams:
     means: np.ndarray
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
+
+    # What the engine asks of a kind of parameters (`VariationalParams` answers the same): a
+    # Gaussian mixture's bound is its mean log-likelihood (per row, no entropy term), and the
+    # rows it is judged by on a sample are its log-likelihoods (its evidence is its score).
+    bound_needs_entropy: ClassVar[bool] = False
+    bound_is_total: ClassVar[bool] = False
+    judged: ClassVar[tuple[str, ...]] = ("score",)
+    evidence_output: ClassVar[str] = "score"
+
+    @property
+    def gaussian(self) -> GaussianParams:
+        """The mixture the fit stands for: itself."""
+        return self
+
+    def selection_size(self, weight_threshold: float) -> tuple[int, dict]:
+        """The free parameters a criterion counts, and what a report shows of the fit besides."""
+        return self.n_parameters(), {}
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays a checkpoint keeps besides the Gaussian ones (none)."""
+        return {}
+
+    def checkpoint_prior(self) -> list | None:
+        """The priors a checkpoint keeps (none)."""
+        return None
 
     @property
     def strategy(self) -> CovarianceType:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
 
 from .covariance import CovarianceType, get_covariance_type
 from .mstep import gaussian_estimates, precision_cholesky
-from .params import GaussianParams, ShiftedParams
+from .params import GaussianParams, ShiftedParams, n_parameters
 from .stats import SuffStats
 
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -89,6 +90,10 @@ class PriorSpec:
         )
 
 
+# The posterior arrays a checkpoint keeps of a variational fit.
+VARIATIONAL_ARRAYS = ("weight_concentration", "mean_precision", "degrees_of_freedom")
+
+
 @dataclass(frozen=True)
 class VariationalParams:
     """Posterior parameters of a variational mixture, with the Gaussian view of them.
@@ -103,6 +108,35 @@ class VariationalParams:
     mean_precision: np.ndarray
     degrees_of_freedom: np.ndarray
     prior: Prior
+
+    # What the engine asks (see `GaussianParams`): the evidence bound needs the E-step's
+    # ``Σ r log r``, is a total over rows, and a fit on a sample is judged by its rows'
+    # log-likelihoods and by each row's term of the bound.
+    bound_needs_entropy: ClassVar[bool] = True
+    bound_is_total: ClassVar[bool] = True
+    judged: ClassVar[tuple[str, ...]] = ("score", "evidence")
+    evidence_output: ClassVar[str] = "evidence"
+
+    def selection_size(self, weight_threshold: float) -> tuple[int, dict]:
+        """The parameters of the effective components (weight above ``weight_threshold``),
+        which a criterion counts, and the effective count and weights a report shows."""
+        used = int(np.sum(self.weights > weight_threshold))
+        size = n_parameters(self.covariance_type, used, self.n_features)
+        return size, {"effective_components": used, "weights": self.weights.tolist()}
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        """The posterior's arrays and the priors' mean and covariance."""
+        arrays = {a: np.asarray(getattr(self, a)) for a in VARIATIONAL_ARRAYS}
+        arrays.update(
+            prior_mean=np.asarray(self.prior.mean),
+            prior_covariance=np.asarray(self.prior.covariance),
+        )
+        return arrays
+
+    def checkpoint_prior(self) -> list | None:
+        """The priors' scalars, in the order a checkpoint keeps them."""
+        q = self.prior
+        return [q.process, q.weight_concentration, q.mean_precision, q.degrees_of_freedom]
 
     # the Gaussian view: what the E-step kernels, checks and reports read
     covariance_type = property(lambda self: self.gaussian.covariance_type)
