@@ -50,12 +50,16 @@ class InputData:
     feature_names : tuple of str or None
         The names of ``x``'s columns, in order, when the input had them (a DataFrame, Parquet
         or CSV); None for arrays.
+    ranges : (lo, hi) of ndarray, or None
+        For non-empty in-memory input, each column's smallest and largest value.
     """
 
     def __init__(self, x, x_mem, w, w_mem, scheduler, lazy, feature_names=None):
         self.x, self.x_mem, self.w, self.w_mem = x, x_mem, w, w_mem
         self.scheduler, self.lazy = scheduler, lazy
         self.feature_names: tuple[str, ...] | None = feature_names
+        # in memory: each column's smallest and largest value (float64), taken by the checks
+        self.ranges: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def checked(self) -> bool:
@@ -118,13 +122,7 @@ def _read_table(X: Any, columns: Sequence[str] | None, name: str) -> tuple[Any, 
     x = table.values if table.x is None else table.x
     if columns is None or table.names is None:
         return x, table.names
-    refusal = tables.unmatched_columns(table.names, columns, name)
-    if refusal is not None:
-        raise ValueError(refusal)
-    order = [table.names.index(c) for c in columns]
-    if order != list(range(len(order))):
-        x = x[:, order]
-    return x, tuple(columns)
+    return tables.in_columns(x, table.names, columns, name), tuple(columns)
 
 
 def load_input(
@@ -166,11 +164,14 @@ def load_input(
             w = w.rechunk((x.chunks[0],))
         return InputData(x, None, w, None, None, lazy=True, feature_names=names)
     x_mem = as_numpy_2d(X, name)
+    ranges = None
     if x_mem.size:  # finite by now; a spread float64 cannot square is refused by name
-        lo, hi = x_mem.min(axis=0).astype(np.float64), x_mem.max(axis=0).astype(np.float64)
-        check_magnitude(ColumnProfile(x_mem.shape[0], 0, -1, False, lo, hi), name)
+        ranges = x_mem.min(axis=0).astype(np.float64), x_mem.max(axis=0).astype(np.float64)
+        check_magnitude(ColumnProfile(x_mem.shape[0], 0, -1, False, *ranges), name)
     w_mem = None if sample_weight is None else check_sample_weight(sample_weight, x_mem.shape[0])
     rows = in_memory_chunk_rows(*x_mem.shape, x_mem.dtype.itemsize)
     x = da.from_array(x_mem, chunks=(rows, x_mem.shape[1]), name=False)
     w = None if w_mem is None else da.from_array(w_mem, chunks=(rows,), name=False)
-    return InputData(x, x_mem, w, w_mem, "threads", lazy=False, feature_names=names)
+    data = InputData(x, x_mem, w, w_mem, "threads", lazy=False, feature_names=names)
+    data.ranges = ranges
+    return data

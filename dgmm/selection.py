@@ -485,9 +485,8 @@ def select(
             profile = passes.profile()
     if profile is not None:
         check_profile(profile, data.x.dtype, name, data.feature_names)
-    elif data.x_mem is not None and n_samples > 1:  # in memory: the ranges cost no pass
-        lo, hi = data.x_mem.min(axis=0), data.x_mem.max(axis=0)
-        check_constant_columns(lo, hi, n_samples, name, data.feature_names)
+    elif data.ranges is not None and n_samples > 1:  # in memory: load_input took the ranges
+        check_constant_columns(*data.ranges, n_samples, name, data.feature_names)
     if checkpoint is not None:
         key = {
             "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],

@@ -19,7 +19,15 @@ import dask
 import dask.array as da
 import numpy as np
 
-__all__ = ["Table", "from_frame", "infer_format", "is_frame", "read_path", "unmatched_columns"]
+__all__ = [
+    "Table",
+    "from_frame",
+    "in_columns",
+    "infer_format",
+    "is_frame",
+    "read_path",
+    "unmatched_columns",
+]
 
 # Rows per Dask chunk for a memory-mapped .npy file: whole rows, about 16 MiB a chunk.
 NPY_CHUNK_BYTES = 16 * 2**20
@@ -105,6 +113,16 @@ def unmatched_columns(names: Sequence[str], wanted: Sequence[str], where: str) -
     if extra:
         parts.append(f"has {len(extra)} column(s) the model was not fitted on: {_listed(extra)}")
     return f"{where}: {'; '.join(parts)} (columns are matched by name)"
+
+
+def in_columns(x: Any, names: Sequence[str], wanted: Sequence[str], where: str) -> Any:
+    """The rows ``x`` (columns ``names``) with the columns ``wanted``, in that order: matched
+    by name; a missing or an extra column is refused (`unmatched_columns`, a ValueError)."""
+    refusal = unmatched_columns(names, wanted, where)
+    if refusal is not None:
+        raise ValueError(refusal)
+    order = [list(names).index(c) for c in wanted]
+    return x if order == list(range(len(order))) else x[:, order]
 
 
 def _select(frame: Any, columns: Sequence[str] | None, where: str) -> Any:

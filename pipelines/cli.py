@@ -239,7 +239,7 @@ def _matched_columns(rows, model, data: str):
     a missing or an extra column refused by name), and the model to apply to them, without
     names: they are matched here. Unnamed data for a named model (Zarr, ``.npy``), or named
     data for an unnamed one, is taken in its order, with a warning line."""
-    from dgmm.tables import unmatched_columns
+    from dgmm.tables import in_columns
 
     from .outputs import in_column_order
 
@@ -262,13 +262,11 @@ def _matched_columns(rows, model, data: str):
             file=sys.stderr,
         )
     else:
-        refusal = unmatched_columns(rows.names, names, f"data {data}")
-        if refusal is not None:
+        try:
+            x = in_columns(x, rows.names, names, f"data {data}")
+        except ValueError as e:
             hint = "; choose the model's with --columns" if set(names) <= set(rows.names) else ""
-            raise ConfigError(refusal + hint)
-        order = [rows.names.index(c) for c in names]
-        if order != list(range(len(order))):
-            x = x[:, order]
+            raise ConfigError(f"{e}{hint}") from None
     return x, in_column_order(model)
 
 
