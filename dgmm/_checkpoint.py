@@ -154,12 +154,6 @@ def load_checkpoint(
 _DATA_KEYS = ("shape", "dtype", "row_chunks", "digest")
 
 
-def jsonable_prior(prior: dict | None) -> dict | None:
-    if prior is None:
-        return None
-    return {k: np.asarray(v).tolist() if v is not None else None for k, v in prior.items()}
-
-
 def _brief(value: Any) -> str:
     """A key value for a message: long lists (row chunks) by their length and ends."""
     if isinstance(value, list) and len(value) > 6:

@@ -13,6 +13,7 @@ from .criteria import information_criteria
 from .em import (
     DataPasses,
 )
+from .settings import FitSettings
 
 # What each counted pass over the data is part of.
 PHASES = {
@@ -103,19 +104,18 @@ class Reporter:
         self,
         fn: ProgressFn,
         passes: DataPasses,
-        criterion: str,
+        settings: FitSettings,
         n_rows: int,
-        max_iter: int,
-        variational: bool = False,
-        screen: bool = True,
     ):
-        self.fn, self.passes, self.n_rows, self.max_iter = fn, passes, n_rows, max_iter
-        self.screen = screen  # a degenerate fit cannot be selected: it is not reported best
+        self.fn, self.passes, self.n_rows = fn, passes, n_rows
+        self.max_iter = settings.max_iter
+        # a degenerate fit cannot be selected: it is not reported best
+        self.screen = settings.screen_degenerate
         self.t0 = time.perf_counter()
-        self.criterion = "bic" if criterion == "icl" else criterion
+        self.criterion = "bic" if settings.criterion == "icl" else settings.criterion
         # variational fits report their bound (the largest); criteria need a scoring pass
-        self.variational = variational
-        if variational:
+        self.variational = settings.variational
+        if self.variational:
             self.criterion = "lower bound"
         self.candidates: list[Candidate] = []
         passes.on_pass = self.pass_done

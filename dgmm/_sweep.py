@@ -8,14 +8,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._candidates import RETRY_FIRST_REG, Candidate, Retry
+from ._candidates import RETRY_FIRST_REG, Candidate
 from ._checkpoint import key_difference, load_checkpoint, read_checkpoint, save_checkpoint
 from ._em_workers import run_em_on_workers
 from ._screening import SampleScores, trailing_cells, trailing_restarts
@@ -26,6 +26,7 @@ from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
 from .inputs import load_input
 from .sampling import SamplePlan, default_sample_size, sample_seed
+from .settings import FitSettings
 from .sources import ScoringPosterior
 from .variational import PriorSpec
 
@@ -79,14 +80,20 @@ class Sweep:
         The passes over the data; it counts them.
     candidates : list of Candidate
         In the order results are reported; restarts of one cell in restart order.
-    init_params, tol, max_iter, random_state
-        As in `GaussianMixture`. Each cell draws its restarts' initialisations in turn from
-        its own ``check_random_state(random_state)``, as one `GaussianMixture` fit does.
+    settings : FitSettings
+        The fitting settings. Each cell draws its restarts' initialisations in turn from its
+        own ``check_random_state(random_state)``, as one `GaussianMixture` fit does. With
+        ``screen_degenerate``, restarts whose fit is degenerate (`GaussianParams.degenerate`)
+        are recorded as NA with the reason after EM. With ``strategy='sample'`` (multi-
+        resolution EM) every candidate is initialised and fitted to convergence on a uniform
+        sample of rows in memory (one pass draws it), restarts that clearly trail their cell's
+        best there are stopped (with ``screen_cells``, whole cells too), and the others continue
+        on all rows under the same convergence test; data less than twice the sample runs
+        'exact'. The sample's size is the one planned on ``passes`` (`plan_sample`).
     user : UserInit
         User-given starting parameters (one-cell sweeps).
     x_mem, w_mem : ndarray or None
         In-memory data and weights (numpy input), for scikit-learn's own initialisations.
-    retry : Retry or None
     checkpoint : path or None
         Where to save the state after every pass, and to resume from.
     key : dict
@@ -94,39 +101,20 @@ class Sweep:
     progress : callable or None
         ``progress(phase)`` after every EM pass (``'em'``, after the M-step) and when a
         checkpoint is resumed (``'resume'``).
-    screen : bool
-        After EM, record restarts whose fit is degenerate (`GaussianParams.degenerate`) as
-        NA with the reason, so that no cell and no selection is made of them.
-    strategy : {'exact', 'sample'}
-        'sample': multi-resolution EM. Every candidate is initialised and fitted to
-        convergence on a uniform sample of rows in memory (one pass draws it), restarts that
-        clearly trail their cell's best there are stopped (with ``screen_cells``, whole cells
-        too), and the others continue on all rows under the same convergence test. Data less
-        than twice the sample runs 'exact'.
-    sample_size : int or None
-        Rows of that sample (and of the sample Dask input's 'kmeans' and 'k-means++' run on);
-        None: `default_sample_size` of the candidates.
+    prior : PriorSpec or None
+        A variational mixture's priors, checked against the data (None: EM).
     """
 
     passes: DataPasses
     candidates: list[Candidate]
-    init_params: str = "kmeans"
-    tol: float = 1e-3
-    max_iter: int = 100
-    random_state: Any = None
+    settings: FitSettings = field(default_factory=FitSettings)
     user: UserInit = field(default_factory=UserInit)
     x_mem: np.ndarray | None = None
     w_mem: np.ndarray | None = None
-    retry: Retry | None = None
     checkpoint: Path | None = None
     key: dict = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
-    screen: bool = False  # mark spurious maxima (`GaussianParams.degenerate`) as NA
-    strategy: str = "exact"
-    sample_size: int | None = None
     prior: PriorSpec | None = None  # a variational mixture's priors
-    screen_cells: str | None = None  # stop cells trailing by this criterion on the sample
-    weight_threshold: float | None = None  # a variational fit's used components (screening)
     resumed_from: int | None = None  # passes of the checkpoint resumed, if any
     # EM of each candidate as its own task on the cluster's workers (`run_em_on_workers`):
     # for in-memory rows (``x_mem``), with no checkpoint or progress per pass
@@ -138,13 +126,14 @@ class Sweep:
         if self.passes.sampling is None:
             cells = sorted({c.cell for c in self.candidates})
             self.passes.sampling = plan_sample(
-                self.passes, cells, self.sample_size, self.random_state
+                self.passes, cells, self.settings.sample_size, self.settings.random_state
             )
 
     @property
     def multi_resolution(self) -> bool:
         """Whether EM starts on the sample (`starts_on_sample`)."""
-        return starts_on_sample(self.strategy, self.passes.sampling, self.passes.blocks.x.shape[0])
+        n_rows = self.passes.blocks.x.shape[0]
+        return starts_on_sample(self.settings.strategy, self.passes.sampling, n_rows)
 
     def run(self, score: bool = True) -> list[Candidate]:
         """Initialise (or resume), run EM with retries, then score every fitted restart.
@@ -160,7 +149,7 @@ class Sweep:
         self._em()
         while self._retry():
             self._em()
-        if self.screen:
+        if self.settings.screen_degenerate:
             n = self.passes.blocks.x.shape[0]
             for c in self.candidates:  # a start that ran no EM (max_iter=0) is kept as is
                 if c.error is None and c.state is not None and c.state.n_iter:
@@ -229,7 +218,7 @@ class Sweep:
             cells.setdefault(c.cell, []).append(c)
         requests, owners = [], []
         for (cov, k), members in cells.items():
-            rng = check_random_state(self.random_state)
+            rng = check_random_state(self.settings.random_state)
             wanted = {c.restart: c for c in members}
             for r in range(max(wanted) + 1):
                 c = wanted.get(r)
@@ -237,7 +226,13 @@ class Sweep:
                 strategy = get_covariance_type(cov)
                 requests.append(
                     InitRequest(
-                        strategy, k, self.init_params, self.user, reg, rng=rng, prior=self.prior
+                        strategy,
+                        k,
+                        self.settings.init_params,
+                        self.user,
+                        reg,
+                        rng=rng,
+                        prior=self.prior,
                     )
                 )
                 owners.append(c)
@@ -260,14 +255,17 @@ class Sweep:
         sub = Sweep(
             DataPasses.over(data),
             [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands],
-            init_params=self.init_params,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+            # all in memory: exact EM, screened by the caller
+            replace(
+                self.settings,
+                strategy="exact",
+                sample_size=None,
+                screen_cells=False,
+                screen_degenerate=False,
+            ),
             user=self.user,
             x_mem=data.x_mem,
             w_mem=data.w_mem,
-            retry=self.retry,
             prior=self.prior,
             spread=self.passes.blocks.scheduler is None,  # where the passes use the cluster
         )
@@ -276,13 +274,14 @@ class Sweep:
         scores = SampleScores(data.x_mem, data.w_mem)
         for s in sub.candidates:
             scores.take(s, sub.judged_rows.get(id(s), {}))
-        trailing = trailing_restarts(sub.candidates, scores, self.tol)
+        trailing = trailing_restarts(sub.candidates, scores, self.settings.tol)
         estimated: dict[int, dict] = {}
         cells: dict[int, str] = {}  # restarts stopped with their cell
-        if self.screen_cells is not None:
+        by = self.settings.screened_by
+        if by is not None:
             n = self.passes.blocks.x.shape[0]
             cells, estimated = trailing_cells(
-                sub.candidates, scores, n, self.screen_cells, set(trailing), self.weight_threshold
+                sub.candidates, scores, n, by, set(trailing), self.settings.used_weight
             )
             trailing |= cells
         logger.info(
@@ -313,7 +312,8 @@ class Sweep:
             pending = [
                 c
                 for c in live
-                if not (c.state.converged or c.state.failed) and c.state.n_iter < self.max_iter
+                if not (c.state.converged or c.state.failed)
+                and c.state.n_iter < self.settings.max_iter
             ]
             done = run_em_on_workers(
                 self.passes,
@@ -321,7 +321,7 @@ class Sweep:
                 self.w_mem,
                 [c.state for c in pending],
                 tol=self.full_data_tol,
-                max_iter=self.max_iter,
+                max_iter=self.settings.max_iter,
                 judged=True,
             )
             if done is not None:
@@ -339,7 +339,7 @@ class Sweep:
             self.passes,
             [c.state for c in live],
             tol=self.full_data_tol,
-            max_iter=self.max_iter,
+            max_iter=self.settings.max_iter,
             callback=on_pass,
         )
 
@@ -348,12 +348,12 @@ class Sweep:
         """``tol`` on all rows. A variational bound is a total, so after EM on the sample its
         tolerance grows with the rows (N / sample size): the same test per row."""
         if self.prior is None or not self.multi_resolution:
-            return self.tol
-        return self.tol * self.passes.blocks.x.shape[0] / self.passes.sampling.size
+            return self.settings.tol
+        return self.settings.tol * self.passes.blocks.x.shape[0] / self.passes.sampling.size
 
     def _retry(self) -> bool:
         """Restart failed candidates with reg_covar × factor while it stays within the cap."""
-        r = self.retry
+        r = self.settings.retry
         if r is None:
             return False
         again = []

@@ -9,6 +9,7 @@ import numpy as np
 from .em import EMState
 from .estimator import _BaseMixture
 from .init import UserInit
+from .options import PRIOR_SETTINGS
 from .params import GaussianParams
 from .variational import (
     Prior,
@@ -156,6 +157,11 @@ default='dirichlet_process'
 
     def _user_init(self, n_features: int) -> UserInit:
         return UserInit()
+
+    def _method(self) -> dict[str, Any]:
+        """The fitting method's settings (`FitSettings`): variational, with these priors."""
+        prior = {name: getattr(self, name) for name in PRIOR_SETTINGS}
+        return {"method": "variational", "prior": prior}
 
     def _prior_spec(self, n_features: int) -> PriorSpec:
         spec = PriorSpec(

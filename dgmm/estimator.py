@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,11 @@ from .covariance import get_covariance_type
 from .criteria import information_criteria
 from .em import DataPasses, EMState
 from .estep import ApplySpec, apply_block, compute_dtype
-from .init import INIT_METHODS, UserInit
+from .init import UserInit
 from .inputs import InputData, load_input
-from .options import STRATEGIES
 from .params import GaussianParams
 from .persistence import load_model, save_model
+from .settings import FitSettings
 from .validation import check_n_components, check_number
 from .variational import PriorSpec
 
@@ -41,20 +41,32 @@ class _BaseMixture(DensityMixin, BaseEstimator):
         """The priors of a variational mixture (None: a mixture fitted by EM)."""
         return None
 
-    def _check_parameters(self) -> None:
+    def _method(self) -> dict[str, Any]:
+        """The fitting method's settings (`FitSettings`): EM."""
+        return {"method": "sweep"}
+
+    def _check_parameters(self) -> FitSettings:
+        """The parameters checked (scikit-learn's wording), as the engine's settings: one cell,
+        every restart kept as scikit-learn's fit keeps it (no screening)."""
         check_number("n_components", self.n_components, Integral, low=1)
-        get_covariance_type(self.covariance_type)
-        check_estimator_params(
+        settings = FitSettings(
+            self.n_components,
+            self.covariance_type,
             n_init=self.n_init,
             init_params=self.init_params,
             tol=self.tol,
             reg_covar=self.reg_covar,
             max_iter=self.max_iter,
+            random_state=self.random_state,
             strategy=self.strategy,
             sample_size=self.sample_size,
+            screen_cells=False,
+            screen_degenerate=False,
+            **self._method(),
         )
         check_number("verbose", self.verbose, Integral, low=0)
         check_number("verbose_interval", self.verbose_interval, Integral, low=1)
+        return settings
 
     def _check_features(self, data: InputData) -> None:
         """The count of ``data``'s columns, and a warning (scikit-learn's) when named data
@@ -115,7 +127,7 @@ class _BaseMixture(DensityMixin, BaseEstimator):
 
     def _fit(self, X: Any, sample_weight: Any) -> _BaseMixture:
         """One cell of the selection engine: ``n_init`` restarts (one with a warm start)."""
-        self._check_parameters()
+        settings = self._check_parameters()
         warm = self.warm_start and hasattr(self, "converged_")
         # a warm start continues on the columns it was fitted on, matched by name
         columns = getattr(self, "feature_names_in_", None) if warm else None
@@ -137,16 +149,11 @@ class _BaseMixture(DensityMixin, BaseEstimator):
         sweep = Sweep(
             passes,
             cands,
-            init_params=self.init_params,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+            settings,
             user=user,
             x_mem=data.x_mem,
             w_mem=data.w_mem,
             progress=lambda phase: self._progress(cands) if phase == "em" else None,
-            strategy=self.strategy,
-            sample_size=self.sample_size,
             prior=self._prior_spec(n_features),
         )
         self._say(1, f"Initializing {n_starts} restart(s) with {self.init_params!r}.")
@@ -478,33 +485,6 @@ default='kmeans'
         """Akaike information criterion on ``X`` (lower is better)."""
         ll, n = self._loglik_and_rows(X)
         return information_criteria(ll, self._n_parameters(), n)["aic"]
-
-
-def check_estimator_params(
-    *,
-    n_init: Any,
-    init_params: Any,
-    tol: Any,
-    reg_covar: Any,
-    max_iter: Any,
-    strategy: Any = "exact",
-    sample_size: Any = None,
-) -> None:
-    """Check the fitting parameters shared by `GaussianMixture` and `select`."""
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"The 'strategy' parameter must be one of {list(STRATEGIES)}; got {strategy!r}."
-        )
-    if sample_size is not None:
-        check_number("sample_size", sample_size, Integral, low=1)
-    check_number("tol", tol, Real, low=0.0)
-    check_number("reg_covar", reg_covar, Real, low=0.0)
-    check_number("max_iter", max_iter, Integral, low=0)
-    check_number("n_init", n_init, Integral, low=1)
-    if init_params not in INIT_METHODS:
-        raise ValueError(
-            f"The 'init_params' parameter must be one of {list(INIT_METHODS)}; got {init_params!r}."
-        )
 
 
 def from_candidate(

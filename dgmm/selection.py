@@ -16,26 +16,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._candidates import STATUSES, Candidate, Retry, best_restart
-from ._checkpoint import CHECKPOINT_KIND, jsonable_prior
+from ._checkpoint import CHECKPOINT_KIND
 from ._progress import PassReport, ProgressFn, Reporter
 from ._sweep import Sweep, plan_sample, starts_on_sample
 from .bayesian import BayesianGaussianMixture
-from .covariance import get_covariance_type
 from .criteria import CRITERIA, effective_components, information_criteria
 from .em import (
     DataPasses,
 )
-from .estimator import GaussianMixture, check_estimator_params, from_candidate
+from .estimator import GaussianMixture, from_candidate
 from .files import NotOwnFile, is_own
 from .inputs import load_input
-from .options import METHODS, PRIOR_SETTINGS, STRATEGIES
+from .options import METHODS, STRATEGIES
 from .params import n_parameters
 from .paths import absolute_path
 from .sampling import RowSample
+from .settings import FitSettings
 from .validation import (
     ColumnProfile,
     check_constant_columns,
@@ -102,7 +101,7 @@ class SelectionResult:
     resumed_from: int | None = None
     profile: ColumnProfile | None = None
     candidates: list[Candidate] = field(default_factory=list, repr=False)
-    settings: dict = field(default_factory=dict, repr=False)
+    settings: FitSettings = field(default_factory=FitSettings, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
     sample: RowSample | None = field(default=None, repr=False)
 
@@ -122,10 +121,13 @@ class SelectionResult:
             raise ValueError(
                 f"every restart of ({covariance_type!r}, K={n_components}) failed: {group[0].error}"
             )
-        settings = {**self.settings, "reg_covar": best.state.reg_covar}
-        prior = settings.pop("prior", None)
-        cls = GaussianMixture if prior is None else BayesianGaussianMixture
-        gm = cls(n_components, covariance_type=covariance_type, **settings, **(prior or {}))
+        cls = BayesianGaussianMixture if self.settings.variational else GaussianMixture
+        gm = cls(
+            n_components,
+            covariance_type=covariance_type,
+            reg_covar=best.state.reg_covar,
+            **self.settings.estimator_params(),
+        )
         n_features = best.state.params.n_features
         return from_candidate(best, gm, n_features, self.n_passes_, self.feature_names)
 
@@ -245,24 +247,6 @@ def _failures(rows: list[dict]) -> str:
     return f"every candidate failed ({failed} of {len(rows)} restarts): {'; '.join(parts)}"
 
 
-def _check_grid(
-    n_components: int | Sequence[int], covariance_types: str | Sequence[str], criterion: str
-) -> tuple[list[int], list[str]]:
-    ks = [n_components] if isinstance(n_components, (int, np.integer)) else list(n_components)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in ks):
-        raise ValueError(f"n_components must be a whole number or a sequence of them; got {ks!r}")
-    if min(ks) < 1:
-        raise ValueError(f"every n_components must be >= 1; got {min(ks)}")
-    types = [covariance_types] if isinstance(covariance_types, str) else list(covariance_types)
-    if not types:
-        raise ValueError("covariance_types is empty; give at least one")
-    for t in types:
-        get_covariance_type(t)
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {list(CRITERIA)}; got {criterion!r}")
-    return [int(k) for k in dict.fromkeys(ks)], list(dict.fromkeys(types))
-
-
 def profile(X: Any, name: str = "X") -> ColumnProfile:
     """One pass over the data: rows with NaN/inf, column ranges, means and standard deviations,
     and a digest of the bytes (`ColumnProfile`).
@@ -308,6 +292,7 @@ def select(
     weight_threshold: float = 0.01,
     screen_cells: bool = True,
     name: str = "X",
+    settings: FitSettings | None = None,
 ) -> SelectionResult:
     """Fit every K × covariance type × restart in lockstep and choose by an information criterion.
 
@@ -386,6 +371,10 @@ def select(
         The weight above which a variational fit's component counts as used.
     name : str, default='X'
         What error messages call the data.
+    settings : FitSettings, default=None
+        All the fitting settings above (``n_components`` to ``screen_cells``, ``retry``)
+        as one validated object, e.g. a configuration's: then leave those keywords at their
+        defaults.
 
     Returns
     -------
@@ -415,23 +404,36 @@ def select(
     >>> found.best_params_
     {'n_components': 2, 'covariance_type': 'diag'}
     """
-    ks, types = _check_grid(n_components, covariance_types, criterion)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    variational = method == "variational"
-    if variational:
-        ks = [max(ks)]  # one fit per type at the largest K chooses its own components
-    if not (0.0 <= weight_threshold < 1.0):
-        raise ValueError(f"weight_threshold must be in [0, 1); got {weight_threshold!r}")
-    check_estimator_params(
+    given = FitSettings(
+        n_components,
+        covariance_types,
+        criterion=criterion,
         n_init=n_init,
         init_params=init_params,
         tol=tol,
         reg_covar=reg_covar,
         max_iter=max_iter,
+        random_state=random_state,
         strategy=strategy,
         sample_size=sample_size,
+        method=method,
+        prior=prior,
+        weight_threshold=weight_threshold,
+        screen_cells=screen_cells,
+        screen_degenerate=screen_degenerate,
+        retry=retry,
     )
+    if settings is None:
+        settings = given
+    elif not isinstance(settings, FitSettings):
+        raise TypeError(f"settings must be a FitSettings; got {type(settings).__name__}")
+    elif given != FitSettings():
+        default = FitSettings().key()
+        changed = [k for k, v in given.key().items() if default[k] != v]
+        raise TypeError(
+            "select: give the fitting settings as keywords or as settings=, not both "
+            f"(keywords given: {changed})"
+        )
     if checkpoint is not None:
         checkpoint = absolute_path(checkpoint, "checkpoint")
         if os.path.lexists(checkpoint) and not is_own(checkpoint, CHECKPOINT_KIND):
@@ -441,27 +443,20 @@ def select(
             )
     data = load_input(X, sample_weight, name)
     n_samples, n_features = data.x.shape
-    check_n_components(max(ks), n_samples)
+    check_n_components(max(settings.n_components), n_samples)
     spec = None
-    if variational:
-        unknown = sorted(set(prior or {}) - set(PRIOR_SETTINGS))
-        if unknown:
-            raise ValueError(f"unknown prior setting(s) {unknown}; known: {list(PRIOR_SETTINGS)}")
-        for t in types:
-            spec = check_prior_spec(PriorSpec(**(prior or {})), t, n_features)
-    elif prior is not None:
-        raise ValueError("prior is a setting of method='variational'")
+    if settings.variational:
+        for t in settings.covariance_types:
+            spec = check_prior_spec(PriorSpec(**(settings.prior or {})), t, n_features)
     passes = DataPasses.over(data)
     passes.name, passes.columns = name, data.feature_names
-    cands = [Candidate(cov, k, r, reg_covar) for cov in types for k in ks for r in range(n_init)]
-    cells = [(cov, k) for cov in types for k in ks]
-    passes.sampling = plan_sample(passes, cells, sample_size, random_state)
-    size = passes.sampling.size
+    cands = settings.candidates()
+    passes.sampling = plan_sample(
+        passes, settings.cells, settings.sample_size, settings.random_state
+    )
     reporter = None
     if progress is not None:
-        reporter = Reporter(
-            progress, passes, criterion, n_samples, max_iter, variational, screen_degenerate
-        )
+        reporter = Reporter(progress, passes, settings, n_samples)
         reporter.candidates = cands
     key = {}
     if profile is not None:
@@ -475,8 +470,8 @@ def select(
     else:
         # the sample pass profiles too: where the run draws a sample, it is the profile pass
         # (and it is drawn first, so constant columns are named before any fit)
-        wants_sample = starts_on_sample(strategy, passes.sampling, n_samples) or (
-            data.x_mem is None and init_params in ("kmeans", "k-means++")
+        wants_sample = starts_on_sample(settings.strategy, passes.sampling, n_samples) or (
+            data.x_mem is None and settings.init_params in ("kmeans", "k-means++")
         )
         if wants_sample:
             passes.sample()
@@ -489,10 +484,7 @@ def select(
         check_constant_columns(*data.ranges, n_samples, name, data.feature_names)
     if checkpoint is not None:
         key = {
-            "settings": [ks, types, n_init, init_params, tol, reg_covar, max_iter, random_state],
-            "strategy": [strategy, size, screen_cells],
-            "method": [method, weight_threshold, jsonable_prior(prior)],
-            "retry": None if retry is None else [retry.factor, retry.max_reg_covar],
+            **settings.key(passes.sampling.size),
             "shape": list(data.x.shape),
             "dtype": str(data.x.dtype),
             "row_chunks": [int(c) for c in data.x.chunks[0]],
@@ -504,31 +496,23 @@ def select(
     sweep = Sweep(
         passes,
         cands,
-        init_params=init_params,
-        tol=tol,
-        max_iter=max_iter,
-        random_state=random_state,
+        settings,
         x_mem=data.x_mem,
         w_mem=data.w_mem,
-        retry=retry,
         checkpoint=checkpoint,
         key=key,
         progress=reporter,
-        screen=screen_degenerate,
-        strategy=strategy,
-        sample_size=size,
         prior=spec,
-        screen_cells=criterion if screen_cells else None,
-        weight_threshold=weight_threshold if variational else None,
     )
     sweep.run()
-    rows = _rows(cands, n_features, n_samples, weight_threshold if variational else None)
+    rows = _rows(cands, n_features, n_samples, settings.used_weight)
     ok = [r for r in rows if r["best_in_cell"] and r["error"] is None]
     if not ok:
         if profile is None and data.x_mem is None and any(c.degenerate for c in cands):
             # constant columns make every cell degenerate: one more pass names them
             check_profile(passes.profile(), data.x.dtype, name, data.feature_names)
         raise ValueError(_failures(rows))
+    criterion = settings.criterion
     chosen = min(ok, key=lambda r: r[criterion])
     result = SelectionResult(
         rows,
@@ -539,28 +523,19 @@ def select(
         sweep.resumed_from,
         profile,
         cands,
-        {
-            "tol": tol,
-            "max_iter": max_iter,
-            "n_init": n_init,
-            "init_params": init_params,
-            "random_state": random_state,
-            "strategy": strategy,
-            "sample_size": sample_size,
-            "prior": dict(prior or {}) if variational else None,
-        },
+        settings,
         data.feature_names,
         passes.drawn_sample,
     )
     result.best_estimator_ = best = result.estimator(
         chosen["n_components"], chosen["covariance_type"]
     )
-    if variational:  # the components the choice really uses (weight above the threshold)
+    if settings.variational:  # the components the choice really uses (weight above the threshold)
         result.best_params_["effective_components"] = chosen["effective_components"]
-    if not best.converged_ and max_iter > 0:
+    if not best.converged_ and settings.max_iter > 0:
         warnings.warn(
             f"The selected fit ({chosen['covariance_type']}, K={chosen['n_components']}) did "
-            f"not converge in max_iter={max_iter} iterations; its {criterion.upper()} may "
+            f"not converge in max_iter={settings.max_iter} iterations; its {criterion.upper()} may "
             "still change. Increase max_iter or tol.",
             ConvergenceWarning,
             stacklevel=2,

@@ -416,14 +416,13 @@ def prepare_rows(cfg: RunConfig, x, progress: _Progress, t0: float):
         return x, None, None
     started = time.perf_counter()
     profile = dgmm.profile(x, name=f"data '{data_path(cfg.data)}'")
-    m = cfg.model
     progress(
         dgmm.PassReport(
             1,
             "profile",
             0,
             0,
-            len(m.n_components) * len(m.covariance_types) * m.n_init,
+            len(cfg.fit_settings().candidates()),
             "bic" if cfg.selection.criterion == "icl" else cfg.selection.criterion,
             None,
             int(x.shape[0]),
@@ -525,9 +524,8 @@ def select_model(
     checkpoint to the data); a checkpoint of the same config and data is resumed. Every pass
     is reported to ``progress``.
     """
-    m, sel = cfg.model, cfg.selection
-    variational = sel.method == "variational"
-    n_cand = (1 if variational else len(m.n_components)) * len(m.covariance_types) * m.n_init
+    settings = cfg.fit_settings()
+    n_cand = len(settings.candidates())
     say(
         f"{n_cand} candidate(s) on {x.shape[0]} rows x {x.shape[1]} features "
         f"({len(x.chunks[0])} chunks), config hash {cfg.result_hash()}"
@@ -535,33 +533,17 @@ def select_model(
     own = progress is None
     if own:
         progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
-    retry = None if m.retry is None else dgmm.Retry(m.retry.factor, m.retry.max_reg_covar)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             found = dgmm.select(
                 x if columns is None else Table(x, columns),
-                m.n_components,
-                m.covariance_types,
-                criterion=cfg.selection.criterion,
-                n_init=m.n_init,
-                init_params=m.init,
-                tol=m.tol,
-                reg_covar=m.reg_covar,
-                max_iter=m.max_iter,
-                random_state=m.random_state,
-                retry=retry,
+                settings=settings,
                 checkpoint=checkpoint,
                 checkpoint_key={"config_hash": cfg.result_hash()},
                 progress=progress,
                 profile=profile,
-                strategy=m.strategy,
-                sample_size=m.sample_size,
-                screen_cells=m.screen_cells,
-                method=sel.method,
-                prior=sel.prior.model_dump() if variational else None,
-                weight_threshold=sel.weight_threshold,
                 name=f"data '{data_path(cfg.data)}'",
             )
         finally:

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -34,6 +34,9 @@ from dgmm.options import (
 )
 from dgmm.paths import absolute_path
 from dgmm.tables import infer_format
+
+if TYPE_CHECKING:
+    from dgmm.settings import FitSettings
 
 # Bounds that keep a typo (stop: 1000000000) from exhausting memory before anything runs.
 MAX_K_VALUES = 1000
@@ -351,6 +354,32 @@ class RunConfig(Strict):
         if isinstance(v, dict) and "type" not in v:
             return {"type": "local", **v}
         return v
+
+    def fit_settings(self) -> FitSettings:
+        """The fitting settings of this run, as `dgmm.select` takes them (``settings=``)."""
+        from dgmm.selection import Retry
+        from dgmm.settings import FitSettings  # the fitting stack: only when a run fits
+
+        m, sel = self.model, self.selection
+        variational = sel.method == "variational"
+        return FitSettings(
+            m.n_components,
+            m.covariance_types,
+            criterion=sel.criterion,
+            n_init=m.n_init,
+            init_params=m.init,
+            tol=m.tol,
+            reg_covar=m.reg_covar,
+            max_iter=m.max_iter,
+            random_state=m.random_state,
+            strategy=m.strategy,
+            sample_size=m.sample_size,
+            method=sel.method,
+            prior=sel.prior.model_dump() if variational else None,
+            weight_threshold=sel.weight_threshold,
+            screen_cells=m.screen_cells,
+            retry=None if m.retry is None else Retry(m.retry.factor, m.retry.max_reg_covar),
+        )
 
     def result_hash(self) -> str:
         """Hash of what determines the result (not the cluster, overwrite or display options)."""
