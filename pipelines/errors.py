@@ -1,6 +1,10 @@
 """The errors the command reports in one line (kept light: the command imports them first)."""
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line."""
+
+
 class RunFailed(RuntimeError):
     """A run stopped by an error in the data or the computation; the log has the details."""
 

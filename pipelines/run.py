@@ -28,6 +28,7 @@ from dgmm.tables import Table
 from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
+from .dask_settings import local_worker_limit
 from .data import data_path, ensure_data, open_data
 from .errors import RunFailed, disk_full
 from .outputs import (
@@ -63,7 +64,9 @@ from .report import (
     uncertainty_figure,
     weights_figure,
 )
-from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig, local_worker_limit
+from .run_log import LogFile, file_log
+from .schema import ConfigError, LocalClusterConfig, ModelConfig, RunConfig
+from .standardize import STANDARDIZE_FILE, standardize
 
 logger = logging.getLogger("pipelines")
 # What a run writes in its working folder (never through a link).
@@ -71,7 +74,6 @@ WORK_FILES = ("run.log", "dask-report.html", "checkpoint.npz", "staging")
 # Rows the report's scatter plots draw: a uniform sample.
 PLOT_ROWS = 5000
 # Beside a saved model: the column transform its data had (``data.standardize``).
-STANDARDIZE_FILE = "standardize.json"
 
 
 def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = True):
@@ -168,55 +170,6 @@ def check_task_memory(
         ) from None
 
 
-# Loggers whose every record run.log keeps; other libraries' from `output.library_log` up.
-OWN_LOGGERS = ("dgmm", "pipelines")
-
-
-@contextlib.contextmanager
-def _file_log(path: Path, library_level: str = "warning"):
-    # appended to, never through a link (O_NOFOLLOW): the log is dgmm's own file
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    handler = _LogFile(os.fdopen(fd, "a", encoding="utf-8"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_OwnOr(logging.getLevelName(library_level.upper())))
-    root = logging.getLogger()
-    old_level = root.level
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
-        with contextlib.suppress(OSError):  # a full disk fails the last flush too
-            handler.stream.close()
-
-
-class _OwnOr(logging.Filter):
-    """dgmm's records, and other libraries' from ``level`` up."""
-
-    def __init__(self, level: int):
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        own = record.name.split(".")[0] in OWN_LOGGERS
-        return own or record.levelno >= self.level
-
-
-class _LogFile(logging.StreamHandler):
-    """run.log: a record that cannot be written (a full disk) is dropped and remembered, not
-    reported with a traceback on the terminal for every line."""
-
-    failed: OSError | None = None
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        err = sys.exc_info()[1]
-        if self.failed is None and isinstance(err, OSError):
-            self.failed = err
-
-
 def _set_aside_foreign_checkpoint(path: Path) -> None:
     """In the run's own folder, a checkpoint dgmm cannot recognise as its own (cut short in its
     first line, emptied) is renamed aside, so that the run starts afresh instead of refusing."""
@@ -252,7 +205,7 @@ def _performance_report(path: Path):
 
 
 @contextlib.contextmanager
-def _logged_failure(log: Path, handler: _LogFile, output: Path):
+def _logged_failure(log: Path, handler: LogFile, output: Path):
     """Keep the traceback in the run's log and raise a one-line error naming the log (or, when
     the disk is full, the folder that has no room)."""
     try:
@@ -271,7 +224,7 @@ def _logged_failure(log: Path, handler: _LogFile, output: Path):
         raise RunFailed(f"{type(e).__name__}: {e} ({detail})") from e
 
 
-def _where(log: Path, handler: _LogFile) -> str:
+def _where(log: Path, handler: LogFile) -> str:
     return str(log) if handler.failed is None else f"{log}, which could not be written either"
 
 
@@ -362,7 +315,7 @@ def run(cfg: RunConfig, config_path: str | Path, say: Say = lambda text: None) -
         claim_companion(dirs.work, cfg.output.path, "work", fresh=False)
         check_no_links(dirs.work, WORK_FILES)
         with (
-            _file_log(dirs.log, cfg.output.library_log) as log_file,
+            file_log(dirs.log, cfg.output.library_log) as log_file,
             _logged_failure(dirs.log, log_file, dirs.final),
         ):
             logger.info("run of config hash %s", cfg.result_hash())
@@ -436,74 +389,6 @@ def prepare_rows(cfg: RunConfig, x, progress: _Progress, t0: float):
     center, scale = profile.mean, np.where(profile.std > 0, profile.std, 1.0)
     transform = {"center": center.tolist(), "scale": scale.tolist()}
     return standardize(x, transform), profile.affine(center, scale), transform
-
-
-def read_transform(path: Path, n_features: int) -> dict:
-    """The column transform in a ``standardize.json`` beside a model, checked before use.
-
-    Parameters
-    ----------
-    path : Path
-        The ``standardize.json`` file.
-    n_features : int
-        The model's number of features: the length of both lists.
-
-    Returns
-    -------
-    transform : dict
-        ``{"center": [...], "scale": [...]}`` of floats, for `standardize`.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file and the field when it is not UTF-8 JSON, not an object with exactly
-        ``center`` and ``scale``, or when a list has the wrong length, a value that is not a
-        finite number, or (``scale``) one that is not a positive normal float.
-    """
-    import json
-
-    try:
-        transform = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # also not UTF-8 and not JSON
-        raise ConfigError(
-            f"{path}: expected UTF-8 JSON, found {' '.join(str(e).split())}"
-        ) from None
-    if not isinstance(transform, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found a {type(transform).__name__}")
-    for key in transform:
-        if key not in ("center", "scale"):
-            raise ConfigError(f"{path}: {key!r}: expected only the keys 'center' and 'scale'")
-    for key in ("center", "scale"):
-        if key not in transform:
-            raise ConfigError(f"{path}: {key}: expected a list of {n_features} numbers, found none")
-    return {key: _transform_values(path, key, transform[key], n_features) for key in transform}
-
-
-def _transform_values(path: Path, name: str, values, n_features: int) -> list[float]:
-    """One list of `read_transform`: ``n_features`` finite numbers; scales positive and normal
-    (a subnormal scale divides rows into infinities)."""
-    if not isinstance(values, list) or len(values) != n_features:
-        found = f"a list of {len(values)}" if isinstance(values, list) else type(values).__name__
-        raise ConfigError(f"{path}: {name}: expected a list of {n_features} numbers, found {found}")
-    for i, v in enumerate(values):
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        try:
-            ok = number and np.isfinite(float(v))
-        except OverflowError:  # an integer beyond float64
-            ok = False
-        if ok and name == "scale":
-            ok = float(v) >= np.finfo(np.float64).tiny
-        if not ok:
-            expected = "a positive normal float" if name == "scale" else "a finite number"
-            raise ConfigError(f"{path}: {name}[{i}]: expected {expected}, found {repr(v)[:80]}")
-    return [float(v) for v in values]
-
-
-def standardize(x, transform: dict):
-    """``(x − center) / scale`` per column, lazily, in the rows' own float dtype."""
-    center = np.asarray(transform["center"], dtype=np.float64)
-    scale = np.asarray(transform["scale"], dtype=np.float64)
-    return ((x - center) / scale).astype(x.dtype)
 
 
 def select_model(

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +34,10 @@ from dgmm.options import (
 from dgmm.paths import absolute_path
 from dgmm.tables import infer_format
 
+from .dask_settings import check_dask_settings, local_worker_limit
+from .errors import ConfigError
+from .yaml_file import apply_overrides, read_yaml
+
 if TYPE_CHECKING:
     from dgmm.settings import FitSettings
 
@@ -43,15 +46,13 @@ MAX_K_VALUES = 1000
 MAX_CANDIDATES = 10_000
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line."""
-
-
 class Strict(BaseModel):
     """Base of every section: unknown keys are errors that suggest the nearest valid key."""
 
     # inf and NaN are refused for every float: no setting means "infinitely large"
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -70,12 +71,19 @@ class GenerateConfig(Strict):
     """Synthetic data to create at ``data.path`` when it does not exist (demo runs)."""
 
     n_samples: int = Field(gt=0)
+    """Rows to generate."""
     n_features: int = Field(gt=0)
+    """Columns to generate."""
     n_components: int = Field(gt=0)
+    """Gaussian components the rows are drawn from."""
     seed: int = 0
+    """Seed of the generator: the same seed gives the same rows."""
     chunk_rows: int = Field(default=100_000, gt=0)
+    """Rows per stored Zarr chunk."""
     dtype: Literal["float32", "float64"] = "float64"
+    """Element type of the stored array."""
     separation: float = Field(default=6.0, gt=0)
+    """Distance between component means, in standard deviations."""
 
 
 def _absolute(value: str) -> str:
@@ -93,12 +101,23 @@ class DataConfig(Strict):
     files (with a column selection), or a ``.npy`` file; optionally standardised."""
 
     path: PathSetting
+    """A Zarr array (or a group, with `array`), a Parquet file or folder, a CSV file or glob, or a
+    `.npy` file.
+    """
     array: str | None = None
+    """The array inside a Zarr group (Zarr only)."""
     format: Literal["zarr", "parquet", "csv", "npy"] | None = None  # None: from the path
+    """The data's format; null: from the path."""
     columns: list[str] | None = None
+    """Parquet or CSV columns to cluster, each numeric; null: all of them."""
     standardize: bool = False
+    """Centre and scale every column by its mean and standard deviation (one profile pass; the
+    transform is saved with the model and `dgmm predict` applies it).
+    """
     chunk_rows: int | None = Field(default=None, gt=0)
+    """Rechunk the rows to this many per block; null: as stored."""
     generate: GenerateConfig | None = None
+    """Synthetic data to create at `path` when it does not exist."""
 
     @field_validator("columns")
     @classmethod
@@ -127,28 +146,48 @@ class RetryConfig(Strict):
     """Retry failed candidates with reg_covar × ``factor`` (1e-6 after 0) up to the cap."""
 
     factor: float = Field(default=10.0, gt=1)
+    """A failed candidate is refitted with `reg_covar` times this."""
     max_reg_covar: float = Field(default=1e-2, gt=0)
+    """No retry beyond this `reg_covar`."""
 
 
 class ModelConfig(Strict):
     """The candidates: every K × covariance type, each with ``n_init`` restarts."""
 
     n_components: list[StrictInt]
+    """The values of K: a list, or `{start, stop, step}` with stop included."""
     covariance_types: list[Literal[COVARIANCE_TYPE_NAMES]] = ["full"]
+    """Covariance types to try, each with every K."""
     # scikit-learn's k-means start, five restarts: with multi-resolution EM the restarts cost
     # EM on the sample, and those that trail there stop before the full data
     n_init: int = Field(default=5, ge=1)
+    """Restarts per (K, covariance type) cell; the best lower bound is kept."""
     max_iter: int = Field(default=100, ge=0)
+    """EM iterations at most per restart."""
     tol: float = Field(default=1e-3, ge=0)
+    """Convergence threshold on the change of the mean log-likelihood per row."""
     reg_covar: float = Field(default=1e-6, ge=0)
+    """Added to the diagonal of every covariance."""
     init: Literal[INIT_METHODS] = "kmeans"
+    """How restarts start (scikit-learn's `init_params`; `k-means||` runs dask-ml's k-means)."""
     random_state: int = Field(default=0, ge=0, lt=2**32)
+    """Seed of every random draw: the same config gives the same result."""
     retry: RetryConfig | None = None
+    """Refit failed candidates with a larger `reg_covar`; null: a failed candidate is NA."""
     # multi-resolution EM (`dgmm.select(strategy=)`): a few full-data passes instead of tens
     strategy: Literal[STRATEGIES] = "sample"
+    """`sample`: multi-resolution EM, fitted on a uniform sample of rows first and finished on all
+    rows; `exact`: every restart's EM on all rows.
+    """
     sample_size: int | None = Field(default=None, ge=1)
+    """Rows of that sample; null: 20 per free parameter of the largest candidate, within 10,000 and
+    100,000 rows.
+    """
     # with strategy sample: stop cells whose criterion, estimated on the sample, clearly trails
     screen_cells: bool = True
+    """With `strategy: sample`, stop cells whose criterion, estimated on the sample, clearly trails
+    the best's.
+    """
 
     @field_validator("n_components", mode="before")
     @classmethod
@@ -210,43 +249,76 @@ class PriorConfig(Strict):
     mean and covariance priors)."""
 
     weight_concentration_prior_type: Literal[WEIGHT_PRIOR_TYPES] = "dirichlet_process"
+    """The prior on the weights: a Dirichlet process (stick-breaking) or a Dirichlet distribution.
+    """
     weight_concentration_prior: float | None = Field(default=None, gt=0)
+    """Its concentration; null: 1 / n_components."""
     mean_precision_prior: float | None = Field(default=None, gt=0)
+    """The precision prior on the means; null: 1."""
     degrees_of_freedom_prior: float | None = Field(default=None, gt=0)
+    """The Wishart prior's degrees of freedom; null: the number of features."""
 
 
 class SelectionConfig(Strict):
+    """How the model is chosen: by a criterion over the sweep, or by variational fits."""
+
     criterion: Literal[CRITERIA] = "bic"
+    """What chooses the model (lower is better): BIC, AIC or ICL."""
     # 'sweep': every K x covariance type by EM; 'variational': one Bayesian mixture per
     # covariance type at the largest K, which leaves unneeded components near zero weight
     method: Literal[METHODS] = "sweep"
+    """`sweep`: every K × covariance type by EM; `variational`: one Bayesian mixture per covariance
+    type at the largest K, which leaves unneeded components near zero weight.
+    """
     weight_threshold: float = Field(default=0.01, ge=0, lt=1)
+    """Variational: a component counts as used when its weight exceeds this."""
     prior: PriorConfig = PriorConfig()
+    """Variational: the priors."""
 
 
 class OutputConfig(Strict):
+    """The run's output folder and what goes into it; the progress shown while it runs."""
+
     path: PathSetting
+    """A new folder: labels (Zarr), the model, report.json, the table and plots."""
     probabilities: bool = False
+    """Also write each row's probabilities and uncertainty."""
     overwrite: bool = False
+    """Replace an earlier output of a dgmm run at `path`."""
     performance_report: bool = True
+    """Save Dask's HTML performance report with the outputs."""
     progress: bool = True
+    """A line (or, on a terminal, a bar) per pass over the data."""
     # Without a terminal, progress lines on stderr at most this often (seconds; 0: every pass).
     progress_interval: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    """Without a terminal, progress lines on stderr at most this often, in seconds (0: every pass;
+    run.log keeps every one).
+    """
     # What run.log keeps of other libraries' records (Dask, distributed): dgmm's own are all
     # kept; "info" adds distributed's scheduler and worker chatter.
     library_log: Literal["warning", "info", "debug"] = "warning"
+    """What run.log keeps of Dask's and distributed's records (dgmm's own are all kept)."""
 
 
 class LocalClusterConfig(Strict):
     """A LocalCluster started by the run; it listens on 127.0.0.1 unless told otherwise."""
 
     type: Literal["local"] = "local"
+    """A LocalCluster started by the run."""
     n_workers: int = Field(default=2, ge=1)
+    """Worker processes (or threads' workers with `processes: false`)."""
     threads_per_worker: int = Field(default=1, ge=1)
+    """Threads per worker."""
     memory_limit: str | float | None = "auto"
+    """Memory per worker: a size ('2GiB'), bytes, a fraction of the machine's memory, 'auto' or
+    null (no limit).
+    """
     processes: bool = True
+    """Workers as processes (true) or threads of the run's process."""
     host: str = "127.0.0.1"
+    """The address every socket of the cluster listens on."""
     dashboard_address: str | None = "127.0.0.1:8787"
+    """The Dask dashboard's address; null: none."""
 
     @field_validator("memory_limit", mode="before")
     @classmethod
@@ -281,8 +353,11 @@ class TLSConfig(Strict):
     """Certificates for a ``tls://`` scheduler: they become a `distributed.Security`."""
 
     ca_file: PathSetting
+    """The certificate authority's certificate."""
     cert: PathSetting
+    """The client's certificate."""
     key: PathSetting | None = None  # None: the key is in the ``cert`` file
+    """The client's private key; null: it is in the `cert` file."""
 
     @model_validator(mode="after")
     def _files_exist(self) -> TLSConfig:
@@ -297,9 +372,13 @@ class AddressClusterConfig(Strict):
     """An existing scheduler (``tcp://`` or, with ``tls`` certificates, ``tls://``)."""
 
     type: Literal["address"]
+    """An existing scheduler."""
     address: str
+    """The scheduler's address: `tcp://host:port`, or `tls://host:port` with `tls`."""
     timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for the scheduler, a first worker, and the workers' checks."""
     tls: TLSConfig | None = None
+    """Certificates for a `tls://` scheduler."""
 
     @model_validator(mode="after")
     def _tls_matches_address(self) -> AddressClusterConfig:
@@ -321,9 +400,15 @@ class JobqueueClusterConfig(Strict):
     """A dask-jobqueue cluster (SLURM / PBS); ``options`` go to its constructor."""
 
     type: Literal["slurm", "pbs"]
+    """A dask-jobqueue cluster: `SLURMCluster` or `PBSCluster`."""
     jobs: int = Field(default=1, ge=1)
+    """Batch jobs to submit (`cluster.scale(jobs=...)`)."""
     options: dict[str, Any] = {}
+    """Passed as they are to the dask-jobqueue cluster's constructor (queue, account, cores,
+    processes, memory, walltime, ...).
+    """
     timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for a first worker (jobs may queue)."""
 
 
 ClusterConfig = Annotated[
@@ -335,11 +420,19 @@ class RunConfig(Strict):
     """A whole run."""
 
     data: DataConfig
+    """Where the rows are."""
     model: ModelConfig
+    """The candidates: every K × covariance type, each with `n_init` restarts."""
     selection: SelectionConfig = SelectionConfig()
+    """How the model is chosen."""
     output: OutputConfig
+    """Where the results go."""
     cluster: ClusterConfig = LocalClusterConfig()
+    """Where the passes run; a LocalCluster by default."""
     dask: dict[str, Any] = {}
+    """Dask settings as dotted keys, applied with `dask.config.set` (e.g. `dgmm.stall-timeout:
+    60s`).
+    """
 
     @field_validator("dask", mode="before")
     @classmethod
@@ -395,244 +488,6 @@ class RunConfig(Strict):
         ):
             keep["output"].pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def local_worker_limit(memory_limit: str | float | None, n_workers: int) -> int | None:
-    """Bytes each LocalCluster worker may use, as Dask reads the setting (None: no limit)."""
-    import logging
-
-    from distributed.worker_memory import parse_memory_limit
-
-    if isinstance(memory_limit, bool) or (
-        isinstance(memory_limit, (int, float)) and memory_limit < 0
-    ):
-        raise ValueError(memory_limit)
-    quiet = logging.getLogger("dgmm.quiet")
-    quiet.disabled = True
-    if memory_limit == "auto":
-        return parse_memory_limit("auto", 1, n_workers, logger=quiet)
-    return parse_memory_limit(memory_limit, 1, logger=quiet)
-
-
-def worker_memory_bytes(v: str | int | float) -> int:
-    """Bytes of a memory size given as a number or a string such as '2GiB' (ValueError if not)."""
-    from dask.utils import parse_bytes
-
-    if isinstance(v, bool):
-        raise ValueError(v)
-    try:
-        n = parse_bytes(v)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise ValueError(v) from None
-    if n <= 0:
-        raise ValueError(v)
-    return int(n)
-
-
-def _flatten(settings: dict[str, Any], defaults: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of nested settings, down to the level where Dask's defaults stop nesting."""
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and _default(dotted, defaults) not in (None, {}):
-            sub = _default(dotted, defaults)
-            if isinstance(sub, dict):
-                out.update(_flatten(value, defaults, dotted + "."))
-                continue
-        out[dotted] = value
-    return out
-
-
-def _default(dotted: str, defaults: Any) -> Any:
-    """Dask's default at a dotted key ('-' and '_' alike), or None if there is no such key."""
-    node = defaults
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        match = [k for k in node if k.replace("_", "-") == part.replace("_", "-")]
-        if not match:
-            return None
-        node = node[match[0]]
-    return node
-
-
-def _free_form(dotted: str, defaults: Any) -> bool:
-    """Whether a key lives under a mapping whose default is empty (any sub-key allowed)."""
-    parts = dotted.split(".")
-    return any(_default(".".join(parts[:i]), defaults) == {} for i in range(1, len(parts)))
-
-
-def _all_keys(node: Any, prefix: str = "") -> list[str]:
-    if not isinstance(node, dict) or not node:
-        return [prefix.rstrip(".")]
-    return [k for key, sub in node.items() for k in _all_keys(sub, f"{prefix}{key}.")]
-
-
-def check_dask_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Dask settings as dotted keys, each an existing Dask key with a value of its kind.
-
-    Time and size settings must parse as Dask parses them; an unknown key names the nearest
-    known one.
-    """
-    import dask.config
-    import distributed  # noqa: F401  (registers the distributed defaults)
-    from dask.utils import parse_timedelta
-
-    import dgmm.em  # noqa: F401  (registers dgmm's own Dask settings, e.g. dgmm.stall-timeout)
-
-    defaults = dask.config.merge(*dask.config.defaults)
-    flat = _flatten(settings, defaults)
-    for key, value in flat.items():
-        default = _default(key, defaults)
-        if default is None and not _free_form(key, defaults):
-            if key.replace("_", "-") in {k.replace("_", "-") for k in _all_keys(defaults)}:
-                continue  # a key whose default is None takes any value
-            close = difflib.get_close_matches(key, _all_keys(defaults), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown Dask setting '{key}'{hint}")
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"Dask setting '{key}' takes true or false, got {value!r}")
-        elif isinstance(default, str) and _is_timedelta(default):
-            try:
-                parse_timedelta(value)
-            except (ValueError, TypeError, KeyError):
-                raise ValueError(
-                    f"Dask setting '{key}' takes a time such as '{default}', got {value!r}"
-                ) from None
-        elif isinstance(default, str) and _is_bytes(default):
-            try:
-                worker_memory_bytes(value)
-            except ValueError:
-                raise ValueError(
-                    f"Dask setting '{key}' takes a size such as '{default}', got {value!r}"
-                ) from None
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-            raise ValueError(f"Dask setting '{key}' takes a number, got {value!r}")
-    return flat
-
-
-def _is_timedelta(text: str) -> bool:
-    from dask.utils import parse_timedelta
-
-    if not any(c.isalpha() for c in text):
-        return False
-    try:
-        parse_timedelta(text)
-    except (ValueError, TypeError, KeyError):
-        return False
-    return True
-
-
-def _is_bytes(text: str) -> bool:
-    if not text[:1].isdigit() or not any(c.isalpha() for c in text):
-        return False
-    try:
-        worker_memory_bytes(text)
-    except ValueError:
-        return False
-    return True
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(
-                f"duplicate key '{key}' at line {key_node.start_mark.line + 1}; "
-                "each key may appear once"
-            )
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely (no Python tags, no duplicate keys)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"config file '{path}' is not UTF-8 text (byte {e.start}); save it as UTF-8"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except ConfigError:
-        raise
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        if isinstance(e, yaml.constructor.ConstructorError) and "tag:yaml.org,2002:python/" in what:
-            tag = what.rsplit("'", 2)[-2].replace("tag:yaml.org,2002:", "!!")
-            raise ConfigError(
-                f"'{path}' uses the Python tag '{tag}'{at}; the config is read with a safe "
-                "loader that builds no Python objects: use plain values, lists and mappings"
-            ) from None
-        raise ConfigError(f"'{path}' is not valid YAML{at}: {what}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{path}' must hold a mapping of sections, got {type(data).__name__}")
-    _check_expanded_size(data, f"'{path}'")
-    return data
-
-
-# A run config is a few dozen values; YAML aliases nested in each other can make a few lines
-# stand for billions of them, which copying the config would build.
-MAX_CONFIG_VALUES = 100_000
-
-
-def _check_expanded_size(data: Any, what: str) -> None:
-    """Refuse a document whose values, aliases expanded, exceed `MAX_CONFIG_VALUES` (the walk
-    stops there, so a bomb costs no more than that)."""
-    stack, seen = [data], 0
-    while stack:
-        node = stack.pop()
-        seen += 1
-        if seen > MAX_CONFIG_VALUES:
-            raise ConfigError(
-                f"{what} expands to more than {MAX_CONFIG_VALUES} values (YAML anchors and "
-                "aliases repeated inside each other?); a run config is a few dozen values"
-            )
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) on top of the file."""
-    out = json.loads(json.dumps(data))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.key=value")
-        dotted, raw = item.split("=", 1)
-        node = out
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            what = " ".join(str(getattr(e, "problem", None) or e).split())
-            raise ConfigError(f"override '{item}': the value is not valid YAML ({what})") from None
-        _check_expanded_size(value, f"override '{dotted}'")
-        node[leaf] = value
-    return out
 
 
 def _format(e: ValidationError) -> str:

@@ -3,6 +3,8 @@ command line in a subprocess, a small run config, and real scheduler and worker 
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import yaml
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker with two threads in the run's own process: the quickest cluster to start.
@@ -115,3 +119,50 @@ def dask_processes(
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def corrupt_chunk_store(path: Path, x: np.ndarray, chunk_rows: int) -> Path:
+    """A Zarr array of ``x`` in chunks of ``chunk_rows`` rows whose second chunk is no longer
+    a zstd frame (reading rows ``chunk_rows`` to ``2 * chunk_rows - 1`` fails)."""
+    arr = zarr.create_array(
+        str(path), shape=x.shape, chunks=(chunk_rows, x.shape[1]), dtype=x.dtype
+    )
+    arr[...] = x
+    (path / "c" / "1" / "0").write_bytes(b"\x00not a zstd frame" * 8)
+    return path
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced blocks of ``language`` in a Markdown text, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def claim(comment: str):
+    """The literal a comment starts with (``# 4: the rest`` → 4), or None."""
+    text = comment.lstrip("#").strip()
+    for candidate in (text, text.split(":", 1)[0], text.split(" ", 1)[0]):
+        try:
+            return ast.literal_eval(candidate)
+        except (ValueError, SyntaxError):
+            continue
+    return None
+
+
+def run_checking_claims(source: str, namespace: dict, where: str = "README") -> int:
+    """Execute ``source`` statement by statement; every expression statement whose line ends in
+    a comment starting with a literal is a claim it must equal. Returns the claims checked."""
+    lines = source.splitlines()
+    checked = 0
+    for node in ast.parse(source).body:
+        code = ast.get_source_segment(source, node)
+        if isinstance(node, ast.Expr):
+            value = eval(compile(ast.Expression(node.value), where, "eval"), namespace)
+            tail = lines[node.end_lineno - 1]
+            if "#" in tail:
+                expected = claim(tail[tail.index("#") :])
+                if expected is not None:
+                    assert value == expected, f"{where}: {code!r} gives {value!r}, not {expected!r}"
+                    checked += 1
+        else:
+            exec(compile(ast.Module([node], []), where, "exec"), namespace)
+    return checked

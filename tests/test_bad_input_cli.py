@@ -22,7 +22,7 @@ import zarr
 from pipelines.cli import main
 
 from .conftest import run_output
-from .helpers import INPROC_CLUSTER, dgmm_cli
+from .helpers import INPROC_CLUSTER, corrupt_chunk_store, dgmm_cli
 
 # real processes, command-line runs or whole pipelines: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -76,9 +76,7 @@ def _const_named_column(tmp: Path, cfg: dict) -> None:
 
 
 def _corrupt_chunk(p: Path) -> Path:
-    _store(p, _good())
-    (p / "c" / "1" / "0").write_bytes(b"\x00not a zstd frame" * 8)
-    return p
+    return corrupt_chunk_store(p, _good(), CHUNK)
 
 
 def _not_zarr(p: Path) -> Path:

@@ -18,7 +18,7 @@ from pipelines.data import make_data
 from pipelines.schema import ConfigError, load_config
 
 from .conftest import write_zarr
-from .helpers import INPROC_CLUSTER
+from .helpers import INPROC_CLUSTER, corrupt_chunk_store
 
 
 def _bomb(rng) -> str:
@@ -278,9 +278,8 @@ def _problems(stderr: str) -> list[str]:
 def test_a_corrupt_chunk_read_by_worker_processes_is_one_line(tmp_path):
     """Worker processes report a failing task themselves: none of that reaches the terminal,
     only the run's line naming the chunk."""
-    from .test_bad_input_cli import _corrupt_chunk
-
-    data = _corrupt_chunk(tmp_path / "c.zarr")
+    rng = np.random.default_rng(0)
+    data = corrupt_chunk_store(tmp_path / "c.zarr", rng.normal(size=(600, 4)), 200)
     cfg = {
         "data": {"path": str(data)},
         "model": {"n_components": [2]},
