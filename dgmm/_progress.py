@@ -33,9 +33,10 @@ class PassReport:
     ----------
     n_pass : int
         Passes made so far, those of a resumed checkpoint included.
-    phase : {'profile', 'init', 'em', 'score', 'resume'}
-        What the pass was for; ``resume`` is reported once, with no pass, when a checkpoint
-        is resumed (``n_pass`` is then the passes it holds).
+    phase : {'profile', 'sample', 'init', 'em', 'score', 'labels', 'resume'}
+        What the pass was for: ``sample`` draws the uniform sample of rows (and profiles the
+        data), ``labels`` (a run's) writes them; ``resume`` is reported once, with no pass,
+        when a checkpoint is resumed (``n_pass`` is then the passes it holds).
     iteration : int
         The furthest EM iteration any candidate has reached.
     running, n_candidates : int

@@ -364,7 +364,7 @@ default='kmeans'
     lower_bounds_ : list of float
         The best restart's lower bound at every iteration.
     n_features_in_ : int
-    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+    feature_names_in_ : ndarray of str, shape (n_features,)
         The column names of the data ``fit`` was given, when it had them (a pandas or Dask
         DataFrame, a Parquet or CSV file); absent otherwise. Data given later to ``predict``
         and the other methods is matched to them by name.

@@ -34,8 +34,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     table = preflight(cfg, args.config, generate=False)
     x = None if table is None else table.x
-    m = cfg.model
-    n = len(m.n_components) * len(m.covariance_types) * m.n_init
+    n = len(cfg.fit_settings().candidates())
     shape = "to be generated" if x is None else f"{x.shape} {x.dtype}, {len(x.chunks[0])} chunks"
     print(f"config OK: {n} candidate(s); data {shape}; config hash {cfg.result_hash()}")
     if x is not None:
@@ -52,8 +51,9 @@ def memory_estimate(cfg, x) -> str:
     """One line: the passes per EM round and the memory a worker holds for them."""
     from dgmm import memory as dgmm_memory
 
+    from .dask_settings import local_worker_limit
     from .run import check_task_memory
-    from .schema import LocalClusterConfig, local_worker_limit
+    from .schema import LocalClusterConfig
 
     local = isinstance(cfg.cluster, LocalClusterConfig)
     limit = local_worker_limit(cfg.cluster.memory_limit, cfg.cluster.n_workers) if local else None
@@ -93,6 +93,10 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# The example configs shipped with the package (pipelines/configs, the repository's configs/).
+EXAMPLES = ("demo", "scheduler", "slurm", "pbs")
+
+
 def _init(args: argparse.Namespace) -> int:
     """Write a commented starter config (every key with its default) for the given data."""
     from importlib.resources import files
@@ -104,7 +108,10 @@ def _init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() or out.is_symlink():
         raise ConfigError(f"{out} exists; give a new file name (it is never overwritten)")
-    text = files("pipelines").joinpath("starter.yaml").read_text(encoding="utf-8")
+    if args.example is not None:
+        text = files("pipelines").joinpath("configs", f"{args.example}.yaml").read_text("utf-8")
+    else:
+        text = files("pipelines").joinpath("starter.yaml").read_text(encoding="utf-8")
     try:
         data = str(absolute_path(args.data, "--data"))
         output = str(absolute_path(args.output, "--output"))
@@ -116,7 +123,8 @@ def _init(args: argparse.Namespace) -> int:
     with open(out, "x", encoding="utf-8") as f:  # never through an existing file or link
         f.write(text)
     load_config(out)  # what was written is a valid config
-    print(f"wrote {out}: check it with `dgmm validate {out}`, run it with `dgmm run {out}`")
+    edit = " (edit its data.path and output.path)" if args.example is not None else ""
+    print(f"wrote {out}{edit}: check it with `dgmm validate {out}`, run it with `dgmm run {out}`")
     return 0
 
 
@@ -147,7 +155,7 @@ def _summary(args: argparse.Namespace) -> int:
         import dgmm
         from dgmm.persistence import ModelFileError
 
-        from .run import STANDARDIZE_FILE, read_transform
+        from .standardize import STANDARDIZE_FILE, read_transform
 
         try:
             gm = dgmm.load(path)
@@ -287,8 +295,8 @@ def _predict(args: argparse.Namespace) -> int:
         remove_companion,
         zarr_store_root,
     )
-    from .run import STANDARDIZE_FILE, read_transform, standardize
     from .schema import DataConfig
+    from .standardize import STANDARDIZE_FILE, read_transform, standardize
 
     out = Path(args.out)
     check_output_name(out)
@@ -408,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(s, "out", help="the config file to write (a new file)")
     _option(s, "--data", default="data.zarr", help="the data the config points at")
     _option(s, "--output", default="runs/first", help="the run's output folder")
+    _option(
+        s,
+        "--example",
+        choices=EXAMPLES,
+        help="write the shipped example config of that name instead (its own paths; "
+        "--data and --output do not apply)",
+    )
     s = command("summary", "print a finished run's table, or a saved model's parameters", _summary)
     _option(s, "path", help="a run's output folder, or a saved model folder")
     s = command("predict", "label new data with a saved model", _predict)
