@@ -1,5 +1,7 @@
 """Run configuration: strict keys, safe YAML, overrides, and the result hash."""
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.schema import ConfigError, load_config
@@ -229,3 +231,20 @@ def test_dgmm_init_takes_any_path_or_refuses_in_one_line(tmp_path, capsys, args,
     else:
         assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_dgmm_init_example_writes_each_shipped_config_as_it_is(tmp_path, capsys):
+    """`dgmm init --example NAME` writes the shipped example byte for byte (a valid config),
+    and like the starter never replaces a file."""
+    from pipelines.cli import EXAMPLES, main
+    from pipelines.schema import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    assert sorted(EXAMPLES) == sorted(p.stem for p in (root / "configs").glob("*.yaml"))
+    for name in EXAMPLES:
+        out = tmp_path / f"{name}.yaml"
+        assert main(["init", str(out), "--example", name]) == 0
+        assert out.read_bytes() == (root / "configs" / f"{name}.yaml").read_bytes()
+        load_config(out)
+        assert main(["init", str(out), "--example", name]) == 2
+    assert "exists" in capsys.readouterr().err
