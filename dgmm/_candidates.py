@@ -44,6 +44,7 @@ class Candidate:
     cell_stopped: bool = False  # stopped with its whole cell (trailing there), not alone
     estimate: dict | None = None  # its cell's criteria estimated on the sample, if stopped so
     sample_iter: int = 0  # EM iterations on the sample (multi-resolution EM)
+    reused: str | None = None  # the run whose stored fit stands for this one's (a store)
 
     @property
     def cell(self) -> tuple[str, int]:

@@ -29,6 +29,12 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
     ``key`` identifies what the state belongs to (the sweep's settings and the data); a
     checkpoint is resumed only under an equal key.
     """
+    write_own(path, CHECKPOINT_KIND, encode_candidates(key, cands, n_passes))
+
+
+def encode_candidates(key: dict, cands: list[Candidate], n_passes: int) -> bytes:
+    """Candidates' states, starts and scores as ``.npz`` bytes (`decode_candidates` reads
+    them): a checkpoint's payload, or one stored fit's."""
     meta, arrays = [], {}
     for i, c in enumerate(cands):
         s = c.state
@@ -41,6 +47,8 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
                 "cell_stopped": c.cell_stopped,
                 "estimate": c.estimate,
                 "sample_iter": c.sample_iter,
+                "log_likelihood": c.log_likelihood,
+                "entropy": c.entropy,
                 "state": None
                 if s is None
                 else {
@@ -65,7 +73,7 @@ def save_checkpoint(path: Path, key: dict, cands: list[Candidate], n_passes: int
     header = {"key": key, "n_passes": n_passes, "candidates": meta}
     buf = io.BytesIO()
     np.savez(buf, header=np.array(json.dumps(header)), **arrays)
-    write_own(path, CHECKPOINT_KIND, buf.getvalue())
+    return buf.getvalue()
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -78,7 +86,12 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     DamagedFile
         It is one, but damaged: changed since written, or not readable as one.
     """
-    payload = read_own(path, CHECKPOINT_KIND)
+    return decode_candidates(read_own(path, CHECKPOINT_KIND), f"'{path}'")
+
+
+def decode_candidates(payload: bytes, what: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The header and arrays of `encode_candidates`' bytes; `DamagedFile` (naming ``what``)
+    when they cannot be read as such."""
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             header = json.loads(str(npz["header"]))
@@ -86,7 +99,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         if not isinstance(header, dict) or not isinstance(header.get("candidates"), list):
             raise ValueError("no candidate list")
     except Exception as e:  # any failure to parse what the digest vouched for
-        raise DamagedFile(f"'{path}' cannot be read ({type(e).__name__}: {e})") from None
+        raise DamagedFile(f"{what} cannot be read ({type(e).__name__}: {e})") from None
     return header, arrays
 
 
@@ -128,6 +141,7 @@ def load_checkpoint(
         c.stopped, c.sample_iter = m.get("stopped"), m.get("sample_iter", 0)
         c.cell_stopped = bool(m.get("cell_stopped", False))
         c.estimate = m.get("estimate")
+        c.log_likelihood, c.entropy = m.get("log_likelihood"), m.get("entropy")
 
         def params(
             tag: str, c: Candidate = c, i: int = i, m: dict = m

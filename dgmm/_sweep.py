@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from ._candidates import RETRY_FIRST_REG, Candidate
 from ._checkpoint import key_difference, load_checkpoint, read_checkpoint, save_checkpoint
 from ._em_workers import run_em_on_workers
+from ._reuse import fetch, keep
 from ._screening import SampleScores, trailing_cells, trailing_restarts
 from .covariance import get_covariance_type
 from .em import DataPasses, EMState, run_em
@@ -28,6 +29,7 @@ from .inputs import load_input
 from .sampling import SamplePlan, default_sample_size, sample_seed
 from .settings import FitSettings
 from .sources import ScoringPosterior
+from .store import ResultStore
 from .variational import PriorSpec
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,10 @@ class Sweep:
         checkpoint is resumed (``'resume'``).
     prior : PriorSpec or None
         A variational mixture's priors, checked against the data (None: EM).
+    store : ResultStore or None
+        Fits of earlier runs: a candidate stored under its specification (``store_base``
+        and its cell and restart) is read back instead of fitted, at each stage (EM on the
+        sample, the finished fit), and every fit made is kept there (by ``origin``).
     """
 
     passes: DataPasses
@@ -121,6 +127,9 @@ class Sweep:
     spread: bool = False
     # per candidate (by ``id``), the `judged_rows` its spread EM computed of its final fit
     judged_rows: dict[int, dict] = field(default_factory=dict)
+    store: ResultStore | None = None
+    store_base: dict = field(default_factory=dict)  # what every stored fit's spec shares
+    origin: str = ""  # what this sweep's kept fits say made them
 
     def __post_init__(self) -> None:
         if self.passes.sampling is None:
@@ -145,7 +154,10 @@ class Sweep:
             if fresh and self.multi_resolution:
                 self._start_on_sample(fresh)
             elif fresh:
-                self._initialise(fresh)
+                self._reuse(fresh, "final")
+                fresh = [c for c in fresh if c.state is None]
+                if fresh:
+                    self._initialise(fresh)
         self._em()
         while self._retry():
             self._em()
@@ -157,7 +169,20 @@ class Sweep:
                     c.degenerate = c.state.params.degenerate(n, reg, self.passes.columns)
         if score:
             self._score()
+        if self.store is not None:  # the fits made here, finished (stopped ones: on the sample)
+            made = [c for c in self.candidates if c.reused is None and c.stopped is None]
+            keep(self.store, self.store_base, made, "final", self.origin)
         return self.candidates
+
+    def _reuse(self, cands: list[Candidate], stage: str) -> dict[int, str]:
+        """Read the fits of ``cands`` stored at ``stage``; returns their origins by ``id``."""
+        if self.store is None:
+            return {}
+        found = fetch(self.store, self.store_base, cands, stage)
+        for c in cands:
+            if stage == "final" and id(c) in found:
+                c.reused = found[id(c)]
+        return found
 
     # -- stages
     def _resume(self) -> bool:
@@ -270,7 +295,11 @@ class Sweep:
             spread=self.passes.blocks.scheduler is None,  # where the passes use the cluster
         )
         started = time.perf_counter()
+        stored = self._reuse(sub.candidates, "sample")
         sub.run(score=False)
+        if self.store is not None:
+            made = [s for s in sub.candidates if id(s) not in stored]
+            keep(self.store, self.store_base, made, "sample", self.origin)
         scores = SampleScores(data.x_mem, data.w_mem)
         for s in sub.candidates:
             scores.take(s, sub.judged_rows.get(id(s), {}))
@@ -304,6 +333,9 @@ class Sweep:
             else:
                 c.start = s.state.params
                 c.state = EMState(c.start, s.reg_covar)
+            if id(s) in stored and (c.state is None or c.state.failed or c.stopped):
+                c.reused = stored[id(s)]  # all its work was EM on the sample, stored
+        self._reuse([c for c in cands if c.state is not None and c.stopped is None], "final")
         self._checkpoint()
 
     def _em(self) -> None:
@@ -315,6 +347,8 @@ class Sweep:
                 if not (c.state.converged or c.state.failed)
                 and c.state.n_iter < self.settings.max_iter
             ]
+            if not pending:  # every fit is done (stored ones included)
+                return
             done = run_em_on_workers(
                 self.passes,
                 self.x_mem,
@@ -390,7 +424,11 @@ class Sweep:
 
     def _score(self) -> None:
         """One pass: log-likelihood and entropy of the final parameters of every fitted restart."""
-        scored = [c for c in self.candidates if c.error is None and c.state is not None]
+        scored = [  # a stored fit comes with its scores
+            c
+            for c in self.candidates
+            if c.error is None and c.state is not None and c.log_likelihood is None
+        ]
         # a variational fit is scored as its posterior-mean mixture (weights_, means_, ...)
         jobs = [
             StatsJob(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._candidates import STATUSES, Candidate, Retry, best_restart
@@ -35,6 +36,7 @@ from .params import n_parameters
 from .paths import absolute_path
 from .sampling import RowSample
 from .settings import FitSettings
+from .store import ResultStore, as_store, fit_settings_key, reuse_report
 from .validation import (
     ColumnProfile,
     check_constant_columns,
@@ -72,7 +74,8 @@ class SelectionResult:
         (one of `STATUSES`: converged, not converged, failed, degenerate, stopped, cell
         stopped), ``error`` (None, or why the restart failed or was stopped, for people; its
         scores are then None),
-        ``sample_iter`` (EM iterations on the sample, ``strategy='sample'``) and
+        ``sample_iter`` (EM iterations on the sample, ``strategy='sample'``), ``reused``
+        (with a ``store``: the run whose stored fit was read back, or None) and
         ``estimate`` (a cell stopped after the sample: its BIC, AIC and ICL estimated there;
         a variational one's also its ``effective_components`` and ``weights`` there).
         Variational rows add ``lower_bound``, ``effective_components`` and ``weights``.
@@ -91,6 +94,11 @@ class SelectionResult:
         The uniform sample of rows the selection drew (every row kept with the same
         probability; `RowSample.x` holds them in row order): for 'kmeans' or 'k-means++' init
         on Dask or Zarr input, or ``strategy='sample'``. None when it drew none.
+    reuse : dict or None
+        With a ``store``: ``reused`` (candidates read back), ``fitted`` (the others),
+        ``origins`` (the runs the reused fits came from, with counts), ``changed`` (the
+        fitting settings that differ from the last selection on the same data, in words, or
+        None) and ``store`` (its folder).
     """
 
     results: list[dict]
@@ -104,6 +112,7 @@ class SelectionResult:
     settings: FitSettings = field(default_factory=FitSettings, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
     sample: RowSample | None = field(default=None, repr=False)
+    reuse: dict | None = field(default=None, repr=False)
 
     def estimator(self, n_components: int, covariance_type: str):
         """The fitted `GaussianMixture` of a cell's best restart (what that estimator fits).
@@ -216,6 +225,7 @@ def _rows(
                 **crit,
                 "n_iter": c.state.n_iter if c.state else None,
                 "sample_iter": c.sample_iter,
+                "reused": c.reused,
                 "converged": c.state.converged if c.state and ok else None,
                 "reg_covar": c.state.reg_covar if c.state else c.reg_covar,
                 "retries": c.retries,
@@ -282,6 +292,7 @@ def select(
     retry: Retry | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_key: dict | None = None,
+    store: ResultStore | str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
     profile: ColumnProfile | None = None,
     screen_degenerate: bool = True,
@@ -321,6 +332,13 @@ def select(
         digest of its bytes) so that a checkpoint of other data is never resumed.
     checkpoint_key : dict, default=None
         More that a resumed checkpoint must match (e.g. a configuration's hash).
+    store : ResultStore or path, default=None
+        Fits of earlier selections to reuse (`dgmm.store.ResultStore`, or its folder): a
+        candidate fitted before on the same data (by digest: the data is profiled first)
+        under every setting its fit depends on is read back, bitwise what refitting would
+        give, and every fit made is kept there. Cells are screened on the sample over this
+        selection's grid, as a fresh selection would. Needs an integer ``random_state``.
+        ``reuse`` of the result counts what was reused and names a changed setting.
     progress : callable, default=None
         ``progress(report)`` with a `PassReport` after every pass over the data (an EM pass
         after its M-step), and once when a checkpoint is resumed.
@@ -441,6 +459,15 @@ def select(
                 f"checkpoint '{checkpoint}' exists and is not a dgmm checkpoint; it is never "
                 "overwritten: give another checkpoint path, or remove it yourself"
             )
+    store = as_store(store)
+    if store is not None and not isinstance(settings.random_state, (int, np.integer)):
+        warnings.warn(
+            f"store: random_state={settings.random_state!r} draws new starts on every call, so "
+            "no fit can be reused; give an integer random_state to use the store",
+            UserWarning,
+            stacklevel=2,
+        )
+        store = None
     data = load_input(X, sample_weight, name)
     n_samples, n_features = data.x.shape
     check_n_components(max(settings.n_components), n_samples)
@@ -476,22 +503,34 @@ def select(
         if wants_sample:
             passes.sample()
             profile = passes.sample_profile
-        elif checkpoint is not None:
+        elif checkpoint is not None or store is not None:  # both are bound to the digest
             profile = passes.profile()
     if profile is not None:
         check_profile(profile, data.x.dtype, name, data.feature_names)
     elif data.ranges is not None and n_samples > 1:  # in memory: load_input took the ranges
         check_constant_columns(*data.ranges, n_samples, name, data.feature_names)
-    if checkpoint is not None:
-        key = {
-            **settings.key(passes.sampling.size),
+    data_key = {}
+    if profile is not None:
+        data_key = {
             "shape": list(data.x.shape),
             "dtype": str(data.x.dtype),
             "row_chunks": [int(c) for c in data.x.chunks[0]],
             "digest": f"{profile.digest:032x}",
             # named columns: the same bytes under other names are other data
             **({"columns": list(data.feature_names)} if data.feature_names else {}),
-            **(checkpoint_key or {}),
+        }
+    if checkpoint is not None:
+        key = {**settings.key(passes.sampling.size), **data_key, **(checkpoint_key or {})}
+    base = {}
+    if store is not None:
+        multi = starts_on_sample(settings.strategy, passes.sampling, n_samples)
+        seeds_on_sample = data.x_mem is None and settings.init_params in ("kmeans", "k-means++")
+        base = {
+            "data": {**data_key, "in_memory": data.x_mem is not None},
+            "settings": fit_settings_key(settings, multi),
+            "sample": [passes.sampling.size, passes.sampling.seed]
+            if multi or seeds_on_sample
+            else None,
         }
     sweep = Sweep(
         passes,
@@ -503,8 +542,12 @@ def select(
         key=key,
         progress=reporter,
         prior=spec,
+        store=store,
+        store_base=base,
+        origin="" if store is None else store.origin,
     )
     sweep.run()
+    reuse = None if store is None else reuse_report(store, base, settings, cands)
     rows = _rows(cands, n_features, n_samples, settings.used_weight)
     ok = [r for r in rows if r["best_in_cell"] and r["error"] is None]
     if not ok:
@@ -526,6 +569,7 @@ def select(
         settings,
         data.feature_names,
         passes.drawn_sample,
+        reuse,
     )
     result.best_estimator_ = best = result.estimator(
         chosen["n_components"], chosen["covariance_type"]

@@ -348,6 +348,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> int:
+    """List the fits a store keeps (by data and stage), or prune it."""
+    from .store_command import store_command
+
+    return store_command(args.action, args.store, args.max_size, args.older_than, args.all)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """Print what changed between two finished runs."""
+    from .compare import diff_runs
+
+    print(diff_runs(Path(args.run_a), Path(args.run_b)))
+    return 0
+
+
 def _option(parser: argparse.ArgumentParser, *names: str, **kw) -> argparse.Action:
     """``parser.add_argument``, its help ending with the default where there is one to say."""
     action = parser.add_argument(*names, **kw)
@@ -423,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the shipped example config of that name instead (its own paths; "
         "--data and --output do not apply)",
     )
+    s = command("store", "list or prune the fits kept for later runs (the result store)", _store)
+    _option(s, "action", choices=("ls", "prune"), help="ls: list the fits; prune: remove some")
+    _option(s, "--store", help="the store's folder (default: $DGMM_STORE or ~/.cache/dgmm/store)")
+    _option(s, "--max-size", help="prune: remove the fits used least recently beyond this size")
+    _option(s, "--older-than", type=float, help="prune: remove fits unused for this many days")
+    _option(s, "--all", action="store_true", help="prune: remove every fit")
+    s = command("diff", "print what changed between two finished runs", _diff)
+    _option(s, "run_a", help="a finished run's output folder")
+    _option(s, "run_b", help="another finished run's output folder")
     s = command("summary", "print a finished run's table, or a saved model's parameters", _summary)
     _option(s, "path", help="a run's output folder, or a saved model folder")
     s = command("predict", "label new data with a saved model", _predict)
@@ -492,7 +516,7 @@ def _keep_traceback() -> str:
 
 
 # The command-line arguments that are paths: made absolute before anything reads them.
-PATH_ARGS = ("config", "model", "data", "out", "path")
+PATH_ARGS = ("config", "model", "data", "out", "path", "store", "run_a", "run_b")
 
 
 def _absolute_paths(args: argparse.Namespace) -> None:

@@ -54,13 +54,18 @@ def _overlap(a: Path, b: Path) -> str | None:
 
 
 def check_no_overlap(
-    writes: Mapping[str, str | os.PathLike | None], reads: Mapping[str, str | os.PathLike | None]
+    writes: Mapping[str, str | os.PathLike | None],
+    reads: Mapping[str, str | os.PathLike | None],
+    hint: str = "a command never writes over its own input: choose an output path outside "
+    "every input",
 ) -> None:
     """Refuse when a path the command writes overlaps a path it reads.
 
     Parameters
     ----------
     writes, reads : mapping of a name for the message to a path (None entries are skipped)
+    hint : str
+        What to do, ending the message.
 
     Raises
     ------
@@ -76,10 +81,7 @@ def check_no_overlap(
                 continue
             how = _overlap(wp, resolve(r))
             if how is not None:
-                raise ConfigError(
-                    f"{wname} '{w}' {how} {rname} '{r}'; a command never writes over its own "
-                    "input: choose an output path outside every input"
-                )
+                raise ConfigError(f"{wname} '{w}' {how} {rname} '{r}'; {hint}")
 
 
 def zarr_store_root(path: str | os.PathLike) -> Path:

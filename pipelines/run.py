@@ -24,11 +24,12 @@ from dgmm import em as dgmm_em
 from dgmm import memory as dgmm_memory
 from dgmm.files import is_own, set_aside
 from dgmm.selection import CHECKPOINT_KIND
+from dgmm.store import ResultStore, default_store_path
 from dgmm.tables import Table
 from dgmm.validation import check_magnitude
 
 from .cluster import check_worker_view, connect
-from .dask_settings import local_worker_limit
+from .dask_settings import local_worker_limit, worker_memory_bytes
 from .data import data_path, ensure_data, open_data
 from .errors import RunFailed, disk_full
 from .outputs import (
@@ -113,6 +114,12 @@ def preflight(cfg: RunConfig, config_path: str | Path | None, generate: bool = T
         },
         reads,
     )
+    if cfg.store.enabled:  # written by every run: never the data, nor what a run replaces
+        check_no_overlap(
+            {"store.path": cfg.store.path or default_store_path()},
+            {**reads, "output.path": out.path, "the run's working folder": dirs.work},
+            "the store of fits is written by every run: give it a folder of its own",
+        )
     pending = cfg.data.generate is not None and not Path(cfg.data.path).exists()
     x = None if pending else _checked_data(cfg)
     check_output_path(out.path, out.overwrite, ("run",))
@@ -418,6 +425,13 @@ def select_model(
     own = progress is None
     if own:
         progress = _Progress(cfg.output.progress, cfg.output.progress_interval)
+    store = None
+    if cfg.store.enabled:
+        store = ResultStore(
+            cfg.store.path,
+            worker_memory_bytes(cfg.store.max_size),
+            origin=f"run '{cfg.output.path}' (config {cfg.result_hash()})",
+        )
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -427,6 +441,7 @@ def select_model(
                 settings=settings,
                 checkpoint=checkpoint,
                 checkpoint_key={"config_hash": cfg.result_hash()},
+                store=store,
                 progress=progress,
                 profile=profile,
                 name=f"data '{data_path(cfg.data)}'",
@@ -438,6 +453,8 @@ def select_model(
     for category, message in dict.fromkeys((w.category.__name__, str(w.message)) for w in caught):
         logger.warning("%s: %s", category, message)
         say(f"warning: {message}")
+    if found.reuse is not None and found.reuse["reused"]:
+        say(reuse_line(found.reuse, len(found.results)))
     best = found.best_params_
     logger.info(
         "selection done in %.1f s, %d passes; selected %s K=%d",
@@ -447,6 +464,15 @@ def select_model(
         best["n_components"],
     )
     return found
+
+
+def reuse_line(reuse: dict, n_candidates: int) -> str:
+    """What a run reused from the store, in one line."""
+    origins = ", ".join(f"{n} from {o}" for o, n in reuse["origins"].items())
+    line = f"store: reused {reuse['reused']} of {n_candidates} candidates ({origins})"
+    if reuse["changed"]:
+        line += f"; {reuse['changed']} since the last run on this data"
+    return f"{line}; {reuse['fitted']} fitted"
 
 
 def _labels_report(found: dgmm.SelectionResult, n_rows: int, seconds: float, t0: float):
@@ -513,6 +539,7 @@ def write_report(
         "cells": cells,
         "candidates": found.results,
         "n_passes": found.n_passes_ + 1,  # the selection's passes and the labels' one
+        "reuse": found.reuse,  # what the store gave: counts, origins, a changed setting
         "data": {
             "path": str(data_path(cfg.data)),
             "shape": list(x.shape),

@@ -34,7 +34,7 @@ from dgmm.options import (
 from dgmm.paths import absolute_path
 from dgmm.tables import infer_format
 
-from .dask_settings import check_dask_settings, local_worker_limit
+from .dask_settings import check_dask_settings, local_worker_limit, worker_memory_bytes
 from .errors import ConfigError
 from .yaml_file import apply_overrides, read_yaml
 
@@ -300,6 +300,30 @@ class OutputConfig(Strict):
     """What run.log keeps of Dask's and distributed's records (dgmm's own are all kept)."""
 
 
+class StoreConfig(Strict):
+    """Fits kept for later runs on the same data (`dgmm.store.ResultStore`): a rerun with a
+    larger grid or another criterion fits only what is new."""
+
+    enabled: bool = True
+    """Read fits of earlier runs back, and keep this run's."""
+    path: PathSetting | None = None
+    """The store's folder; null: `$DGMM_STORE`, else `~/.cache/dgmm/store` (shared by every
+    run on the machine, whatever its output)."""
+    max_size: str | int = "10GiB"
+    """The most the store may take; past it the fits used least recently are removed."""
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, v: str | int) -> str | int:
+        try:
+            worker_memory_bytes(v)
+        except ValueError:
+            raise ValueError(
+                f"'{v}' is not a size; use e.g. '10GiB' or a number of bytes"
+            ) from None
+        return v
+
+
 class LocalClusterConfig(Strict):
     """A LocalCluster started by the run; it listens on 127.0.0.1 unless told otherwise."""
 
@@ -429,6 +453,8 @@ class RunConfig(Strict):
     """Where the results go."""
     cluster: ClusterConfig = LocalClusterConfig()
     """Where the passes run; a LocalCluster by default."""
+    store: StoreConfig = StoreConfig()
+    """Fits kept for later runs on the same data."""
     dask: dict[str, Any] = {}
     """Dask settings as dotted keys, applied with `dask.config.set` (e.g. `dgmm.stall-timeout:
     60s`).
@@ -479,6 +505,7 @@ class RunConfig(Strict):
         keep = self.model_dump(mode="json")
         keep.pop("cluster")
         keep.pop("dask")
+        keep.pop("store")  # where fits are kept changes how long a run takes, not its result
         for k in (
             "overwrite",
             "performance_report",

@@ -17,6 +17,13 @@ COV_TYPES_TIED_SLOW = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _own_store(tmp_path_factory, monkeypatch):
+    """Every test's runs keep their fits in a store of their own (`DGMM_STORE`, which the
+    command's subprocesses inherit), never in the user's shared one nor another test's."""
+    monkeypatch.setenv("DGMM_STORE", str(tmp_path_factory.mktemp("store")))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

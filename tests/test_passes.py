@@ -16,7 +16,7 @@ from dask.callbacks import Callback
 from pipelines.cli import main
 from pipelines.data import make_data, open_data
 from pipelines.run import select_model, write_labels
-from pipelines.schema import load_config
+from pipelines.schema import StoreConfig, load_config
 
 from .conftest import run_output
 from .helpers import write_cfg
@@ -69,14 +69,18 @@ def test_run_passes_are_predicted_and_counted(init, init_passes, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n_passes"] == expected
 
-    # the same steps on the threaded scheduler, every chunk read counted
+    # a rerun finds every fit in the store: one pass (the data's digest), then the labels'
     conf = load_config(cfg)
     x = open_data(conf.data).x
+    again = select_model(conf, x, tmp_path / "again.npz")
+    assert again.n_passes_ == 1 and again.reuse["reused"] == len(again.results)
+    # the same steps afresh (no store) on the threaded scheduler, every chunk read counted
+    conf = conf.model_copy(update={"store": StoreConfig(enabled=False)})
     n_chunks = len(x.chunks[0])
     with _ChunkReads() as counter, dask.config.set(scheduler="threads"):
         found = select_model(conf, x, tmp_path / "ckpt.npz")
         write_labels(tmp_path / "labels.zarr", x, found, probabilities=True)
-    assert found.n_passes_ + 1 == expected
+    assert found.n_passes_ + 1 == expected and found.reuse is None
     assert counter.fetches <= n_chunks  # the head rows the moments are centred on
     assert counter.reads == expected * n_chunks
     got = zarr.open_group(str(tmp_path / "labels.zarr"))["labels"][:]

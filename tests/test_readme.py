@@ -93,7 +93,16 @@ def test_every_command_and_option_has_help_and_make_data_defaults_match_the_conf
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"run", "validate", "init", "make-data", "summary", "predict"}
+    assert set(commands) == {
+        "run",
+        "validate",
+        "init",
+        "make-data",
+        "summary",
+        "predict",
+        "store",
+        "diff",
+    }
     for name, sub in commands.items():
         assert sub.description, name
         for action in sub._actions:

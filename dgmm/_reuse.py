@@ -1,0 +1,79 @@
+"""Fits the engine reads from and keeps in a `ResultStore`: each candidate's specification, and
+its fit encoded as a one-candidate checkpoint (`dgmm._checkpoint`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ._candidates import Candidate
+from ._checkpoint import decode_candidates, encode_candidates, load_checkpoint
+from .store import ResultStore
+
+logger = logging.getLogger(__name__)
+
+# The stages a candidate's fit is kept at: EM on the sample (multi-resolution EM), and the
+# finished fit on all rows with its scores.
+STAGES = ("sample", "final")
+
+
+def candidate_spec(base: dict, c: Candidate, stage: str) -> dict[str, Any]:
+    """What determines ``c``'s fit at ``stage``: the sweep's shared specification (data,
+    settings, sample), its cell and its restart."""
+    return {
+        **base,
+        "stage": stage,
+        "cell": [c.covariance_type, c.n_components],
+        "restart": c.restart,
+    }
+
+
+def _reset(c: Candidate) -> None:
+    c.start = c.state = c.init_error = c.stopped = c.estimate = None
+    c.retries, c.sample_iter, c.cell_stopped = 0, 0, False
+    c.log_likelihood = c.entropy = None
+
+
+def fetch(store: ResultStore, base: dict, cands: list[Candidate], stage: str) -> dict[int, str]:
+    """Restore in place every candidate stored at ``stage``; returns, by ``id``, the origin of
+    each fit read. An entry that does not hold such a candidate is ignored with one warning."""
+    found: dict[int, str] = {}
+    for c in cands:
+        payload = store.get(candidate_spec(base, c, stage))
+        if payload is None:
+            continue
+        try:
+            meta, body = store.split(payload)
+            header, arrays = decode_candidates(body, f"store entry of {c.cell}")
+            load_checkpoint(header, arrays, [c], store.path / "entries")
+        except Exception as e:  # what the digest vouched for does not fit this candidate
+            _reset(c)
+            logger.warning(
+                "store entry of %s K=%d restart %d ignored (%s: %s)",
+                c.covariance_type,
+                c.n_components,
+                c.restart,
+                type(e).__name__,
+                e,
+            )
+            continue
+        found[id(c)] = str(meta.get("origin"))
+    return found
+
+
+def keep(store: ResultStore, base: dict, cands: list[Candidate], stage: str, origin: str) -> int:
+    """Store the fits of ``cands`` (those with a state) at ``stage``; returns how many."""
+    kept = 0
+    for c in cands:
+        if c.state is None:
+            continue
+        payload = encode_candidates({"shape": base["data"]["shape"]}, [c], 0)
+        try:
+            store.put(candidate_spec(base, c, stage), payload, origin)
+        except OSError as e:  # a store that cannot be written costs reuse, not the run
+            logger.warning("store '%s' not written (%s); fits are not kept", store.path, e)
+            return kept
+        kept += 1
+    if kept:
+        store.prune()
+    return kept

@@ -1,0 +1,242 @@
+"""Reruns reuse finished work (`dgmm.store.ResultStore`), and reuse changes nothing.
+
+- A selection with a store equals a fresh one of its own grid, row for row and label for label
+  (bitwise), over generated sequences of grids and settings: supersets, subsets, changed
+  settings, both strategies; with exact EM it fits exactly the candidates not stored before.
+- A damaged entry is ignored with one warning; two selections at once share a store; the store
+  keeps within its size; a changed setting is named.
+- The command: a rerun over a larger grid reuses, `dgmm store ls/prune`, `dgmm diff`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import dask.array as da
+import numpy as np
+import pytest
+import yaml
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dgmm
+from dgmm.store import ResultStore
+
+from .helpers import INPROC_CLUSTER, dgmm_cli
+
+SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _data(seed: int = 0) -> da.Array:
+    rng = np.random.default_rng(seed)
+    x = np.vstack([rng.normal(m, [1.0, 0.5], (1500, 2)) for m in (0.0, 4.0, 9.0)])
+    return da.from_array(x[rng.permutation(len(x))], chunks=1000)
+
+
+def _without_reuse(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "reused"} for r in rows]
+
+
+def _same(a: dgmm.SelectionResult, b: dgmm.SelectionResult, x) -> None:
+    assert _without_reuse(a.results) == _without_reuse(b.results)
+    assert a.best_params_ == b.best_params_
+    ga, gb = a.best_estimator_, b.best_estimator_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        assert np.array_equal(getattr(ga, name), getattr(gb, name)), name
+    assert ga.lower_bound_ == gb.lower_bound_ and ga.n_iter_ == gb.n_iter_
+    assert np.array_equal(ga.predict(x).compute(), gb.predict(x).compute())
+
+
+_GRIDS = st.lists(
+    st.tuples(
+        st.lists(st.integers(1, 5), min_size=1, max_size=4, unique=True),
+        st.lists(
+            st.sampled_from(["full", "diag", "spherical"]), min_size=1, max_size=2, unique=True
+        ),
+        st.sampled_from([1e-3, 1e-2]),  # tol: a changed setting refits
+        st.sampled_from([1, 2]),  # n_init: more restarts add candidates
+    ),
+    min_size=2,
+    max_size=4,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@SETTINGS
+@given(grids=_GRIDS, strategy=st.sampled_from(["exact", "sample"]))
+def test_a_selection_with_a_store_is_a_fresh_one_fitting_only_what_is_new(
+    grids, strategy, tmp_path_factory
+):
+    x = _data()
+    store = ResultStore(tmp_path_factory.mktemp("s"))
+    fitted_before: set[tuple] = set()
+    for ks, types, tol, n_init in grids:
+        kw = dict(n_init=n_init, tol=tol, random_state=0, strategy=strategy, sample_size=1500)
+        found = dgmm.select(x, ks, types, store=store, **kw)
+        _same(found, dgmm.select(x, ks, types, **kw), x)
+        assert found.reuse["reused"] + found.reuse["fitted"] == len(found.results)
+        if strategy == "exact":  # every fit is finished on all rows: exactly the new ones run
+            keys = {
+                (r["covariance_type"], r["n_components"], r["restart"], tol) for r in found.results
+            }
+            assert found.reuse["reused"] == len(keys & fitted_before)
+            fitted_before |= keys
+        assert sum(r["reused"] is not None for r in found.results) == found.reuse["reused"]
+
+
+def test_a_changed_setting_is_named_and_refits(tmp_path, caplog):
+    x = _data()
+    store = ResultStore(tmp_path / "store", origin="first")
+    kw = dict(random_state=0, strategy="exact")
+    dgmm.select(x, [1, 2, 3], ["diag"], store=store, **kw)
+    again = dgmm.select(x, [1, 2, 3, 4], ["diag"], store=store, **kw)
+    assert again.reuse["reused"] == 3 and again.reuse["fitted"] == 1
+    assert again.reuse["origins"] == {"first": 3} and again.reuse["changed"] is None
+    with caplog.at_level(logging.INFO, logger="dgmm.store"):
+        changed = dgmm.select(x, [1, 2, 3, 4], ["diag"], store=store, **{**kw, "tol": 1e-4})
+    assert changed.reuse["reused"] == 0
+    assert changed.reuse["changed"] == "tol changed 0.001 -> 0.0001"
+    assert any(
+        "tol changed 0.001 -> 0.0001 (4 candidates fitted)" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_damaged_entry_is_ignored_with_one_warning(tmp_path, caplog):
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy="exact")
+    first = dgmm.select(x, [1, 2], ["full"], store=store, **kw)
+    entries = sorted((tmp_path / "store" / "entries").glob("*.npz"))
+    assert len(entries) == 2
+    damaged = bytearray(entries[0].read_bytes())
+    damaged[-10] ^= 0xFF
+    entries[0].write_bytes(bytes(damaged))
+    with caplog.at_level(logging.WARNING, logger="dgmm"):
+        again = dgmm.select(x, [1, 2], ["full"], store=store, **kw)
+    said = [r for r in caplog.records if "store entry ignored" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0].getMessage()
+    assert again.reuse["reused"] == 1
+    _same(first, again, x)
+
+
+def test_two_selections_at_once_share_a_store(tmp_path):
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy="exact")
+    out, errors = {}, []
+
+    def one(i: int) -> None:
+        try:
+            out[i] = dgmm.select(x, [1, 2, 3], ["diag", "spherical"], store=store, **kw)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _same(out[0], out[1], x)
+    third = dgmm.select(x, [1, 2, 3], ["diag", "spherical"], store=store, **kw)
+    assert third.reuse["reused"] == 6
+    _same(out[0], third, x)
+
+
+def test_the_store_keeps_within_its_size(tmp_path):
+    x = _data()
+    big = ResultStore(tmp_path / "store")
+    dgmm.select(x, [1, 2, 3, 4], ["full"], store=big, random_state=0, strategy="exact")
+    sizes = [e.nbytes for e in big.entries()]
+    cap = sum(sizes) // 2
+    small = ResultStore(tmp_path / "store", max_bytes=cap)
+    dgmm.select(x, [5], ["full"], store=small, random_state=0, strategy="exact")
+    assert small.nbytes() <= cap
+    assert any(e.cell == ("full", 5) for e in small.entries())  # the newest is kept
+
+
+def test_no_integer_seed_no_store(tmp_path):
+    x = _data()
+    with pytest.warns(UserWarning, match="give an integer random_state"):
+        found = dgmm.select(x, [1, 2], ["diag"], store=tmp_path / "store")
+    assert found.reuse is None and not (tmp_path / "store" / "entries").exists()
+
+
+def _config(tmp_path, out: str, ks: list[int]) -> str:
+    cfg = {
+        "data": {"path": str(tmp_path / "x.npy")},
+        "model": {"n_components": ks, "covariance_types": ["full", "diag"], "n_init": 2},
+        "output": {"path": str(tmp_path / out)},
+        "cluster": INPROC_CLUSTER,
+        "store": {"path": str(tmp_path / "store")},
+    }
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_rerun_over_a_larger_grid_reuses_and_labels_alike(tmp_path):
+    np.save(tmp_path / "x.npy", _data().compute())
+    dgmm_cli("run", _config(tmp_path, "a", [1, 2, 3]))
+    again = dgmm_cli("run", _config(tmp_path, "b", [1, 2, 3, 4]))
+    assert "store: reused " in again.stdout, again.stdout
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["reuse"]["reused"] > 0
+    # the same grid without the store: the same labels, bitwise
+    cfg = yaml.safe_load(open(_config(tmp_path, "c", [1, 2, 3, 4])))
+    cfg["store"] = {"enabled": False}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    dgmm_cli("run", str(tmp_path / "c.yaml"))
+    b = zarr.open_group(str(tmp_path / "b" / "assignments.zarr"), mode="r")["labels"][:]
+    c = zarr.open_group(str(tmp_path / "c" / "assignments.zarr"), mode="r")["labels"][:]
+    assert np.array_equal(b, c)
+    listed = dgmm_cli("store", "ls", "--store", str(tmp_path / "store")).stdout
+    assert "fit(s)" in listed and "run '" in listed
+    diff = dgmm_cli("diff", str(tmp_path / "a"), str(tmp_path / "b")).stdout
+    assert "model.n_components: [1, 2, 3] -> [1, 2, 3, 4]" in diff
+    assert "data: the same rows" in diff and "cells only in B: full K=4, diag K=4" in diff
+    pruned = dgmm_cli("store", "prune", "--all", "--store", str(tmp_path / "store")).stdout
+    assert pruned.startswith("removed ") and ResultStore(tmp_path / "store").entries() == []
+
+
+def test_store_prune_needs_a_rule(tmp_path):
+    refused = dgmm_cli("store", "prune", "--store", str(tmp_path / "s"), check=False)
+    assert refused.returncode == 2 and "give --max-size, --older-than or --all" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "where", ["data", "inside data", "output", "inside output", "contains data"]
+)
+def test_a_store_overlapping_the_data_or_the_output_is_refused(tmp_path, where):
+    """The store is written on every run: it may not be, hold or sit inside the data it reads
+    or the output a run replaces. Refused before anything starts, nothing written."""
+    data = tmp_path / "d" / "x.npy"
+    data.parent.mkdir()
+    np.save(data, _data().compute())
+    out = tmp_path / "o" / "run"
+    store = {
+        "data": data,
+        "inside data": data / "store",
+        "output": out,
+        "inside output": out / "store",
+        "contains data": tmp_path / "d",
+    }[where]
+    cfg = {
+        "data": {"path": str(data)},
+        "model": {"n_components": [1, 2]},
+        "output": {"path": str(out)},
+        "cluster": INPROC_CLUSTER,
+        "store": {"path": str(store)},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    refused = dgmm_cli("run", str(tmp_path / "run.yaml"), check=False)
+    assert refused.returncode == 2 and "store.path" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
