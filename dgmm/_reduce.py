@@ -159,7 +159,7 @@ class RowBlocks:
         if self.scheduler is None:
             local = dask.config.get("scheduler", None) in (None, "threads", "threading")
             local = local and _active_client() is None
-        return _one_blas_thread() if local else nullcontext()
+        return one_blas_thread() if local else nullcontext()
 
 
 # The process's thread pools, found once: a scan of its libraries costs ~4 ms, once per pass
@@ -168,7 +168,7 @@ class RowBlocks:
 _POOLS: tuple[int, ThreadpoolController] | None = None
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """A context in which BLAS runs one thread (the scheduler's threads are the parallelism).
 
     threadpoolctl lets one thread at a time set OpenBLAS's process-wide pool; passes are

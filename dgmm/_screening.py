@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from ._candidates import Candidate, best_restart
+from ._reduce import one_blas_thread
 from .criteria import information_criteria
 from .em import (
     judged_rows,
@@ -47,7 +48,10 @@ class SampleScores:
         own bound (`dgmm.em.evidence_rows`)."""
         key = self._key(c, output)
         if key not in self._cache:
-            self._cache[key] = judged_rows(c.state.params, self.x, key[1])
+            # BLAS in one thread, as on the workers that compute the others' (`take`): the
+            # same bits wherever a fit's rows are scored (a stored fit's are scored here)
+            with one_blas_thread():
+                self._cache[key] = judged_rows(c.state.params, self.x, key[1])
         return self._cache[key]
 
     def take(self, c: Candidate, values: dict[str, np.ndarray]) -> None:

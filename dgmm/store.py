@@ -229,6 +229,16 @@ def _brief(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def _change(key: str, before: Any, now: Any, default_sample: bool) -> str:
+    """A changed setting in words; the sample by its size and seed."""
+    if key != "sample" or not (isinstance(before, list) and isinstance(now, list)):
+        return f"{key} changed {_brief(before)} -> {_brief(now)}"
+    if before[0] != now[0]:
+        why = " (the default follows the largest candidate: give sample_size to keep it)"
+        return f"sample size changed {before[0]} -> {now[0]}" + (why if default_sample else "")
+    return f"sample seed changed {before[1]} -> {now[1]}"
+
+
 def reuse_report(
     store: ResultStore, base: dict, settings: FitSettings, cands: list[Candidate]
 ) -> dict[str, Any]:
@@ -245,7 +255,7 @@ def reuse_report(
     if last is not None and isinstance(last.get("settings"), dict):
         before = last["settings"]
         diffs = [
-            f"{k} changed {_brief(before.get(k))} -> {_brief(now.get(k))}"
+            _change(k, before.get(k), now.get(k), settings.sample_size is None)
             for k in sorted(set(before) | set(now))
             if before.get(k) != now.get(k)
         ]

@@ -240,3 +240,23 @@ def test_a_store_overlapping_the_data_or_the_output_is_refused(tmp_path, where):
     assert refused.returncode == 2 and "store.path" in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_on_a_cluster_an_extension_equals_a_fresh_selection_to_the_last_bit(
+    local_cluster, tmp_path
+):
+    """On worker processes the sample's per-row scores of the fits made in a run are computed
+    on the workers, and those of stored fits in the client: the same bits, so the same
+    screening, down to the words of every stopped restart (several grids, both strategies)."""
+    rng = np.random.default_rng(3)  # 8 features: products large enough for BLAS threads
+    rows = np.vstack([rng.normal(m, 1.0, (4000, 8)) for m in (0.0, 3.0, 7.0)])
+    x = da.from_array(rows[rng.permutation(len(rows))], chunks=3000)
+    for strategy in ("sample", "exact"):
+        store = ResultStore(tmp_path / strategy)
+        kw = dict(random_state=0, n_init=3, strategy=strategy, sample_size=5000)
+        dgmm.select(x, [1, 2, 3], ["full", "spherical"], store=store, **kw)
+        for ks in ([1, 2, 3, 4], [2, 4, 5]):
+            with_store = dgmm.select(x, ks, ["full", "spherical"], store=store, **kw)
+            assert with_store.reuse["reused"] > 0
+            _same(with_store, dgmm.select(x, ks, ["full", "spherical"], **kw), x)
