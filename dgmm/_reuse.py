@@ -8,6 +8,7 @@ from typing import Any
 
 from ._candidates import Candidate
 from ._checkpoint import decode_candidates, encode_candidates, load_checkpoint
+from .files import NotOwnFile
 from .store import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def keep(store: ResultStore, base: dict, cands: list[Candidate], stage: str, ori
         payload = encode_candidates({"shape": base["data"]["shape"]}, [c], 0)
         try:
             store.put(candidate_spec(base, c, stage), payload, origin)
-        except OSError as e:  # a store that cannot be written costs reuse, not the run
+        except (OSError, NotOwnFile) as e:  # a store not written costs reuse, not the run
             logger.warning("store '%s' not written (%s); fits are not kept", store.path, e)
             return kept
         kept += 1

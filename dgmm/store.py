@@ -104,9 +104,12 @@ class ResultStore:
             return None
         try:
             payload = read_own(path, ENTRY_KIND)
-        except (DamagedFile, NotOwnFile) as e:
+        except DamagedFile as e:  # dgmm's own, damaged: never trusted
             logger.warning("store entry ignored and removed: %s", e)
             path.unlink(missing_ok=True)
+            return None
+        except NotOwnFile as e:  # not dgmm's: left as it is
+            logger.warning("store entry ignored: %s", e)
             return None
         except OSError:  # removed by another run's eviction meanwhile
             return None

@@ -218,7 +218,10 @@ def test_killed_run_resumes_to_identical_labels(tmp_path):
         "max_iter": 15,
         "init": "random_from_data",
     }
-    ref = write_config(tmp_path, data, tmp_path / "ref", "ref.yaml", model=model)
+    # the reference keeps no fits: the killed run must fit, not read them back
+    ref = write_config(
+        tmp_path, data, tmp_path / "ref", "ref.yaml", model=model, store={"enabled": False}
+    )
     dgmm_cli("run", ref)
 
     cfg = write_config(tmp_path, data, tmp_path / "out", model=model)

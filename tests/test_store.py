@@ -260,3 +260,21 @@ def test_on_a_cluster_an_extension_equals_a_fresh_selection_to_the_last_bit(
             with_store = dgmm.select(x, ks, ["full", "spherical"], store=store, **kw)
             assert with_store.reuse["reused"] > 0
             _same(with_store, dgmm.select(x, ks, ["full", "spherical"], **kw), x)
+
+
+def test_a_users_file_at_an_entrys_name_is_left_as_it_is(tmp_path, caplog):
+    """dgmm owns only what it wrote: a file of someone else's where an entry would be is
+    neither read, removed nor replaced; that fit is refitted and the selection goes on."""
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy="exact")
+    first = dgmm.select(x, [1, 2], ["diag"], store=store, **kw)
+    entry = sorted((tmp_path / "store" / "entries").glob("*.npz"))[0]
+    entry.write_bytes(b"my own notes\n")
+    with caplog.at_level(logging.WARNING, logger="dgmm"):
+        again = dgmm.select(x, [1, 2], ["diag"], store=store, **kw)
+    assert entry.read_bytes() == b"my own notes\n"
+    assert again.reuse["reused"] == 1 and again.reuse["fitted"] == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert any("store entry ignored" in m for m in said) and any("not written" in m for m in said)
+    _same(first, again, x)
