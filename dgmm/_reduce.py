@@ -22,6 +22,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import xxhash
 from threadpoolctl import ThreadpoolController
 
 from ._malloc import trim_if_high, tune_allocator
@@ -553,3 +554,16 @@ def map_rows(
     return da.map_blocks(
         _apply_rows, x, fn, spec_d, dtype=dtype, chunks=(x.chunks[0], (n_cols,)), token=name
     )
+
+
+def _block_digest_hex(block: np.ndarray) -> str:
+    return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(block, dtype=np.float64).tobytes())
+
+
+def weights_digest(w: da.Array | np.ndarray) -> str:
+    """XXH3-128 of row weights (as float64), in memory or block by block on the cluster (one
+    pass over the weights alone): what binds a stored fit to the weights it was fitted with."""
+    if isinstance(w, np.ndarray):
+        return _block_digest_hex(w)
+    parts = dask.compute(*[dask.delayed(_block_digest_hex)(b) for b in w.to_delayed().ravel()])
+    return xxhash.xxh3_128_hexdigest("".join(parts).encode())

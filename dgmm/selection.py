@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._candidates import STATUSES, Candidate, Retry, best_restart
 from ._checkpoint import CHECKPOINT_KIND
 from ._progress import PassReport, ProgressFn, Reporter
+from ._reduce import weights_digest
 from ._sweep import Sweep, plan_sample, starts_on_sample
 from .bayesian import BayesianGaussianMixture
 from .criteria import CRITERIA, effective_components, information_criteria
@@ -345,7 +346,7 @@ def select(
     profile : ColumnProfile, default=None
         The data's `profile`, if already taken: it stands for the profile pass (counted as
         pass 1) and binds a checkpoint by its digest. For data transformed after profiling,
-        pass ``profile.affine(center, scale)``, which keeps the raw rows' digest.
+        pass ``profile.affine(center, scale)`` (its digest joins the transform's to the raw rows').
     screen_degenerate : bool, default=True
         Record restarts whose fit is a spurious maximum as NA (``error`` starts with
         ``degenerate:``, see `GaussianParams.degenerate`), so no cell or selection is made of
@@ -510,7 +511,7 @@ def select(
     elif data.ranges is not None and n_samples > 1:  # in memory: load_input took the ranges
         check_constant_columns(*data.ranges, n_samples, name, data.feature_names)
     data_key = {}
-    if profile is not None:
+    if profile is not None and (checkpoint is not None or store is not None):
         data_key = {
             "shape": list(data.x.shape),
             "dtype": str(data.x.dtype),
@@ -518,6 +519,12 @@ def select(
             "digest": f"{profile.digest:032x}",
             # named columns: the same bytes under other names are other data
             **({"columns": list(data.feature_names)} if data.feature_names else {}),
+            # other weights are other data: fits and checkpoints are bound to them too
+            **(
+                {}
+                if data.w is None
+                else {"weights": weights_digest(data.w_mem if data.w_mem is not None else data.w)}
+            ),
         }
     if checkpoint is not None:
         key = {**settings.key(passes.sampling.size), **data_key, **(checkpoint_key or {})}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._candidates import Candidate
-from .files import DamagedFile, NotOwnFile, read_own, write_own
+from .files import DamagedFile, NotOwnFile, is_own, read_own, write_own
 from .paths import absolute_path
 from .settings import FitSettings
 
@@ -44,9 +44,21 @@ def default_store_path() -> Path:
     return absolute_path(os.path.join(cache, "dgmm", "store"), "the store")
 
 
+def _versions() -> dict[str, str]:
+    """The versions a fit's bits may depend on (dgmm's numerics, numpy's kernels,
+    scikit-learn's k-means starts): a store shared by environments never mixes them."""
+    import numpy
+    import sklearn
+
+    from . import __version__
+
+    return {"dgmm": __version__, "numpy": numpy.__version__, "sklearn": sklearn.__version__}
+
+
 def spec_hash(spec: dict) -> str:
-    """The name of a specification's entry: a hash of its canonical JSON."""
-    text = json.dumps({"numerics": NUMERICS_VERSION, **spec}, sort_keys=True, default=str)
+    """The name of a specification's entry: a hash of its canonical JSON and `_versions`."""
+    head = {"numerics": NUMERICS_VERSION, "versions": _versions()}
+    text = json.dumps({**head, **spec}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -106,13 +118,12 @@ class ResultStore:
             payload = read_own(path, ENTRY_KIND)
         except DamagedFile as e:  # dgmm's own, damaged: never trusted
             logger.warning("store entry ignored and removed: %s", e)
-            path.unlink(missing_ok=True)
+            _remove(path)
             return None
-        except NotOwnFile as e:  # not dgmm's: left as it is
-            logger.warning("store entry ignored: %s", e)
-            return None
-        except OSError:  # removed by another run's eviction meanwhile
-            return None
+        except (NotOwnFile, OSError) as e:
+            if os.path.lexists(path):  # not dgmm's, or unreadable: left as it is
+                logger.warning("store entry ignored: %s", e)
+            return None  # else removed by another run's eviction meanwhile
         try:
             os.utime(path)
         except OSError:
@@ -145,6 +156,8 @@ class ResultStore:
         if not folder.is_dir():
             return out
         for path in folder.glob("*.npz"):
+            if not is_own(path, ENTRY_KIND):  # never listed, so never pruned
+                continue
             try:
                 st = path.stat()
                 with open(path, "rb") as f:
@@ -180,8 +193,7 @@ class ResultStore:
         removed = []
         for e in entries:
             old = older_than is not None and now - e.last_used > older_than
-            if total > cap or old:
-                self._entry(e.name).unlink(missing_ok=True)
+            if (total > cap or old) and _remove(self._entry(e.name)):
                 total -= e.nbytes
                 removed.append(e.name)
         return removed
@@ -201,6 +213,17 @@ class ResultStore:
     def record_run(self, digest: str, settings: dict, origin: str) -> None:
         text = json.dumps({"settings": settings, "origin": origin, "time": time.time()})
         write_own(self._run_file(digest), RUN_KIND, text.encode())
+
+
+def _remove(path: Path) -> bool:
+    """Remove one of the store's entries; a failure (another user's store folder) is said,
+    not raised: it costs space, not the run."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        logger.warning("store entry '%s' not removed: %s", path, e)
+        return False
+    return True
 
 
 def as_store(store: Any) -> ResultStore | None:
@@ -265,7 +288,7 @@ def reuse_report(
         changed = "; ".join(diffs) or None
     try:
         store.record_run(digest, now, store.origin)
-    except OSError as e:
+    except (OSError, NotOwnFile) as e:  # costs the next run's note of what changed, only
         logger.warning("store '%s' not written (%s)", store.path, e)
     fitted = len(cands) - len(reused)
     logger.info(

@@ -119,8 +119,17 @@ class ColumnProfile:
         return np.sqrt(self.m2 / max(self.n_good, 1))
 
     def affine(self, center: np.ndarray, scale: np.ndarray) -> ColumnProfile:
-        """The profile of ``(x − center) / scale`` (the digest stays the raw rows')."""
+        """The profile of ``(x − center) / scale``; its digest is the raw rows' combined with
+        the transform's, so that transformed rows never pass for the raw ones (a checkpoint or
+        a stored fit of one is never taken for the other)."""
         lo, hi = (self.lo - center) / scale, (self.hi - center) / scale
+        transform = np.concatenate(
+            [
+                np.asarray(center, dtype=np.float64).ravel(),
+                np.asarray(scale, dtype=np.float64).ravel(),
+            ]
+        )
+        digest = xxhash.xxh3_128_intdigest(self.digest.to_bytes(16, "little") + transform.tobytes())
         return ColumnProfile(
             self.n,
             self.n_bad,
@@ -128,7 +137,7 @@ class ColumnProfile:
             self.has_nan,
             np.fmin(lo, hi),
             np.fmax(lo, hi),
-            self.digest,
+            digest,
             self.n_good,
             None if self.mean is None else (self.mean - center) / scale,
             None if self.m2 is None else self.m2 / scale**2,

@@ -28,8 +28,20 @@ def _read(run: Path) -> tuple[dict, dict]:
             f"'{run}' is not a finished dgmm run (report.json and config.yaml): "
             f"{' '.join(str(e).split())}"
         ) from None
-    if not isinstance(report, dict) or not isinstance(config, dict):
-        raise ConfigError(f"'{run}' is not a finished dgmm run: report.json holds no report")
+    cells = report.get("cells") if isinstance(report, dict) else None
+    ok = (
+        isinstance(report, dict)
+        and isinstance(config, dict)
+        and isinstance(report.get("selected"), dict)
+        and isinstance(report.get("data"), dict)
+        and isinstance(cells, list)
+        and all(
+            isinstance(c, dict) and {"covariance_type", "n_components"} <= set(c) for c in cells
+        )
+        and {"covariance_type", "n_components"} <= set(report["selected"])
+    )
+    if not ok:
+        raise ConfigError(f"'{run}' is not a finished dgmm run: report.json holds no run's report")
     return report, config
 
 

@@ -28,10 +28,11 @@ def store_command(
             cap = 0 if everything else (None if max_size is None else worker_memory_bytes(max_size))
         except ValueError:
             raise ConfigError(f"--max-size '{max_size}' is not a size, e.g. 5GiB") from None
+        if older_than is not None and not older_than >= 0:  # NaN included
+            raise ConfigError(f"--older-than {older_than}: give a number of days, 0 or more")
         older = None if older_than is None else older_than * 86400.0
-        removed = store.prune(
-            max_bytes=cap if cap is not None else store.max_bytes, older_than=older
-        )
+        # only --older-than: no size cap (the config's max_size is not known here)
+        removed = store.prune(max_bytes=cap if cap is not None else 2**63, older_than=older)
         print(f"removed {len(removed)} fit(s); {format_bytes(store.nbytes())} left in {store.path}")
         return 0
     entries = store.entries()

@@ -205,9 +205,30 @@ def test_a_rerun_over_a_larger_grid_reuses_and_labels_alike(tmp_path):
     assert pruned.startswith("removed ") and ResultStore(tmp_path / "store").entries() == []
 
 
-def test_store_prune_needs_a_rule(tmp_path):
-    refused = dgmm_cli("store", "prune", "--store", str(tmp_path / "s"), check=False)
-    assert refused.returncode == 2 and "give --max-size, --older-than or --all" in refused.stderr
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "give --max-size, --older-than or --all"),
+        (["--older-than", "-1"], "give a number of days, 0 or more"),
+        (["--older-than", "nan"], "give a number of days, 0 or more"),
+        (["--max-size", "lots"], "is not a size"),
+    ],
+)
+def test_store_prune_refuses_a_bad_rule_in_one_line(tmp_path, args, said):
+    refused = dgmm_cli("store", "prune", "--store", str(tmp_path / "s"), *args, check=False)
+    assert refused.returncode == 2 and said in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("report", ["[]", "{}", '{"selected": {}, "cells": [], "data": {}}'])
+def test_diff_refuses_what_is_not_a_run_in_one_line(tmp_path, report):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("model: {}\n")
+        (tmp_path / name / "report.json").write_text(report)
+    refused = dgmm_cli("diff", str(tmp_path / "a"), str(tmp_path / "b"), check=False)
+    assert refused.returncode == 2 and "is not a finished dgmm run" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -278,3 +299,37 @@ def test_a_users_file_at_an_entrys_name_is_left_as_it_is(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records]
     assert any("store entry ignored" in m for m in said) and any("not written" in m for m in said)
     _same(first, again, x)
+
+
+def _variant(name: str, x: np.ndarray):
+    """Other data than ``x`` in one respect: what a fit on ``x`` must never stand for."""
+    rng = np.random.default_rng(5)
+    if name == "weights":
+        return x, rng.uniform(0.5, 2.0, len(x)), None
+    if name == "weights on dask":
+        return da.from_array(x, chunks=1000), da.from_array(rng.uniform(0.5, 2, len(x)), 1000), None
+    if name == "standardised":
+        p = dgmm.profile(x)
+        return (x - p.mean) / p.std, None, p.affine(p.mean, p.std)
+    if name == "one value changed":
+        y = x.copy()
+        y[rng.integers(len(y)), rng.integers(y.shape[1])] += 1e-9
+        return y, None, None
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "variant", ["weights", "weights on dask", "standardised", "one value changed"]
+)
+def test_fits_of_other_data_are_never_reused(tmp_path, variant):
+    """Weights, a transform (a standardised run passes the raw rows' profile moved by it) or
+    one changed value make other data: nothing is read back, and the fit is the fresh one."""
+    x = _data().compute()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy="exact")
+    dgmm.select(x, [1, 2, 3], ["diag"], store=store, **kw)
+    y, w, profile = _variant(variant, x)
+    other = dgmm.select(y, [1, 2, 3], ["diag"], sample_weight=w, profile=profile, store=store, **kw)
+    assert other.reuse["reused"] == 0
+    fresh = dgmm.select(y, [1, 2, 3], ["diag"], sample_weight=w, profile=profile, **kw)
+    _same(other, fresh, da.from_array(np.asarray(y), chunks=1000))
