@@ -49,6 +49,7 @@ def encode_candidates(key: dict, cands: list[Candidate], n_passes: int) -> bytes
                 "sample_iter": c.sample_iter,
                 "log_likelihood": c.log_likelihood,
                 "entropy": c.entropy,
+                "reused": c.reused,
                 "state": None
                 if s is None
                 else {
@@ -142,6 +143,7 @@ def load_checkpoint(
         c.cell_stopped = bool(m.get("cell_stopped", False))
         c.estimate = m.get("estimate")
         c.log_likelihood, c.entropy = m.get("log_likelihood"), m.get("entropy")
+        c.reused = m.get("reused")
 
         def params(
             tag: str, c: Candidate = c, i: int = i, m: dict = m

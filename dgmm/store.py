@@ -33,6 +33,8 @@ RUN_KIND = "store-run"
 # What a stored fit depends on beyond its specification: bump when the numerics change.
 NUMERICS_VERSION = 1
 DEFAULT_MAX_BYTES = 10 * 2**30
+# A temporary entry file older than this lost its writer (a write takes milliseconds).
+STALE_WRITE_SECONDS = 3600.0
 
 
 def default_store_path() -> Path:
@@ -187,6 +189,7 @@ class ResultStore:
         store's cap by default), and those unused for ``older_than`` seconds; returns the
         names removed."""
         cap = self.max_bytes if max_bytes is None else max_bytes
+        self._remove_stale_writes()
         entries = self.entries()
         total = sum(e.nbytes for e in entries)
         now = time.time()
@@ -197,6 +200,21 @@ class ResultStore:
                 total -= e.nbytes
                 removed.append(e.name)
         return removed
+
+    def _remove_stale_writes(self, age: float = STALE_WRITE_SECONDS) -> None:
+        """Temporary files of entries whose writer died (`write_own` renames a finished one
+        into place at once): those over ``age`` seconds old that start as dgmm's entries do."""
+        folder = self.path / "entries"
+        if not folder.is_dir():
+            return
+        now = time.time()
+        for path in folder.glob(".*.npz.*.tmp"):
+            try:
+                old = now - path.stat().st_mtime > age
+            except OSError:
+                continue
+            if old and is_own(path, ENTRY_KIND):
+                _remove(path)
 
     # -- what the last run on some data asked for (to name what changed)
     def _run_file(self, digest: str) -> Path:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 
 import dask.array as da
 import numpy as np
@@ -23,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dgmm
+from dgmm.files import write_own
 from dgmm.store import ResultStore
 
 from .helpers import INPROC_CLUSTER, dgmm_cli
@@ -333,3 +336,40 @@ def test_fits_of_other_data_are_never_reused(tmp_path, variant):
     assert other.reuse["reused"] == 0
     fresh = dgmm.select(y, [1, 2, 3], ["diag"], sample_weight=w, profile=profile, **kw)
     _same(other, fresh, da.from_array(np.asarray(y), chunks=1000))
+
+
+def test_prune_removes_the_temporary_files_of_dead_writers_only(tmp_path):
+    """A writer killed mid-entry leaves a temporary file: pruning removes it once it is old,
+    and leaves a young one (a writer at work) and anything not dgmm's."""
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    dgmm.select(x, [1, 2], ["diag"], store=store, random_state=0, strategy="exact")
+    folder = tmp_path / "store" / "entries"
+    entry = next(folder.glob("*.npz"))
+    dead, young = folder / f".{entry.name}.dead.tmp", folder / f".{entry.name}.young.tmp"
+    for path in (dead, young):
+        write_own(path, "result", b"half an entry")
+    theirs = folder / f".{entry.name}.theirs.tmp"
+    theirs.write_text("not dgmm's")
+    hour_ago = time.time() - 7200
+    for path in (dead, theirs):
+        os.utime(path, (hour_ago, hour_ago))
+    store.prune()
+    assert not dead.exists() and young.exists() and theirs.exists()
+    assert len(store.entries()) == 2  # the entries themselves stay (within the cap)
+
+
+@pytest.mark.slow
+def test_a_resumed_selection_still_counts_what_the_store_gave(tmp_path):
+    """The checkpoint keeps where each fit came from: a selection resumed from it counts the
+    stored fits as a whole one would."""
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy="exact")
+    dgmm.select(x, [1, 2], ["diag"], store=store, **kw)
+    ck = tmp_path / "sweep.ckpt"
+    whole = dgmm.select(x, [1, 2, 3], ["diag"], store=store, checkpoint=ck, **kw)
+    resumed = dgmm.select(x, [1, 2, 3], ["diag"], store=store, checkpoint=ck, **kw)
+    assert resumed.resumed_from is not None
+    assert resumed.reuse["reused"] == whole.reuse["reused"] == 2
+    _same(whole, resumed, x)
