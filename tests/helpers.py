@@ -166,3 +166,15 @@ def run_checking_claims(source: str, namespace: dict, where: str = "README") -> 
         else:
             exec(compile(ast.Module([node], []), where, "exec"), namespace)
     return checked
+
+
+def write_example_data() -> None:
+    """The files the README's and the docs' examples name, in the working folder: 3000 rows of
+    8 clusters in 3 columns as ``data.zarr`` and as ``data.parquet`` (columns a, b, c)."""
+    import pandas as pd
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(3000, 3, centers=8, random_state=0)
+    store = zarr.create_array("data.zarr", shape=x.shape, chunks=(500, 3), dtype="f8")
+    store[...] = x
+    pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet("data.parquet")

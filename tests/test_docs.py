@@ -13,17 +13,14 @@ import re
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
-import zarr
-from sklearn.datasets import make_blobs
 
 import dgmm
 from pipelines.reference import config_keys, config_reference
 from pipelines.schema import RunConfig
 
-from .helpers import ROOT, code_blocks, run_checking_claims
+from .helpers import ROOT, code_blocks, run_checking_claims, write_example_data
 
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
@@ -42,10 +39,7 @@ def test_the_pages_hold_code_to_check():
 @pytest.mark.parametrize("page", _with_python(), ids=lambda p: str(p.relative_to(DOCS)))
 def test_every_python_block_of_a_page_runs_and_its_claims_hold(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    x, _ = make_blobs(3000, 3, centers=8, random_state=0)
-    store = zarr.create_array("data.zarr", shape=x.shape, chunks=(500, 3), dtype="f8")
-    store[...] = x
-    pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet("data.parquet")
+    write_example_data()
     namespace: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what is claimed is checked; warnings are not

@@ -10,14 +10,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import zarr
-from sklearn.datasets import make_blobs
 
 from pipelines.cli import build_parser
 
-from .helpers import claim, code_blocks, run_checking_claims
+from .helpers import claim, code_blocks, run_checking_claims, write_example_data
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,10 +28,7 @@ def test_every_python_block_runs_and_its_claims_hold(tmp_path, monkeypatch):
     blocks = _blocks("python")
     assert len(blocks) >= 3
     monkeypatch.chdir(tmp_path)
-    x, _ = make_blobs(3000, 3, centers=8, random_state=0)
-    store = zarr.create_array("data.zarr", shape=x.shape, chunks=(500, 3), dtype="f8")
-    store[...] = x
-    pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet("data.parquet")
+    write_example_data()
     namespace: dict = {}
     checked = 0
     with warnings.catch_warnings():
