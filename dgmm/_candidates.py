@@ -46,6 +46,13 @@ class Candidate:
     sample_iter: int = 0  # EM iterations on the sample (multi-resolution EM)
     reused: str | None = None  # the run whose stored fit stands for this one's (a store)
 
+    def reset(self) -> None:
+        """Back to not started: what a checkpoint or a stored fit restored is dropped (one
+        that turned out not to fit, or not to be resumed)."""
+        self.start = self.state = self.init_error = self.stopped = self.estimate = None
+        self.retries, self.sample_iter, self.cell_stopped = 0, 0, False
+        self.log_likelihood = self.entropy = self.reused = None
+
     @property
     def cell(self) -> tuple[str, int]:
         return self.covariance_type, self.n_components

@@ -13,13 +13,10 @@ from .store import ResultStore
 
 logger = logging.getLogger(__name__)
 
-# The stages a candidate's fit is kept at: EM on the sample (multi-resolution EM), and the
-# finished fit on all rows with its scores.
-STAGES = ("sample", "final")
-
 
 def candidate_spec(base: dict, c: Candidate, stage: str) -> dict[str, Any]:
-    """What determines ``c``'s fit at ``stage``: the sweep's shared specification (data,
+    """What determines ``c``'s fit at ``stage`` ('sample': EM on the sample; 'final': the
+    finished fit on all rows with its scores): the sweep's shared specification (data,
     settings, sample), its cell and its restart."""
     return {
         **base,
@@ -27,12 +24,6 @@ def candidate_spec(base: dict, c: Candidate, stage: str) -> dict[str, Any]:
         "cell": [c.covariance_type, c.n_components],
         "restart": c.restart,
     }
-
-
-def _reset(c: Candidate) -> None:
-    c.start = c.state = c.init_error = c.stopped = c.estimate = None
-    c.retries, c.sample_iter, c.cell_stopped = 0, 0, False
-    c.log_likelihood = c.entropy = None
 
 
 def fetch(store: ResultStore, base: dict, cands: list[Candidate], stage: str) -> dict[int, str]:
@@ -48,7 +39,7 @@ def fetch(store: ResultStore, base: dict, cands: list[Candidate], stage: str) ->
             header, arrays = decode_candidates(body, f"store entry of {c.cell}")
             load_checkpoint(header, arrays, [c], store.path / "entries")
         except Exception as e:  # what the digest vouched for does not fit this candidate
-            _reset(c)
+            c.reset()
             logger.warning(
                 "store entry of %s K=%d restart %d ignored (%s: %s)",
                 c.covariance_type,

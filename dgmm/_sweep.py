@@ -179,9 +179,10 @@ class Sweep:
         if self.store is None:
             return {}
         found = fetch(self.store, self.store_base, cands, stage)
-        for c in cands:
-            if stage == "final" and id(c) in found:
-                c.reused = found[id(c)]
+        if stage == "final":  # a sample-stage fit stands for all of a candidate's work only
+            for c in cands:  # where it ends there (`_start_on_sample` says so)
+                if id(c) in found:
+                    c.reused = found[id(c)]
         return found
 
     # -- stages
@@ -202,8 +203,7 @@ class Sweep:
                 n_passes = load_checkpoint(header, arrays, self.candidates, self.checkpoint)
             except Exception as e:  # what the digest vouched for does not fit these candidates
                 for c in self.candidates:
-                    c.start = c.state = c.init_error = None
-                    c.retries = 0
+                    c.reset()
                 aside = set_aside(self.checkpoint)
                 logger.warning(
                     "checkpoint damaged: '%s' does not hold these candidates (%s: %s); set "
@@ -227,8 +227,7 @@ class Sweep:
             why = "it holds no finished pass"
         logger.warning("not resuming from the checkpoint: %s; starting afresh", why)
         for c in self.candidates:
-            c.start = c.state = c.init_error = None
-            c.retries = 0
+            c.reset()
         self.checkpoint.unlink()
         return False
 
