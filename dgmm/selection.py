@@ -487,6 +487,9 @@ def select(
         reporter = Reporter(progress, passes, settings, n_samples)
         reporter.candidates = cands
     key = {}
+    # EM starts on the sample, or k-means seeds on it (Dask and Zarr input): drawn first
+    multi = starts_on_sample(settings.strategy, passes.sampling, n_samples)
+    seeds_on_sample = data.x_mem is None and settings.init_params in ("kmeans", "k-means++")
     if profile is not None:
         if profile.n != n_samples or profile.lo.shape != (n_features,):
             raise ValueError(
@@ -498,10 +501,7 @@ def select(
     else:
         # the sample pass profiles too: where the run draws a sample, it is the profile pass
         # (and it is drawn first, so constant columns are named before any fit)
-        wants_sample = starts_on_sample(settings.strategy, passes.sampling, n_samples) or (
-            data.x_mem is None and settings.init_params in ("kmeans", "k-means++")
-        )
-        if wants_sample:
+        if multi or seeds_on_sample:
             passes.sample()
             profile = passes.sample_profile
         elif checkpoint is not None or store is not None:  # both are bound to the digest
@@ -530,8 +530,6 @@ def select(
         key = {**settings.key(passes.sampling.size), **data_key, **(checkpoint_key or {})}
     base = {}
     if store is not None:
-        multi = starts_on_sample(settings.strategy, passes.sampling, n_samples)
-        seeds_on_sample = data.x_mem is None and settings.init_params in ("kmeans", "k-means++")
         base = {
             "data": {**data_key, "in_memory": data.x_mem is not None},
             "settings": fit_settings_key(settings, multi),

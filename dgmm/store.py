@@ -133,8 +133,8 @@ class ResultStore:
         return payload
 
     def put(self, spec: dict, payload: bytes, origin: str) -> None:
-        """Store ``payload`` under ``spec`` (atomically; an equal entry may already be there),
-        then evict the least recently used entries beyond ``max_bytes``."""
+        """Store ``payload`` under ``spec`` (atomically; an equal entry may already be there).
+        `prune` keeps the store within ``max_bytes``."""
         meta = {
             "stage": spec.get("stage"),
             "digest": spec.get("data", {}).get("digest"),
