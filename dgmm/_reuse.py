@@ -9,29 +9,41 @@ from typing import Any
 from ._candidates import Candidate
 from ._checkpoint import decode_candidates, encode_candidates, load_checkpoint
 from .files import NotOwnFile
+from .sampling import SamplePlan
 from .store import ResultStore
 
 logger = logging.getLogger(__name__)
 
 
-def candidate_spec(base: dict, c: Candidate, stage: str) -> dict[str, Any]:
+def candidate_spec(
+    base: dict, c: Candidate, stage: str, plan: SamplePlan | None = None
+) -> dict[str, Any]:
     """What determines ``c``'s fit at ``stage`` ('sample': EM on the sample; 'final': the
     finished fit on all rows with its scores): the sweep's shared specification (data,
-    settings, sample), its cell and its restart."""
-    return {
+    settings, sample), its cell, its restart and the sample rows it is fitted on (``plan``)."""
+    spec = {
         **base,
         "stage": stage,
         "cell": [c.covariance_type, c.n_components],
         "restart": c.restart,
     }
+    if base.get("sample") is not None and plan is not None:
+        spec["sample"] = {**base["sample"], "rows": plan.rows_for(c.cell)}
+    return spec
 
 
-def fetch(store: ResultStore, base: dict, cands: list[Candidate], stage: str) -> dict[int, str]:
+def fetch(
+    store: ResultStore,
+    base: dict,
+    cands: list[Candidate],
+    stage: str,
+    plan: SamplePlan | None = None,
+) -> dict[int, str]:
     """Restore in place every candidate stored at ``stage``; returns, by ``id``, the origin of
     each fit read. An entry that does not hold such a candidate is ignored with one warning."""
     found: dict[int, str] = {}
     for c in cands:
-        payload = store.get(candidate_spec(base, c, stage))
+        payload = store.get(candidate_spec(base, c, stage, plan))
         if payload is None:
             continue
         try:
@@ -53,7 +65,14 @@ def fetch(store: ResultStore, base: dict, cands: list[Candidate], stage: str) ->
     return found
 
 
-def keep(store: ResultStore, base: dict, cands: list[Candidate], stage: str, origin: str) -> int:
+def keep(
+    store: ResultStore,
+    base: dict,
+    cands: list[Candidate],
+    stage: str,
+    origin: str,
+    plan: SamplePlan | None = None,
+) -> int:
     """Store the fits of ``cands`` (those with a state) at ``stage``; returns how many."""
     kept = 0
     for c in cands:
@@ -61,7 +80,7 @@ def keep(store: ResultStore, base: dict, cands: list[Candidate], stage: str, ori
             continue
         payload = encode_candidates({"shape": base["data"]["shape"]}, [c], 0)
         try:
-            store.put(candidate_spec(base, c, stage), payload, origin)
+            store.put(candidate_spec(base, c, stage, plan), payload, origin)
         except (OSError, NotOwnFile) as e:  # a store not written costs reuse, not the run
             logger.warning("store '%s' not written (%s); fits are not kept", store.path, e)
             return kept

@@ -143,6 +143,7 @@ def trailing_cells(
     criterion: str,
     stopped: set[int],
     weight_threshold: float | None = None,
+    shares: dict[tuple[str, int], float] | None = None,
 ) -> tuple[dict[int, str], dict[int, dict]]:
     """Candidates (by ``id``) of cells whose criterion on all ``n_rows`` rows, estimated from
     EM on the sample, clearly trails the best cell's, with why.
@@ -153,7 +154,9 @@ def trailing_cells(
     `TRAILING_STANDARD_ERRORS` standard errors of the paired per-row differences, both as
     estimated and after the first-order correction for fitting on the sample (a model of p
     parameters fitted on m rows looks better there by about p/(2m) per row than it will be
-    on all rows, and all rows' own fit gains p/(2N) back). Restarts already in ``stopped``
+    on all rows, and all rows' own fit gains p/(2N) back; a cell fitted on a share ``s`` of the
+    sample's rows, ``shares``, looks better there by p(2s − 1)/(2sm): its own rows' optimism
+    less what the others cost it). Restarts already in ``stopped``
     are left out. A fit that ended unconverged is first given `unconverged_room`. A
     variational fit is judged as `select` will judge it: its posterior-mean mixture with the
     parameters of its components of weight above ``weight_threshold``. Also
@@ -178,9 +181,11 @@ def trailing_cells(
         p, fit = c.state.params.selection_size(weight_threshold or 0.0)
         ll, ent = scores.rows(c), scores.rows(c, "entropy")
         per_row[cell] = ll + ent if criterion == "icl" else ll
+        share = 1.0 if shares is None else shares.get(cell, 1.0)
+        optimism = p * (2.0 * share - 1.0) / (2.0 * share * m)  # per row, on the sample
         raw[cell] = -2.0 * n_rows * scores.mean(per_row[cell]) + scale * p
-        fix[cell] = raw[cell] + n_rows * p * (1.0 / m - 1.0 / n_rows)
-        total = n_rows * (scores.mean(ll) - p / (2 * m) + p / (2 * n_rows))
+        fix[cell] = raw[cell] + n_rows * (2.0 * optimism - p / n_rows)
+        total = n_rows * (scores.mean(ll) - optimism + p / (2 * n_rows))
         estimates[cell] = {
             **information_criteria(total, p, n_rows, n_rows * scores.mean(ent)),
             **fit,

@@ -26,7 +26,7 @@ from .estep import StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
 from .inputs import load_input
-from .sampling import SamplePlan, default_sample_size, sample_seed
+from .sampling import RowSample, SamplePlan, default_sample_size, sample_seed
 from .settings import FitSettings
 from .sources import ScoringPosterior
 from .store import ResultStore
@@ -41,10 +41,20 @@ def starts_on_sample(strategy: str, sampling: SamplePlan, n_rows: int) -> bool:
 
 
 def plan_sample(
-    passes: DataPasses, cells: list[tuple[str, int]], sample_size: int | None, random_state: Any
+    passes: DataPasses,
+    cells: list[tuple[str, int]],
+    sample_size: int | None,
+    random_state: Any,
+    per_cell: bool = True,
 ) -> SamplePlan:
     """The sample a run draws: ``sample_size`` rows, or `default_sample_size` of the cells,
     at most what the sampling pass can gather on one worker (`DataPasses.max_sample_rows`).
+
+    By default (no ``sample_size``, ``per_cell``) each cell is fitted on its own default's
+    rows of it (`SamplePlan.cell_sizes`): the sample a run of that cell alone draws, so a fit
+    is the same in any grid that holds its cell (a result store reuses it). Without
+    ``per_cell`` (a variational mixture, whose priors' defaults and tolerance follow the
+    sample) every cell is fitted on all of it.
 
     Raises
     ------
@@ -60,8 +70,11 @@ def plan_sample(
             f"leaves room for {cap} rows of {n_features} features; give sample_size <= {cap} "
             "or larger workers"
         )
-    size = sample_size or default_sample_size(cells, n_features)
-    if sample_size is None and cap is not None and min(size, n_rows) > cap:
+    seed = sample_seed(random_state)
+    if sample_size is not None:
+        return SamplePlan(sample_size, seed)
+    size = default_sample_size(cells, n_features)
+    if cap is not None and min(size, n_rows) > cap:
         logger.info(
             "sample of %d rows instead of %d: the workers' memory limit (%.0f MiB) holds no more",
             cap,
@@ -69,7 +82,15 @@ def plan_sample(
             passes.memory_limit / 2**20,
         )
         size = cap
-    return SamplePlan(size, sample_seed(random_state))
+    own = {}
+    if per_cell:
+        for cell in cells:
+            rows = default_sample_size([cell], n_features)
+            if cap is not None:
+                rows = min(rows, cap)
+            if min(rows, n_rows) < min(size, n_rows):
+                own[cell] = rows
+    return SamplePlan(size, seed, tuple(sorted(own.items())))
 
 
 @dataclass
@@ -135,7 +156,11 @@ class Sweep:
         if self.passes.sampling is None:
             cells = sorted({c.cell for c in self.candidates})
             self.passes.sampling = plan_sample(
-                self.passes, cells, self.settings.sample_size, self.settings.random_state
+                self.passes,
+                cells,
+                self.settings.sample_size,
+                self.settings.random_state,
+                per_cell=self.prior is None,
             )
 
     @property
@@ -171,14 +196,14 @@ class Sweep:
             self._score()
         if self.store is not None:  # the fits made here, finished (stopped ones: on the sample)
             made = [c for c in self.candidates if c.reused is None and c.stopped is None]
-            keep(self.store, self.store_base, made, "final", self.origin)
+            keep(self.store, self.store_base, made, "final", self.origin, self.passes.sampling)
         return self.candidates
 
     def _reuse(self, cands: list[Candidate], stage: str) -> dict[int, str]:
         """Read the fits of ``cands`` stored at ``stage``; returns their origins by ``id``."""
         if self.store is None:
             return {}
-        found = fetch(self.store, self.store_base, cands, stage)
+        found = fetch(self.store, self.store_base, cands, stage, self.passes.sampling)
         if stage == "final":  # a sample-stage fit stands for all of a candidate's work only
             for c in cands:  # where it ends there (`_start_on_sample` says so)
                 if id(c) in found:
@@ -272,54 +297,54 @@ class Sweep:
         self._checkpoint()
 
     def _start_on_sample(self, cands: list[Candidate]) -> None:
-        """Fit ``cands`` on the sample in memory, stop the restarts that clearly trail their
-        cell's best there, and start the others on all rows from their sample fit."""
+        """Fit ``cands`` on the sample in memory (each cell on its rows of it,
+        `SamplePlan.rows_for`), stop the restarts that clearly trail their cell's best there,
+        and start the others on all rows from their sample fit."""
+        plan = self.passes.sampling
+        started = time.perf_counter()
+        subs = [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands]
+        stored: dict[int, str] = {}
+        judged: dict[int, dict] = {}
+        n_passes = 0
+        for rows in plan.sizes:
+            group = [s for s in subs if plan.rows_for(s.cell) == rows]
+            if group:
+                sub = self._sample_sweep(self.passes.sample(rows), group)
+                stored |= self._reuse(group, "sample")
+                sub.run(score=False)
+                n_passes = max(n_passes, sub.passes.n_passes)
+                if rows == plan.size:  # rows judged on the sample the cells are compared on
+                    judged = sub.judged_rows
+                if self.store is not None:
+                    made = [s for s in group if id(s) not in stored]
+                    keep(self.store, self.store_base, made, "sample", self.origin, plan)
         sample = self.passes.sample()
         data = load_input(sample.x, sample.w, "the sample")
-        sub = Sweep(
-            DataPasses.over(data),
-            [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands],
-            # all in memory: exact EM, screened by the caller
-            replace(
-                self.settings,
-                strategy="exact",
-                sample_size=None,
-                screen_cells=False,
-                screen_degenerate=False,
-            ),
-            user=self.user,
-            x_mem=data.x_mem,
-            w_mem=data.w_mem,
-            prior=self.prior,
-            spread=self.passes.blocks.scheduler is None,  # where the passes use the cluster
-        )
-        started = time.perf_counter()
-        stored = self._reuse(sub.candidates, "sample")
-        sub.run(score=False)
-        if self.store is not None:
-            made = [s for s in sub.candidates if id(s) not in stored]
-            keep(self.store, self.store_base, made, "sample", self.origin)
         scores = SampleScores(data.x_mem, data.w_mem)
-        for s in sub.candidates:
-            scores.take(s, sub.judged_rows.get(id(s), {}))
-        trailing = trailing_restarts(sub.candidates, scores, self.settings.tol)
+        for s in subs:
+            scores.take(s, judged.get(id(s), {}))
+        trailing = trailing_restarts(subs, scores, self.settings.tol)
         estimated: dict[int, dict] = {}
         cells: dict[int, str] = {}  # restarts stopped with their cell
         by = self.settings.screened_by
         if by is not None:
             n = self.passes.blocks.x.shape[0]
+            shares = {s.cell: plan.rows_for(s.cell) / plan.size for s in subs}
             cells, estimated = trailing_cells(
-                sub.candidates, scores, n, by, set(trailing), self.settings.used_weight
+                subs, scores, n, by, set(trailing), self.settings.used_weight, shares
             )
             trailing |= cells
+        smallest = min(plan.rows_for(s.cell) for s in subs)
         logger.info(
-            "EM on a sample of %d rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
-            data.x.shape[0],
-            sub.passes.n_passes,
+            "EM on a sample of %s rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
+            f"{min(smallest, data.x.shape[0])}..{data.x.shape[0]}"
+            if smallest < plan.size
+            else data.x.shape[0],
+            n_passes,
             time.perf_counter() - started,
             len(trailing),
         )
-        for c, s in zip(cands, sub.candidates, strict=True):
+        for c, s in zip(cands, subs, strict=True):
             c.retries, c.reg_covar = s.retries, s.reg_covar
             c.sample_iter = s.state.n_iter if s.state else 0
             if s.init_error is not None:
@@ -336,6 +361,27 @@ class Sweep:
                 c.reused = stored[id(s)]  # all its work was EM on the sample, stored
         self._reuse([c for c in cands if c.state is not None and c.stopped is None], "final")
         self._checkpoint()
+
+    def _sample_sweep(self, sample: RowSample, cands: list[Candidate]) -> Sweep:
+        """The sweep of ``cands`` over the rows of ``sample`` in memory: exact EM, screened by
+        the caller."""
+        data = load_input(sample.x, sample.w, "the sample")
+        return Sweep(
+            DataPasses.over(data),
+            cands,
+            replace(
+                self.settings,
+                strategy="exact",
+                sample_size=None,
+                screen_cells=False,
+                screen_degenerate=False,
+            ),
+            user=self.user,
+            x_mem=data.x_mem,
+            w_mem=data.w_mem,
+            prior=self.prior,
+            spread=self.passes.blocks.scheduler is None,  # where the passes use the cluster
+        )
 
     def _em(self) -> None:
         live = [c for c in self.candidates if c.state is not None]

@@ -112,6 +112,7 @@ class DataPasses:
         # profile its pass took.
         self.sampling: SamplePlan | None = None
         self._sample: RowSample | None = None
+        self._subsets: dict[int, RowSample] = {}  # of ``_sample``, by the rows asked for
         self.sample_profile: ColumnProfile | None = None
 
     def _counted(self, name: str, started: float) -> None:
@@ -166,12 +167,18 @@ class DataPasses:
         """The sample `sample` drew, or None when none was drawn (nothing is read here)."""
         return self._sample
 
-    def sample(self) -> RowSample:
-        """The uniform sample of rows ``sampling`` asks for.
+    def sample(self, rows: int | None = None) -> RowSample:
+        """The uniform sample of rows ``sampling`` asks for, or (``rows``) the part of it a
+        draw of that many rows keeps (`RowSample.subset`).
 
         Drawn by one counted pass the first time, which also profiles the data (and so checks
         it for NaN/inf: `DataError`); later calls return the same sample.
         """
+        if rows is not None and rows < self.sampling.size:
+            if rows not in self._subsets:
+                fraction = min(1.0, rows / self.blocks.x.shape[0])
+                self._subsets[rows] = self.sample().subset(self.sampling.seed, fraction)
+            return self._subsets[rows]
         if self._sample is None:
             if self.sampling is None:
                 raise RuntimeError("no sampling plan set for these passes")

@@ -84,6 +84,10 @@ class InitRequest:
     # a variational mixture's priors (None: a Gaussian mixture fitted by EM)
     prior: PriorSpec | None = None
 
+    @property
+    def cell(self) -> tuple[str, int]:
+        return self.strategy.name, self.n_components
+
 
 def _seed(rng: np.random.RandomState) -> int:
     return int(rng.randint(np.iinfo(np.int32).max))
@@ -96,8 +100,11 @@ def make_source(
     rng: np.random.RandomState,
     x_mem: np.ndarray | None,
     w_mem: np.ndarray | None,
+    sample_rows: int | None = None,
 ) -> Responsibilities:
-    """The responsibility source of one restart; consumes ``rng`` as scikit-learn does."""
+    """The responsibility source of one restart; consumes ``rng`` as scikit-learn does.
+    'kmeans' and 'k-means++' on Dask input run on the sample's ``sample_rows`` (all of it:
+    None)."""
     k = n_components
     n = passes.blocks.x.shape[0]
     # Hard assignments are framed on their own centres where these are known: the moments of a
@@ -125,7 +132,7 @@ def make_source(
     if method in ("kmeans", "k-means++"):
         # scikit-learn's own k-means / k-means++ on the uniform sample: one pass to draw it
         # (shared by every request), whatever N and K
-        s = passes.sample()
+        s = passes.sample(sample_rows)
         if s.w is not None and not np.sum(s.w) > 0:
             raise ValueError(
                 f"every one of the {s.x.shape[0]} rows sampled for initialisation has zero "
@@ -176,6 +183,7 @@ def initial_parameters(
             rng if r.rng is None else r.rng,
             x_mem,
             w_mem,
+            None if passes.sampling is None else passes.sampling.rows_for(r.cell),
         )
         for r in requests
     ]

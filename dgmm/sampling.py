@@ -40,8 +40,13 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 def row_uniforms(seed: int, row0: int, n: int) -> np.ndarray:
     """Uniform draws in [0, 1) of rows ``row0 .. row0 + n − 1``, each a function of (seed, row)."""
+    return uniforms_at(seed, np.arange(row0, row0 + n, dtype=np.uint64))
+
+
+def uniforms_at(seed: int, rows: np.ndarray) -> np.ndarray:
+    """The uniform draws of `row_uniforms` of the given global row numbers."""
     key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))[0]
-    rows = np.arange(row0, row0 + n, dtype=np.uint64)
+    rows = np.asarray(rows).astype(np.uint64)
     with np.errstate(over="ignore"):
         z = _splitmix64((rows + np.uint64(1)) * _GOLDEN + key)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
@@ -84,6 +89,15 @@ class RowSample:
             float(sum(p.weight_total for p in parts)),
         )
 
+    def subset(self, seed: int, fraction: float) -> RowSample:
+        """The rows a draw under ``seed`` keeps at ``fraction`` (at most this sample's own,
+        which was drawn under ``seed``): exactly the sample such a draw of the data gives."""
+        if fraction >= self.fraction:
+            return self
+        keep = np.flatnonzero(uniforms_at(seed, self.index) < fraction)
+        w = None if self.w is None else self.w[keep]
+        return RowSample(self.x[keep], w, self.index[keep], fraction, self.weight_total)
+
     def in_row_order(self) -> RowSample:
         order = np.argsort(self.index, kind="stable")
         w = None if self.w is None else self.w[order]
@@ -123,7 +137,8 @@ def combine_samples(
 
 def default_sample_size(cells: list[tuple[str, int]], n_features: int) -> int:
     """Sample rows for candidates of (covariance type, K): ``ROWS_PER_PARAMETER`` per free
-    parameter of the largest, within [MIN_SAMPLE_ROWS, MAX_SAMPLE_ROWS] and MAX_SAMPLE_BYTES."""
+    parameter of the largest, within [MIN_SAMPLE_ROWS, MAX_SAMPLE_ROWS] and MAX_SAMPLE_BYTES.
+    Of one cell, its own sample's rows."""
     most = max(n_parameters(cov, k, n_features) for cov, k in cells)
     rows = min(max(ROWS_PER_PARAMETER * most, MIN_SAMPLE_ROWS), MAX_SAMPLE_ROWS)
     return int(max(min(rows, MAX_SAMPLE_BYTES // (8 * n_features)), 1))
@@ -142,7 +157,30 @@ def sample_seed(random_state: Any) -> int:
 
 @dataclass(frozen=True)
 class SamplePlan:
-    """How large a sample a run draws, and from which seed."""
+    """How large a sample a run draws, from which seed, and on how many of its rows each cell
+    is fitted.
+
+    Attributes
+    ----------
+    size : int
+        The rows drawn: the most any cell is fitted on.
+    seed : int
+        The draw's seed.
+    cell_sizes : tuple of ((covariance type, K), rows)
+        The cells fitted on fewer rows: each on the sample a draw of that many rows gives
+        (`RowSample.subset`, the same rows as ``sample_size=rows`` draws). So a cell's fit
+        does not depend on the other cells of its grid.
+    """
 
     size: int
     seed: int
+    cell_sizes: tuple[tuple[tuple[str, int], int], ...] = ()
+
+    def rows_for(self, cell: tuple[str, int]) -> int:
+        """The sample rows ``cell`` is fitted on."""
+        return dict(self.cell_sizes).get(cell, self.size)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Every distinct sample size, largest first."""
+        return sorted({self.size, *(n for _, n in self.cell_sizes)}, reverse=True)

@@ -362,7 +362,8 @@ def select(
     sample_size : int, default=None
         Rows of that sample, which Dask input's 'kmeans' and 'k-means++' initialisations also
         run scikit-learn on; None: 20 per free parameter of the largest candidate, within
-        10 000 and 100 000 rows (and 256 MiB).
+        10 000 and 100 000 rows (and 256 MiB), each cell fitted on the rows of it that its own
+        default keeps (a fit that does not depend on the grid; variational: all of it).
     screen_cells : bool, default=True
         With ``strategy='sample'``, also stop whole cells whose criterion on all rows,
         estimated from their fit on the sample, trails the best cell's by more than 3 standard
@@ -480,7 +481,11 @@ def select(
     passes.name, passes.columns = name, data.feature_names
     cands = settings.candidates()
     passes.sampling = plan_sample(
-        passes, settings.cells, settings.sample_size, settings.random_state
+        passes,
+        settings.cells,
+        settings.sample_size,
+        settings.random_state,
+        per_cell=not settings.variational,
     )
     reporter = None
     if progress is not None:
@@ -533,7 +538,13 @@ def select(
         base = {
             "data": {**data_key, "in_memory": data.x_mem is not None},
             "settings": fit_settings_key(settings, multi),
-            "sample": [passes.sampling.size, passes.sampling.seed]
+            # its seed and size; each fit's own rows of it join its spec (`candidate_spec`)
+            "sample": {
+                "seed": passes.sampling.seed,
+                "size": passes.sampling.size
+                if settings.sample_size is not None or settings.variational
+                else None,
+            }
             if multi or seeds_on_sample
             else None,
         }

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 ENTRY_KIND = "result"
 RUN_KIND = "store-run"
 # What a stored fit depends on beyond its specification: bump when the numerics change.
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 DEFAULT_MAX_BYTES = 10 * 2**30
 # A temporary entry file older than this lost its writer (a write takes milliseconds).
 STALE_WRITE_SECONDS = 3600.0
@@ -273,14 +273,14 @@ def _brief(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def _change(key: str, before: Any, now: Any, default_sample: bool) -> str:
-    """A changed setting in words; the sample by its size and seed."""
-    if key != "sample" or not (isinstance(before, list) and isinstance(now, list)):
+def _change(key: str, before: Any, now: Any) -> str:
+    """A changed setting in words; the sample by its seed and size (None: the default)."""
+    if key != "sample" or not (isinstance(before, dict) and isinstance(now, dict)):
         return f"{key} changed {_brief(before)} -> {_brief(now)}"
-    if before[0] != now[0]:
-        why = " (the default follows the largest candidate: give sample_size to keep it)"
-        return f"sample size changed {before[0]} -> {now[0]}" + (why if default_sample else "")
-    return f"sample seed changed {before[1]} -> {now[1]}"
+    if before.get("seed") != now.get("seed"):
+        return f"sample seed changed {before.get('seed')} -> {now.get('seed')}"
+    size = [_brief(v.get("size") or "default") for v in (before, now)]
+    return f"sample size changed {size[0]} -> {size[1]}"
 
 
 def reuse_report(
@@ -299,7 +299,7 @@ def reuse_report(
     if last is not None and isinstance(last.get("settings"), dict):
         before = last["settings"]
         diffs = [
-            _change(k, before.get(k), now.get(k), settings.sample_size is None)
+            _change(k, before.get(k), now.get(k))
             for k in sorted(set(before) | set(now))
             if before.get(k) != now.get(k)
         ]

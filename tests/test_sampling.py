@@ -72,6 +72,29 @@ def test_the_sample_does_not_depend_on_the_chunking():
     assert not np.array_equal(a.index, b.index)
 
 
+def test_a_cells_rows_of_a_larger_sample_are_the_sample_its_own_size_draws():
+    """Generated data, chunkings, weights, seeds and sizes: the rows a larger draw keeps
+    for a smaller size are exactly, in the same order, what a draw of that size keeps; so a
+    cell fitted on them is fitted as in a run of its own."""
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        n = int(rng.integers(50, 3000))
+        X = rng.normal(size=(n, 2)).astype(rng.choice([np.float32, np.float64]))
+        w = None if trial % 2 else rng.uniform(0.1, 2.0, size=n)
+        small, large = np.sort(rng.integers(1, n + 50, size=2))
+        seed = int(rng.integers(2**31))
+        x = da.from_array(X, chunks=(_layout(rng, n), 2))
+        wd = None if w is None else da.asarray(w)
+        own, _ = _sample(x, int(small), seed, wd)
+        _, passes = _sample(x, int(large), seed, wd)
+        part = passes.sample(int(small))
+        assert np.array_equal(part.index, own.index), trial
+        assert np.array_equal(part.x, own.x) and part.fraction == own.fraction
+        assert (part.w is None) == (w is None) and (w is None or np.array_equal(part.w, own.w))
+        assert part.weight_total == own.weight_total
+        assert passes.n_passes == 1  # the part is taken from the sample drawn, not drawn
+
+
 def test_the_sample_pass_profiles_and_refuses_nonfinite_rows(tmp_path):
     X = _mixture(4000, 3, 2)
     X[2345, 1] = np.nan

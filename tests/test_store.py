@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import dask.array as da
 import numpy as np
@@ -25,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dgmm
+import dgmm.sampling
 from dgmm.files import write_own
 from dgmm.store import ResultStore
 
@@ -53,6 +56,19 @@ def _same(a: dgmm.SelectionResult, b: dgmm.SelectionResult, x) -> None:
     assert np.array_equal(ga.predict(x).compute(), gb.predict(x).compute())
 
 
+@contextlib.contextmanager
+def _small_default_samples() -> Iterator[None]:
+    """dgmm's default sample sizes scaled down to this module's data: 20 rows per parameter
+    of a cell, at least 200 (so for K = 1..5 of 2 features, 200 to 580 rows)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dgmm.sampling, "MIN_SAMPLE_ROWS", 200)
+        yield
+
+
+def _key(row: dict) -> tuple:
+    return row["covariance_type"], row["n_components"], row["restart"]
+
+
 _GRIDS = st.lists(
     st.tuples(
         st.lists(st.integers(1, 5), min_size=1, max_size=4, unique=True),
@@ -70,17 +86,26 @@ _GRIDS = st.lists(
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @SETTINGS
-@given(grids=_GRIDS, strategy=st.sampled_from(["exact", "sample"]))
+@given(
+    grids=_GRIDS,
+    strategy=st.sampled_from(["exact", "sample"]),
+    sample_size=st.sampled_from([1500, None]),
+)
 def test_a_selection_with_a_store_is_a_fresh_one_fitting_only_what_is_new(
-    grids, strategy, tmp_path_factory
+    grids, strategy, sample_size, tmp_path_factory
 ):
+    """With the default sample too, whose size each cell's own parameters set (scaled down
+    here so that the cells of these small grids draw samples of 200 to 580 of 4,500 rows)."""
     x = _data()
     store = ResultStore(tmp_path_factory.mktemp("s"))
     fitted_before: set[tuple] = set()
     for ks, types, tol, n_init in grids:
-        kw = dict(n_init=n_init, tol=tol, random_state=0, strategy=strategy, sample_size=1500)
-        found = dgmm.select(x, ks, types, store=store, **kw)
-        _same(found, dgmm.select(x, ks, types, **kw), x)
+        kw = dict(n_init=n_init, tol=tol, random_state=0, strategy=strategy)
+        kw["sample_size"] = sample_size
+        with _small_default_samples():
+            found = dgmm.select(x, ks, types, store=store, **kw)
+            fresh = dgmm.select(x, ks, types, **kw)
+        _same(found, fresh, x)
         assert found.reuse["reused"] + found.reuse["fitted"] == len(found.results)
         if strategy == "exact":  # every fit is finished on all rows: exactly the new ones run
             keys = {
@@ -89,6 +114,33 @@ def test_a_selection_with_a_store_is_a_fresh_one_fitting_only_what_is_new(
             assert found.reuse["reused"] == len(keys & fitted_before)
             fitted_before |= keys
         assert sum(r["reused"] is not None for r in found.results) == found.reuse["reused"]
+
+
+@pytest.mark.parametrize("strategy", ["exact", "sample"])
+def test_a_larger_grid_reuses_every_stored_cell_with_the_default_sample(strategy, tmp_path, caplog):
+    """The default sample's size follows the largest candidate of a grid, but each cell is
+    fitted on the rows its own size draws: adding larger cells refits nothing stored."""
+    x = _data()
+    store = ResultStore(tmp_path / "store")
+    kw = dict(random_state=0, strategy=strategy, n_init=2)
+    with _small_default_samples(), caplog.at_level(logging.INFO, logger="dgmm"):
+        first = dgmm.select(x, [1, 2, 3], ["full", "spherical"], store=store, **kw)
+        caplog.clear()
+        larger = dgmm.select(x, [1, 2, 3, 4, 5], ["full", "spherical"], store=store, **kw)
+        fresh = dgmm.select(x, [1, 2, 3, 4, 5], ["full", "spherical"], **kw)
+    assert first.sample.x.shape[0] < larger.sample.x.shape[0]  # a larger sample drawn
+    _same(larger, fresh, x)
+    assert larger.reuse["changed"] is None
+    if strategy == "exact":
+        assert larger.reuse["reused"] == 12 and larger.reuse["fitted"] == 8
+    else:  # judged again over the larger grid, a stored cell stops there or goes on
+        stopped = ("stopped", "cell stopped")
+        went_on = {_key(r) for r in first.results if r["status"] not in stopped}
+        for r in larger.results:
+            if r["n_components"] <= 3 and (r["status"] in stopped or _key(r) in went_on):
+                assert r["reused"] is not None, r  # its sample fit, or its finished fit, kept
+            elif r["n_components"] > 3:
+                assert r["reused"] is None
 
 
 def test_a_changed_setting_is_named_and_refits(tmp_path, caplog):
