@@ -8,10 +8,9 @@ and ``strategy='sample'``:
 * new only: K = 11..15 alone, fresh, no store: the new candidates' own work, which no
   extension avoids (with exact EM their fits are the extension's);
 * extended: K = 1..10 into a new empty `dgmm.store.ResultStore`, then K = 1..15 with the same
-  store, then K = 1..15 once more (``rerun``: everything stored, the store's own cost). It is
-  run twice, each time into its own empty store: with dgmm's default ``sample_size``
-  (``default``: each cell fitted on the rows its own default draws, whatever the grid), and
-  with ``sample_size`` pinned to what the 1..15 grid draws by default (``pinned``).
+  store (the default ``sample_size``: the 1..15 grid draws a larger sample, and each cell is
+  fitted on the rows its own default draws, whatever the grid), then K = 1..15 once more
+  (``rerun``: everything stored, the store's own cost).
 
 A short selection of each strategy (K = 1, 2; 2 iterations) runs first, untimed. All with
 ``tol=1e-3``, ``max_iter=100``, ``random_state=0`` and the default 'kmeans' init.
@@ -26,7 +25,7 @@ writes). The raw output (``--json``) adds iteration counts, the store's size, dg
 and, where an extension differs from the fresh run, the fields that differ.
 
     .venv/bin/python benchmarks/store.py [--n 1000000] [--d 8] [--clusters 8] [--dtype float64]
-        [--types full,diag] [--strategies exact,sample] [--variants default,pinned]
+        [--types full,diag] [--strategies exact,sample]
         [--json benchmarks/store.json] [--tmp DIR]
 """
 
@@ -102,7 +101,7 @@ def compare(found, fresh) -> dict:
     }
 
 
-def one_run(x, ks, types, strategy: str, store, sample_size, common: dict) -> tuple:
+def one_run(x, ks, types, strategy: str, store, common: dict) -> tuple:
     """One timed `dgmm.select`; returns the result and its record."""
     import dgmm
 
@@ -118,7 +117,6 @@ def one_run(x, ks, types, strategy: str, store, sample_size, common: dict) -> tu
             types,
             strategy=strategy,
             store=store,
-            sample_size=sample_size,
             progress=reports.append,
             **common,
         )
@@ -135,7 +133,6 @@ def one_run(x, ks, types, strategy: str, store, sample_size, common: dict) -> tu
     reuse = found.reuse
     record = {
         "grid": f"K={ks.start}..{ks.stop - 1} x {','.join(types)}",
-        "sample_size_given": sample_size,
         "sample_rows": None if found.sample is None else int(found.sample.x.shape[0]),
         "candidates": len(rows),
         "reused": None if reuse is None else reuse["reused"],
@@ -156,41 +153,31 @@ def one_run(x, ks, types, strategy: str, store, sample_size, common: dict) -> tu
     return found, record
 
 
-def bench_strategy(x, strategy: str, types, variants, pinned_size, tmp, common) -> dict:
+def bench_strategy(x, strategy: str, types, tmp, common) -> dict:
     from dgmm.store import ResultStore
 
     out: dict = {}
-    fresh, out["fresh"] = one_run(x, LARGE_K, types, strategy, None, None, common)
+    fresh, out["fresh"] = one_run(x, LARGE_K, types, strategy, None, common)
     print(f"{strategy} fresh: {out['fresh']['seconds']:.1f} s", flush=True)
-    # the new cells alone, fresh: what an extension cannot avoid (its new candidates' EM)
-    _, out["new_only"] = one_run(x, NEW_K, types, strategy, None, None, common)
-    out["new_only"]["ratio_to_fresh"] = out["new_only"]["seconds"] / out["fresh"]["seconds"]
+    # the new cells alone, fresh: what an extension cannot avoid (its new candidates' work)
+    _, out["new_only"] = one_run(x, NEW_K, types, strategy, None, common)
+    store = ResultStore(tempfile.mkdtemp(prefix=f"store-{strategy}-", dir=tmp))
+    _, out["k10"] = one_run(x, SMALL_K, types, strategy, store, common)
+    found, ext = one_run(x, LARGE_K, types, strategy, store, common)
+    ext["equal_to_fresh"] = compare(found, fresh)
+    ext["store_entries"] = len(store.entries())
+    ext["store_bytes"] = store.nbytes()
+    out["extend"] = ext
+    _, out["rerun"] = one_run(x, LARGE_K, types, strategy, store, common)
+    for r in out.values():
+        r["ratio_to_fresh"] = r["seconds"] / out["fresh"]["seconds"]
     print(
-        f"{strategy} K={NEW_K.start}..{NEW_K.stop - 1} alone: {out['new_only']['seconds']:.1f} s "
-        f"(ratio {out['new_only']['ratio_to_fresh']:.2f})",
+        f"{strategy}: K={NEW_K.start}..{NEW_K.stop - 1} alone {out['new_only']['seconds']:.1f} s, "
+        f"1..10 {out['k10']['seconds']:.1f} s, extend {ext['seconds']:.1f} s "
+        f"(ratio {ext['ratio_to_fresh']:.2f}), rerun {out['rerun']['seconds']:.1f} s, "
+        f"equal: {ext['equal_to_fresh']}",
         flush=True,
     )
-    for variant in variants:
-        size = None if variant == "default" else pinned_size
-        store = ResultStore(tempfile.mkdtemp(prefix=f"store-{strategy}-{variant}-", dir=tmp))
-        _, small = one_run(x, SMALL_K, types, strategy, store, size, common)
-        found, ext = one_run(x, LARGE_K, types, strategy, store, size, common)
-        _, again = one_run(x, LARGE_K, types, strategy, store, size, common)
-        again["ratio_to_fresh"] = again["seconds"] / out["fresh"]["seconds"]
-        out[f"{variant}_rerun"] = again
-        ext["equal_to_fresh"] = compare(found, fresh)
-        ext["store_entries"] = len(store.entries())
-        ext["store_bytes"] = store.nbytes()
-        small["ratio_to_fresh"] = small["seconds"] / out["fresh"]["seconds"]
-        ext["ratio_to_fresh"] = ext["seconds"] / out["fresh"]["seconds"]
-        out[f"{variant}_k10"], out[f"{variant}_extend"] = small, ext
-        out[f"{variant}_rerun"] = out.pop(f"{variant}_rerun")  # listed after the extension
-        print(
-            f"{strategy} {variant}: 1..10 {small['seconds']:.1f} s, extend {ext['seconds']:.1f} s "
-            f"(ratio {ext['ratio_to_fresh']:.2f}), rerun {again['seconds']:.1f} s, "
-            f"equal: {ext['equal_to_fresh']}",
-            flush=True,
-        )
     return out
 
 
@@ -279,12 +266,10 @@ def main() -> None:
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--types", default="full,diag")
     ap.add_argument("--strategies", default="exact,sample")
-    ap.add_argument("--variants", default="default,pinned")
     ap.add_argument("--json", type=Path, default=HERE / "store.json")
     ap.add_argument("--tmp", type=Path)
     args = ap.parse_args()
     types = args.types.split(",")
-    variants = args.variants.split(",")
     warnings.simplefilter("ignore")
     logging.getLogger("dgmm").setLevel(logging.INFO)
 
@@ -300,7 +285,6 @@ def main() -> None:
         )
         for ks in (SMALL_K, LARGE_K)
     }
-    pinned = sizes[f"K={LARGE_K.start}..{LARGE_K.stop - 1}"]
     common = dict(n_init=2, tol=1e-3, max_iter=100, random_state=0)
     out: dict = {
         "rows": args.n,
@@ -310,8 +294,7 @@ def main() -> None:
         "covariance_types": types,
         "settings": {**common, "init_params": "kmeans"},
         "cluster": "LocalCluster(n_workers=2, threads_per_worker=1, memory_limit='4GiB')",
-        "default_sample_size": sizes,
-        "pinned_sample_size": pinned,
+        "default_sample_size": sizes,  # drawn; each cell is fitted on its own share
         "machine": machine(),
     }
     tmp = Path(tempfile.mkdtemp(prefix="dgmm-store-bench-", dir=args.tmp))
@@ -328,7 +311,7 @@ def main() -> None:
         ):
             out["warm_up_seconds"] = warm_up(x, types, args.strategies.split(","))
             for strategy in args.strategies.split(","):
-                runs = bench_strategy(x, strategy, types, variants, pinned, tmp, common)
+                runs = bench_strategy(x, strategy, types, tmp, common)
                 out[strategy] = runs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -336,10 +319,9 @@ def main() -> None:
     print()
     for strategy in args.strategies.split(","):
         print(table(strategy, out[strategy]))
-        for variant in variants:
-            eq = out[strategy][f"{variant}_extend"]["equal_to_fresh"]
-            same = eq["best_params_equal"] and eq["rows_equal"] and eq["best_estimator_equal"]
-            print(f"  {variant}_extend equals fresh: {same}")
+        eq = out[strategy]["extend"]["equal_to_fresh"]
+        same = eq["best_params_equal"] and eq["rows_equal"] and eq["best_estimator_equal"]
+        print(f"  extend equals fresh: {same}")
         print()
     print(f"total {out['total_seconds']:.0f} s")
     text = json.dumps(out, indent=2, default=str)

@@ -159,6 +159,9 @@ def test_a_changed_setting_is_named_and_refits(tmp_path, caplog):
         "tol changed 0.001 -> 0.0001 (4 candidates fitted)" in r.getMessage()
         for r in caplog.records
     )
+    pinned = dgmm.select(x, [1, 2, 3, 4], ["diag"], store=store, tol=1e-4, sample_size=1000, **kw)
+    assert pinned.reuse["changed"] == "sample size changed default -> 1000"
+    assert pinned.reuse["reused"] == 0
 
 
 def test_a_damaged_entry_is_ignored_with_one_warning(tmp_path, caplog):
