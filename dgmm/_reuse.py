@@ -27,8 +27,14 @@ def candidate_spec(
         "cell": [c.covariance_type, c.n_components],
         "restart": c.restart,
     }
+    n_rows = base["data"]["shape"][0]
     if base.get("sample") is not None and plan is not None:
-        spec["sample"] = {**base["sample"], "rows": plan.rows_for(c.cell)}
+        # the rows drawn are what the fit depends on, however they came to be asked for
+        spec["sample"] = {"seed": plan.seed, "rows": min(plan.rows_for(c.cell), n_rows)}
+    # the strategy that really ran: its cell decides whether EM starts on the sample
+    asked = base["settings"]["strategy"]
+    on_sample = plan is not None and plan.starts_on_sample(asked, c.cell, n_rows)
+    spec["settings"] = {**base["settings"], "strategy": "sample" if on_sample else "exact"}
     return spec
 
 

@@ -26,7 +26,13 @@ from .estep import StatsJob
 from .files import DamagedFile, set_aside
 from .init import InitRequest, UserInit, initial_parameters
 from .inputs import load_input
-from .sampling import RowSample, SamplePlan, default_sample_size, sample_seed
+from .sampling import (
+    RowSample,
+    SamplePlan,
+    cell_starts_on_sample,
+    default_sample_size,
+    sample_seed,
+)
 from .settings import FitSettings
 from .sources import ScoringPosterior
 from .store import ResultStore
@@ -36,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 
 def starts_on_sample(strategy: str, sampling: SamplePlan, n_rows: int) -> bool:
-    """Whether EM starts on the sample: asked for, and the data is over twice the sample."""
-    return strategy == "sample" and 2 * sampling.size < n_rows
+    """Whether any cell's EM starts on the sample: asked for, and the data is over twice the
+    smallest cell's rows of it (`SamplePlan.starts_on_sample`)."""
+    return cell_starts_on_sample(strategy, min(sampling.sizes), n_rows)
 
 
 def plan_sample(
@@ -111,8 +118,9 @@ class Sweep:
         resolution EM) every candidate is initialised and fitted to convergence on a uniform
         sample of rows in memory (one pass draws it), restarts that clearly trail their cell's
         best there are stopped (with ``screen_cells``, whole cells too), and the others continue
-        on all rows under the same convergence test; data less than twice the sample runs
-        'exact'. The sample's size is the one planned on ``passes`` (`plan_sample`).
+        on all rows under the same convergence test; a cell on data less than twice its rows
+        of the sample runs 'exact'. The sample is the one planned on ``passes``
+        (`plan_sample`).
     user : UserInit
         User-given starting parameters (one-cell sweeps).
     x_mem, w_mem : ndarray or None
@@ -169,6 +177,11 @@ class Sweep:
         n_rows = self.passes.blocks.x.shape[0]
         return starts_on_sample(self.settings.strategy, self.passes.sampling, n_rows)
 
+    def _on_sample(self, c: Candidate) -> bool:
+        """Whether ``c``'s EM starts on the sample (its cell decides, `SamplePlan`)."""
+        n_rows = self.passes.blocks.x.shape[0]
+        return self.passes.sampling.starts_on_sample(self.settings.strategy, c.cell, n_rows)
+
     def run(self, score: bool = True) -> list[Candidate]:
         """Initialise (or resume), run EM with retries, then score every fitted restart.
 
@@ -176,13 +189,15 @@ class Sweep:
         """
         if not self._resume():
             fresh = [c for c in self.candidates if c.state is None]
-            if fresh and self.multi_resolution:
-                self._start_on_sample(fresh)
-            elif fresh:
-                self._reuse(fresh, "final")
-                fresh = [c for c in fresh if c.state is None]
-                if fresh:
-                    self._initialise(fresh)
+            on_sample = [c for c in fresh if self._on_sample(c)]
+            if on_sample:
+                self._start_on_sample(on_sample)
+            exact = [c for c in fresh if not self._on_sample(c)]
+            if exact:
+                self._reuse(exact, "final")
+                exact = [c for c in exact if c.state is None]
+                if exact:
+                    self._initialise(exact)
         self._em()
         while self._retry():
             self._em()
@@ -305,25 +320,33 @@ class Sweep:
         subs = [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands]
         stored: dict[int, str] = {}
         judged: dict[int, dict] = {}
+        trailing: dict[int, str] = {}
         n_passes = 0
         for rows in plan.sizes:
             group = [s for s in subs if plan.rows_for(s.cell) == rows]
-            if group:
-                sub = self._sample_sweep(self.passes.sample(rows), group)
-                stored |= self._reuse(group, "sample")
-                sub.run(score=False)
-                n_passes = max(n_passes, sub.passes.n_passes)
-                if rows == plan.size:  # rows judged on the sample the cells are compared on
-                    judged = sub.judged_rows
-                if self.store is not None:
-                    made = [s for s in group if id(s) not in stored]
-                    keep(self.store, self.store_base, made, "sample", self.origin, plan)
+            if not group:
+                continue
+            sub = self._sample_sweep(self.passes.sample(rows), group)
+            stored |= self._reuse(group, "sample")
+            sub.run(score=False)
+            n_passes = max(n_passes, sub.passes.n_passes)
+            if self.store is not None:
+                made = [s for s in group if id(s) not in stored]
+                keep(self.store, self.store_base, made, "sample", self.origin, plan)
+            # a cell's restarts are judged on the rows they were fitted on, as in a run of
+            # that cell alone
+            own = SampleScores(sub.x_mem, sub.w_mem)
+            for s in group:
+                own.take(s, sub.judged_rows.get(id(s), {}))
+            trailing |= trailing_restarts(group, own, self.settings.tol)
+            if rows == plan.size:  # the rows the cells are compared on
+                judged = sub.judged_rows
+            del sub, own  # one part of the sample held at a time
         sample = self.passes.sample()
         data = load_input(sample.x, sample.w, "the sample")
         scores = SampleScores(data.x_mem, data.w_mem)
         for s in subs:
             scores.take(s, judged.get(id(s), {}))
-        trailing = trailing_restarts(subs, scores, self.settings.tol)
         estimated: dict[int, dict] = {}
         cells: dict[int, str] = {}  # restarts stopped with their cell
         by = self.settings.screened_by

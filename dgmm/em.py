@@ -112,7 +112,6 @@ class DataPasses:
         # profile its pass took.
         self.sampling: SamplePlan | None = None
         self._sample: RowSample | None = None
-        self._subsets: dict[int, RowSample] = {}  # of ``_sample``, by the rows asked for
         self.sample_profile: ColumnProfile | None = None
 
     def _counted(self, name: str, started: float) -> None:
@@ -175,10 +174,9 @@ class DataPasses:
         it for NaN/inf: `DataError`); later calls return the same sample.
         """
         if rows is not None and rows < self.sampling.size:
-            if rows not in self._subsets:
-                fraction = min(1.0, rows / self.blocks.x.shape[0])
-                self._subsets[rows] = self.sample().subset(self.sampling.seed, fraction)
-            return self._subsets[rows]
+            # not kept: the client holds the sample and at most the one part in use
+            fraction = min(1.0, rows / self.blocks.x.shape[0])
+            return self.sample().subset(self.sampling.seed, fraction)
         if self._sample is None:
             if self.sampling is None:
                 raise RuntimeError("no sampling plan set for these passes")

@@ -155,6 +155,12 @@ def sample_seed(random_state: Any) -> int:
     return int(draw(2**31 - 1))
 
 
+def cell_starts_on_sample(strategy: str, rows: int, n_rows: int) -> bool:
+    """Whether a cell's EM starts on its ``rows`` of the sample: multi-resolution EM asked for,
+    and the data over twice those rows (a cell decides for itself, whatever its grid)."""
+    return strategy == "sample" and 2 * rows < n_rows
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """How large a sample a run draws, from which seed, and on how many of its rows each cell
@@ -179,6 +185,10 @@ class SamplePlan:
     def rows_for(self, cell: tuple[str, int]) -> int:
         """The sample rows ``cell`` is fitted on."""
         return dict(self.cell_sizes).get(cell, self.size)
+
+    def starts_on_sample(self, strategy: str, cell: tuple[str, int], n_rows: int) -> bool:
+        """Whether ``cell`` starts on the sample (`cell_starts_on_sample` of its rows)."""
+        return cell_starts_on_sample(strategy, self.rows_for(cell), n_rows)
 
     @property
     def sizes(self) -> list[int]:

@@ -37,7 +37,7 @@ from .params import n_parameters
 from .paths import absolute_path
 from .sampling import RowSample
 from .settings import FitSettings
-from .store import ResultStore, as_store, fit_settings_key, reuse_report
+from .store import NUMERICS_VERSION, ResultStore, as_store, fit_settings_key, reuse_report
 from .validation import (
     ColumnProfile,
     check_constant_columns,
@@ -358,7 +358,8 @@ def select(
         there clearly trails their cell's best (3 standard errors of the per-row difference;
         ``error`` says so), and continues the others on all rows from their sample fit under
         the same convergence test, so the fixed point is the full-data EM's. Full-data passes
-        then number a few instead of tens. Data less than twice the sample runs 'exact'.
+        then number a few instead of tens. A cell on data less than twice its rows of the
+        sample runs 'exact'.
     sample_size : int, default=None
         Rows of that sample, which Dask input's 'kmeans' and 'k-means++' initialisations also
         run scikit-learn on; None: 20 per free parameter of the largest candidate, within
@@ -532,12 +533,17 @@ def select(
             ),
         }
     if checkpoint is not None:
-        key = {**settings.key(passes.sampling.size), **data_key, **(checkpoint_key or {})}
+        key = {
+            **settings.key(passes.sampling.size),
+            **data_key,
+            "numerics": NUMERICS_VERSION,  # a checkpoint of other arithmetic is not resumed
+            **(checkpoint_key or {}),
+        }
     base = {}
     if store is not None:
         base = {
             "data": {**data_key, "in_memory": data.x_mem is not None},
-            "settings": fit_settings_key(settings, multi),
+            "settings": fit_settings_key(settings),
             # its seed and size; each fit's own rows of it join its spec (`candidate_spec`)
             "sample": {
                 "seed": passes.sampling.seed,

@@ -258,14 +258,14 @@ def as_store(store: Any) -> ResultStore | None:
 FIT_SETTINGS = ("init_params", "tol", "reg_covar", "max_iter", "random_state", "retry", "method")
 
 
-def fit_settings_key(settings: FitSettings, multi_resolution: bool) -> dict[str, Any]:
-    """The settings every stored fit of a selection is keyed by; ``strategy`` is the one the
-    fits really ran (data under twice the sample runs exact EM whatever was asked)."""
+def fit_settings_key(settings: FitSettings) -> dict[str, Any]:
+    """The settings every stored fit of a selection is keyed by; ``strategy`` as asked (each
+    fit's key holds the one it really ran, `dgmm._reuse.candidate_spec`)."""
     key = settings.key()
     return {
         **{name: key[name] for name in FIT_SETTINGS},
         "prior": key["prior"] if settings.variational else None,
-        "strategy": "sample" if multi_resolution else "exact",
+        "strategy": settings.strategy,
     }
 
 

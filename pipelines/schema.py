@@ -181,7 +181,8 @@ class ModelConfig(Strict):
     """
     sample_size: int | None = Field(default=None, ge=1)
     """Rows of that sample; null: 20 per free parameter of the largest candidate, within 10,000 and
-    100,000 rows.
+    100,000 rows, each cell fitted on the rows of it that its own default keeps (so a cell's fit
+    does not depend on its grid).
     """
     # with strategy sample: stop cells whose criterion, estimated on the sample, clearly trails
     screen_cells: bool = True

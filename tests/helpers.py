@@ -178,3 +178,16 @@ def write_example_data() -> None:
     store = zarr.create_array("data.zarr", shape=x.shape, chunks=(500, 3), dtype="f8")
     store[...] = x
     pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet("data.parquet")
+
+
+@contextmanager
+def small_default_samples(min_rows: int = 200) -> Iterator[None]:
+    """dgmm's default sample sizes scaled down to small test data: 20 rows per free parameter
+    of a cell, at least ``min_rows`` (for 2 features, full K = 1..5: 200 to 580 rows)."""
+    import pytest
+
+    import dgmm.sampling
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dgmm.sampling, "MIN_SAMPLE_ROWS", min_rows)
+        yield

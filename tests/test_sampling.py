@@ -13,6 +13,8 @@ import dask.array as da
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dgmm
 from dgmm.em import DataPasses
@@ -21,6 +23,7 @@ from dgmm.sampling import SamplePlan, default_sample_size, row_uniforms
 from dgmm.validation import DataError
 
 from .conftest import write_zarr
+from .helpers import small_default_samples
 
 
 def _mixture(n: int, d: int, k: int, seed: int = 0, scale: float = 5.0) -> np.ndarray:
@@ -93,6 +96,43 @@ def test_a_cells_rows_of_a_larger_sample_are_the_sample_its_own_size_draws():
         assert (part.w is None) == (w is None) and (w is None or np.array_equal(part.w, own.w))
         assert part.weight_total == own.weight_total
         assert passes.n_passes == 1  # the part is taken from the sample drawn, not drawn
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    grids=st.lists(
+        st.tuples(
+            st.lists(st.integers(1, 5), min_size=1, max_size=5, unique=True),
+            st.lists(st.sampled_from(["full", "diag"]), min_size=1, max_size=2, unique=True),
+        ),
+        min_size=2,
+        max_size=2,
+    ),
+    strategy=st.sampled_from(["exact", "sample"]),
+    n_init=st.integers(1, 3),
+)
+def test_a_cells_fit_does_not_depend_on_its_grid(grids, strategy, n_init):
+    """Generated pairs of grids with the default sample: every candidate of a cell in both has
+    the same row in both, bit for bit (its start, its restarts' judgement on its rows, whether
+    it starts on the sample, its fit), unless the judgement of cells against each other, which
+    belongs to the grid, stopped its cell in one of them. Sizes scaled down so that the cells'
+    samples differ (200 to 580 rows) and K = 5 full is on data under twice its rows."""
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.normal(m, [1.0, 0.6], (350, 2)) for m in (0.0, 3.5, 8.0)])
+    x = da.from_array(X[rng.permutation(len(X))], chunks=400)
+    kw = dict(random_state=0, strategy=strategy, n_init=n_init)
+    found = []
+    with small_default_samples():
+        for ks, types in grids:
+            found.append(dgmm.select(x, ks, types, **kw).results)
+    rows = [{(r["covariance_type"], r["n_components"], r["restart"]): r for r in f} for f in found]
+    shared = set(rows[0]) & set(rows[1])
+    for key in shared:
+        a, b = rows[0][key], rows[1][key]
+        if "cell stopped" in (a["status"], b["status"]):
+            continue
+        assert a == b, key
 
 
 def test_the_sample_pass_profiles_and_refuses_nonfinite_rows(tmp_path):

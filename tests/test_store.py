@@ -10,13 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 
 import dask.array as da
 import numpy as np
@@ -27,11 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dgmm
-import dgmm.sampling
 from dgmm.files import write_own
 from dgmm.store import ResultStore
 
-from .helpers import INPROC_CLUSTER, dgmm_cli
+from .helpers import INPROC_CLUSTER, dgmm_cli, small_default_samples
 
 SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -54,15 +51,6 @@ def _same(a: dgmm.SelectionResult, b: dgmm.SelectionResult, x) -> None:
         assert np.array_equal(getattr(ga, name), getattr(gb, name)), name
     assert ga.lower_bound_ == gb.lower_bound_ and ga.n_iter_ == gb.n_iter_
     assert np.array_equal(ga.predict(x).compute(), gb.predict(x).compute())
-
-
-@contextlib.contextmanager
-def _small_default_samples() -> Iterator[None]:
-    """dgmm's default sample sizes scaled down to this module's data: 20 rows per parameter
-    of a cell, at least 200 (so for K = 1..5 of 2 features, 200 to 580 rows)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(dgmm.sampling, "MIN_SAMPLE_ROWS", 200)
-        yield
 
 
 def _key(row: dict) -> tuple:
@@ -102,7 +90,7 @@ def test_a_selection_with_a_store_is_a_fresh_one_fitting_only_what_is_new(
     for ks, types, tol, n_init in grids:
         kw = dict(n_init=n_init, tol=tol, random_state=0, strategy=strategy)
         kw["sample_size"] = sample_size
-        with _small_default_samples():
+        with small_default_samples():
             found = dgmm.select(x, ks, types, store=store, **kw)
             fresh = dgmm.select(x, ks, types, **kw)
         _same(found, fresh, x)
@@ -123,7 +111,7 @@ def test_a_larger_grid_reuses_every_stored_cell_with_the_default_sample(strategy
     x = _data()
     store = ResultStore(tmp_path / "store")
     kw = dict(random_state=0, strategy=strategy, n_init=2)
-    with _small_default_samples(), caplog.at_level(logging.INFO, logger="dgmm"):
+    with small_default_samples(), caplog.at_level(logging.INFO, logger="dgmm"):
         first = dgmm.select(x, [1, 2, 3], ["full", "spherical"], store=store, **kw)
         caplog.clear()
         larger = dgmm.select(x, [1, 2, 3, 4, 5], ["full", "spherical"], store=store, **kw)
@@ -428,3 +416,23 @@ def test_a_resumed_selection_still_counts_what_the_store_gave(tmp_path):
     assert resumed.resumed_from is not None
     assert resumed.reuse["reused"] == whole.reuse["reused"] == 2
     _same(whole, resumed, x)
+
+
+def test_a_checkpoint_is_bound_to_the_numerics_of_its_fits(tmp_path, caplog, monkeypatch):
+    """A checkpoint written under other arithmetic (another numerics version: its fits on the
+    sample made otherwise) is not resumed, so its fits never reach the store as this one's."""
+    import dgmm.selection
+
+    x = _data()
+    path = tmp_path / "ck.dgmm"
+    kw = dict(random_state=0, strategy="exact", checkpoint=path, max_iter=3)
+    first = dgmm.select(x, [1, 2], ["diag"], **kw)
+    assert dgmm.select(x, [1, 2], ["diag"], **kw).resumed_from is not None
+    monkeypatch.setattr(dgmm.selection, "NUMERICS_VERSION", dgmm.selection.NUMERICS_VERSION + 1)
+    with caplog.at_level(logging.WARNING, logger="dgmm"):
+        again = dgmm.select(x, [1, 2], ["diag"], **kw)
+    assert again.resumed_from is None
+    assert any(
+        "not resuming" in r.getMessage() and "numerics" in r.getMessage() for r in caplog.records
+    )
+    assert _without_reuse(again.results) == _without_reuse(first.results)
