@@ -15,6 +15,7 @@ import dask
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
+from ._reduce import one_blas_thread
 from ._rng import choice_without_replacement
 from .covariance import CovarianceType, DegenerateCovarianceError, get_covariance_type
 from .em import DataPasses
@@ -143,11 +144,15 @@ def make_source(
                 f"the sample of {s.x.shape[0]} rows drawn for initialisation holds fewer rows "
                 f"than n_components={k}; give a larger sample_size"
             )
-        if method == "kmeans":
-            km = KMeans(n_clusters=k, n_init=1, random_state=rng)
-            centres = km.fit(s.x, sample_weight=s.w).cluster_centers_.astype(np.float64)
-            return NearestCentre(centres - passes.shift)
-        _, idx = kmeans_plusplus(s.x, k, random_state=rng, sample_weight=s.w)
+        # in one thread: scikit-learn's k-means sums per thread, so its centres' last bits
+        # would depend on the machine's cores (a stored fit must be what any machine gives);
+        # on a sample one thread is about as fast, and faster on small ones
+        with one_blas_thread():
+            if method == "kmeans":
+                km = KMeans(n_clusters=k, n_init=1, random_state=rng)
+                centres = km.fit(s.x, sample_weight=s.w).cluster_centers_.astype(np.float64)
+                return NearestCentre(centres - passes.shift)
+            _, idx = kmeans_plusplus(s.x, k, random_state=rng, sample_weight=s.w)
         return RowIndices(s.index[idx], k, s.x[idx].astype(np.float64) - passes.shift)
     if method == "random":
         return RandomUniform(_seed(rng), k)
