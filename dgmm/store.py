@@ -190,6 +190,8 @@ class ResultStore:
         names removed."""
         cap = self.max_bytes if max_bytes is None else max_bytes
         self._remove_stale_writes()
+        if older_than is None and self._bytes_on_disk() <= cap:
+            return []  # under the cap (a sweep's usual case): no entry is opened
         entries = self.entries()
         total = sum(e.nbytes for e in entries)
         now = time.time()
@@ -200,6 +202,22 @@ class ResultStore:
                 total -= e.nbytes
                 removed.append(e.name)
         return removed
+
+    def _bytes_on_disk(self) -> int:
+        """The size of every file named as an entry, dgmm's or not (an upper bound on the
+        entries'), from the folder's listing alone."""
+        total = 0
+        try:
+            with os.scandir(self.path / "entries") as listing:
+                for item in listing:
+                    if item.name.endswith(".npz"):  # as `entries` lists them
+                        try:
+                            total += item.stat().st_size
+                        except OSError:
+                            continue
+        except OSError:
+            return 0
+        return total
 
     def _remove_stale_writes(self, age: float = STALE_WRITE_SECONDS) -> None:
         """Temporary files of entries whose writer died (`write_own` renames a finished one

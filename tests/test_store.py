@@ -206,6 +206,40 @@ def test_the_store_keeps_within_its_size(tmp_path):
     assert any(e.cell == ("full", 5) for e in small.entries())  # the newest is kept
 
 
+@SETTINGS
+@given(
+    sizes=st.lists(st.integers(1, 20_000), min_size=1, max_size=12),
+    cap_share=st.floats(0.0, 1.2),
+    foreign=st.lists(st.integers(1, 30_000), max_size=3),
+)
+def test_prune_keeps_the_most_recently_used_within_the_cap(
+    sizes, cap_share, foreign, tmp_path_factory
+):
+    """Generated entries (sizes, last uses), caps and files of someone else's among them:
+    after `prune` dgmm's entries fit the cap, the ones kept are the most recently used, and no
+    file that is not dgmm's is touched."""
+    store = ResultStore(tmp_path_factory.mktemp("s"))
+    for i, n in enumerate(sizes):
+        spec = {"stage": "final", "data": {"digest": "d"}, "cell": ["full", i + 1], "restart": 0}
+        store.put(spec, b"x" * n, "test")
+    for e in store.entries():  # distinct last uses, in the order written
+        i = e.cell[1]
+        os.utime(store.path / "entries" / f"{e.name}.npz", (1e9 + i, 1e9 + i))
+    theirs = [store.path / "entries" / f"theirs{i}.npz" for i in range(len(foreign))]
+    for path, n in zip(theirs, foreign, strict=True):
+        path.write_bytes(b"y" * n)
+    before = store.entries()
+    cap = max(1, int(cap_share * sum(e.nbytes for e in before)))
+    ResultStore(store.path, max_bytes=cap).prune()
+    after = store.entries()
+    assert sum(e.nbytes for e in after) <= cap
+    kept = {e.name for e in after}
+    newest = sorted(before, key=lambda e: e.last_used)[len(before) - len(after) :]
+    assert kept == {e.name for e in newest}  # least recently used removed first
+    for path, n in zip(theirs, foreign, strict=True):
+        assert path.read_bytes() == b"y" * n
+
+
 def test_no_integer_seed_no_store(tmp_path):
     x = _data()
     with pytest.warns(UserWarning, match="give an integer random_state"):
