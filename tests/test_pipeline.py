@@ -372,7 +372,9 @@ class _CountReads(Callback):
 def _sweep_reads(data_path, ks, tmp_path, tag, **kw):
     x = zarr_to_dask(open_zarr_array(f"{data_path}/X"))
     with _CountReads(x.name) as counter, dask.config.set(scheduler="threads"):
-        found = dgmm.select(x, ks, "full", tol=0, max_iter=5, init_params="random_from_data", **kw)
+        found = dgmm.select(
+            x, ks, "full", tol=0, max_iter=5, init_params="random_from_data", random_state=0, **kw
+        )
     return counter.reads, len(x.chunks[0]), found
 
 
