@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not long" --durations=15
 
-# everything, the longest fault tests included (about 3 minutes more)
+# everything, the longest fault tests included (about 5 minutes more)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 

@@ -143,7 +143,7 @@ def _tree_pids(pattern: str) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("stopped", ["scheduler", "workers"])
 def test_a_stopped_scheduler_or_worker_is_said_and_fails_the_run_within_its_bound(
     tmp_path, stopped
