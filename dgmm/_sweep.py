@@ -319,8 +319,8 @@ class Sweep:
         started = time.perf_counter()
         subs = [Candidate(c.covariance_type, c.n_components, c.restart, c.reg_covar) for c in cands]
         stored: dict[int, str] = {}
-        judged: dict[int, dict] = {}
         trailing: dict[int, str] = {}
+        scores: SampleScores | None = None  # over the whole sample: the cells compared on it
         n_passes = 0
         for rows in plan.sizes:
             group = [s for s in subs if plan.rows_for(s.cell) == rows]
@@ -339,14 +339,13 @@ class Sweep:
             for s in group:
                 own.take(s, sub.judged_rows.get(id(s), {}))
             trailing |= trailing_restarts(group, own, self.settings.tol)
-            if rows == plan.size:  # the rows the cells are compared on
-                judged = sub.judged_rows
+            if rows == plan.size:
+                scores = own
             del sub, own  # one part of the sample held at a time
-        sample = self.passes.sample()
-        data = load_input(sample.x, sample.w, "the sample")
-        scores = SampleScores(data.x_mem, data.w_mem)
-        for s in subs:
-            scores.take(s, judged.get(id(s), {}))
+        if scores is None:  # no cell fitted on the whole sample starts on it
+            whole = self.passes.sample()
+            data = load_input(whole.x, whole.w, "the sample")
+            scores = SampleScores(data.x_mem, data.w_mem)
         estimated: dict[int, dict] = {}
         cells: dict[int, str] = {}  # restarts stopped with their cell
         by = self.settings.screened_by
@@ -360,9 +359,9 @@ class Sweep:
         smallest = min(plan.rows_for(s.cell) for s in subs)
         logger.info(
             "EM on a sample of %s rows: %d pass(es) in memory, %.1f s; %d restart(s) stopped",
-            f"{min(smallest, data.x.shape[0])}..{data.x.shape[0]}"
+            f"{min(smallest, scores.x.shape[0])}..{scores.x.shape[0]}"
             if smallest < plan.size
-            else data.x.shape[0],
+            else scores.x.shape[0],
             n_passes,
             time.perf_counter() - started,
             len(trailing),

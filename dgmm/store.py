@@ -10,6 +10,7 @@ recently.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -189,8 +190,7 @@ class ResultStore:
         store's cap by default), and those unused for ``older_than`` seconds; returns the
         names removed."""
         cap = self.max_bytes if max_bytes is None else max_bytes
-        self._remove_stale_writes()
-        if older_than is None and self._bytes_on_disk() <= cap:
+        if self._scan() <= cap and older_than is None:
             return []  # under the cap (a sweep's usual case): no entry is opened
         entries = self.entries()
         total = sum(e.nbytes for e in entries)
@@ -203,36 +203,28 @@ class ResultStore:
                 removed.append(e.name)
         return removed
 
-    def _bytes_on_disk(self) -> int:
-        """The size of every file named as an entry, dgmm's or not (an upper bound on the
-        entries'), from the folder's listing alone."""
-        total = 0
+    def _scan(self, age: float = STALE_WRITE_SECONDS) -> int:
+        """One listing of the entries' folder: removes the temporary files of entries whose
+        writer died (`write_own` renames a finished one into place at once: those over ``age``
+        seconds old that start as dgmm's entries do), and returns the size of every file named
+        as an entry, dgmm's or not (an upper bound on the entries')."""
+        total, now = 0, time.time()
         try:
             with os.scandir(self.path / "entries") as listing:
-                for item in listing:
-                    if item.name.endswith(".npz"):  # as `entries` lists them
-                        try:
-                            total += item.stat().st_size
-                        except OSError:
-                            continue
+                items = list(listing)
         except OSError:
             return 0
-        return total
-
-    def _remove_stale_writes(self, age: float = STALE_WRITE_SECONDS) -> None:
-        """Temporary files of entries whose writer died (`write_own` renames a finished one
-        into place at once): those over ``age`` seconds old that start as dgmm's entries do."""
-        folder = self.path / "entries"
-        if not folder.is_dir():
-            return
-        now = time.time()
-        for path in folder.glob(".*.npz.*.tmp"):
+        for item in items:
             try:
-                old = now - path.stat().st_mtime > age
+                if item.name.endswith(".npz"):  # as `entries` lists them
+                    total += item.stat().st_size
+                elif fnmatch.fnmatch(item.name, ".*.npz.*.tmp"):
+                    old = now - item.stat().st_mtime > age
+                    if old and is_own(Path(item.path), ENTRY_KIND):
+                        _remove(Path(item.path))
             except OSError:
                 continue
-            if old and is_own(path, ENTRY_KIND):
-                _remove(path)
+        return total
 
     # -- what the last run on some data asked for (to name what changed)
     def _run_file(self, digest: str) -> Path:
